@@ -1,0 +1,191 @@
+"""Evaluation: encode each item once, score blockwise, compute the literature's metrics.
+
+`evaluate(workdir)` restores a trained checkpoint (the best by validation mAP by
+default), evaluates the test split in both directions (image -> text, text -> image;
+queries = test items of one modality, gallery = test items of the other) and writes
+`results.json` plus PNG plots of the precision-recall and precision-scope curves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from crossmodal_jax import data as data_lib
+from crossmodal_jax import metrics
+from crossmodal_jax import models
+from crossmodal_jax import scoring
+from crossmodal_jax.data import common
+
+DIRECTIONS = ("i2t", "t2i")
+SCOPES = (10, 25, 50, 100, 200, 300, 400, 500, 750, 1000)
+
+
+def score_split(method: models.base.Method, variables: Any, split: common.Split,
+                eval_config) -> np.ndarray:
+  """[n_images, n_texts] scores of every (image, text) pair of a split."""
+  encode_image = jax.jit(method.encode_image)
+  encode_text = jax.jit(method.encode_text)
+  image_enc = scoring.encode(lambda x: encode_image(variables, x), split[method.image_key],
+                             eval_config.batch_size)
+  text_enc = scoring.encode(lambda x: encode_text(variables, x), split[method.text_key],
+                            eval_config.batch_size)
+  return scoring.score_matrix(method.score, variables, image_enc, text_enc,
+                              eval_config.query_block, eval_config.gallery_block)
+
+
+def evaluate_split(method: models.base.Method, variables: Any, split: common.Split,
+                   eval_config, full: bool = True) -> dict[str, Any]:
+  """mAP@ALL (i2t, t2i, avg) and, if `full`, mAP@R, P@K and the curves."""
+  scores = score_split(method, variables, split, eval_config)
+  labels = split["label"]
+  per_direction = {"i2t": scores, "t2i": scores.T}
+  result: dict[str, Any] = {"map_all": {}}
+  for name, s in per_direction.items():
+    result["map_all"][name] = metrics.map_at_all(s, labels, labels)
+  result["map_all"]["avg"] = float(np.mean([result["map_all"][d] for d in DIRECTIONS]))
+  if not full:
+    return result
+  n = len(split)
+  r = min(eval_config.map_r, n)
+  ks = tuple(k for k in eval_config.precision_ks if k <= n)
+  scopes = tuple(s for s in SCOPES if s <= n)
+  result.update({f"map_at_{r}": {}, "precision_at_k": {}, "pr_curve": {},
+                 "precision_scope": {"scopes": list(scopes)}})
+  for name, s in per_direction.items():
+    result[f"map_at_{r}"][name] = metrics.map_at_r(s, labels, labels, r)
+    result["precision_at_k"][name] = {
+        str(k): v for k, v in metrics.precision_at_k(s, labels, labels, ks).items()}
+    recall, precision = metrics.pr_curve(s, labels, labels)
+    result["pr_curve"][name] = {"recall": recall.tolist(), "precision": precision.tolist()}
+    result["precision_scope"][name] = metrics.precision_scope(s, labels, labels,
+                                                              scopes).tolist()
+  result[f"map_at_{r}"]["avg"] = float(np.mean(
+      [result[f"map_at_{r}"][d] for d in DIRECTIONS]))
+  return result
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(_tuplify(json.load(f)))
+
+
+def _tuplify(x):
+  if isinstance(x, dict):
+    return {k: _tuplify(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuplify(v) for v in x)
+  return x
+
+
+def restore_variables(workdir: str, config, method, dataset, checkpoint: str = "best"):
+  """The variables of `checkpoint` ("best", "latest", or a step number) in workdir."""
+  # Imported here: train imports this module.
+  from crossmodal_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  root = os.path.join(os.path.abspath(workdir), "checkpoints")
+  which = "latest" if checkpoint not in ("best",) else "best"
+  directory = os.path.join(root, which)
+  if which == "best" and not _has_steps(directory):
+    logging.warning("No best-by-validation checkpoint in %s (no validation split?); "
+                    "using the latest.", root)
+    directory = os.path.join(root, "latest")
+  if not _has_steps(directory):
+    raise FileNotFoundError(f"No checkpoint under {directory}.")
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True)) as manager:
+    if checkpoint in ("best", "latest"):
+      step = manager.best_step() if which == "best" else manager.latest_step()
+      step = manager.latest_step() if step is None else step
+    else:
+      step = int(checkpoint)
+    steps_per_epoch = len(dataset.train) // config.train.batch_size
+    optimizer = train_lib.make_optimizer(config.train, steps_per_epoch)
+    target = train_lib.initial_state(method, optimizer, dataset, config.seed)
+    state = train_lib.restore_state(manager, step, target)
+  return state.variables, step
+
+
+def _has_steps(directory: str) -> bool:
+  return os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
+
+
+def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None,
+             dataset: common.Dataset | None = None, checkpoint: str | None = None,
+             split: str = "test", plots: bool = True) -> dict[str, Any]:
+  """Evaluates a trained workdir on `split`; writes results.json and plots there."""
+  config = config if config is not None else load_config(workdir)
+  dataset = dataset if dataset is not None else data_lib.load_dataset(config.data)
+  if split not in dataset.splits:
+    raise ValueError(f"Unknown split {split!r}; choose one of {tuple(dataset.splits)}.")
+  method = models.get_method(config, dataset.dims())
+  if checkpoint is None:
+    checkpoint = "best" if config.eval.select_by == "validation_map" else "latest"
+  variables, step = restore_variables(workdir, config, method, dataset, checkpoint)
+  result = evaluate_split(method, variables, dataset.splits[split], config.eval)
+  result.update({"split": split, "checkpoint_step": int(step), "checkpoint": checkpoint,
+                 "method": config.method, "dataset": dataset.name,
+                 "num_queries": len(dataset.splits[split])})
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, "results.json" if split == "test" else f"results_{split}.json")
+    _atomic_write_json(path, result)
+    if plots:
+      plot_curves(result, workdir, prefix="" if split == "test" else f"{split}_")
+  logging.info("%s mAP@ALL i2t %.4f t2i %.4f avg %.4f (checkpoint step %d)", split,
+               result["map_all"]["i2t"], result["map_all"]["t2i"], result["map_all"]["avg"],
+               step)
+  return result
+
+
+def _atomic_write_json(path: str, obj: Any):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def plot_curves(result: dict[str, Any], workdir: str, prefix: str = "") -> list[str]:
+  """PR and precision-scope curves (both directions) as PNGs; returns their paths."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  title = f"{result.get('method', '')} on {result.get('dataset', '')} ({result.get('split', '')})"
+  names = {"i2t": "Image → Text", "t2i": "Text → Image"}
+  paths = []
+  fig, ax = plt.subplots(figsize=(5, 4))
+  for d in DIRECTIONS:
+    c = result["pr_curve"][d]
+    ax.plot(c["recall"], c["precision"], marker="o", ms=3,
+            label=f"{names[d]} (mAP {result['map_all'][d]:.3f})")
+  ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1),
+         title=f"Precision-recall: {title}")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  paths.append(os.path.join(workdir, f"{prefix}pr_curve.png"))
+  fig.tight_layout()
+  fig.savefig(paths[-1], dpi=120)
+  plt.close(fig)
+  fig, ax = plt.subplots(figsize=(5, 4))
+  scopes = result["precision_scope"]["scopes"]
+  for d in DIRECTIONS:
+    ax.plot(scopes, result["precision_scope"][d], marker="o", ms=3, label=names[d])
+  ax.set(xlabel="Scope K (top-K retrieved)", ylabel="Precision@K", ylim=(0, 1),
+         title=f"Precision-scope: {title}")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  paths.append(os.path.join(workdir, f"{prefix}precision_scope.png"))
+  fig.tight_layout()
+  fig.savefig(paths[-1], dpi=120)
+  plt.close(fig)
+  return paths

@@ -1,0 +1,588 @@
+"""Retrieval metrics for cross-modal retrieval, in vectorised numpy.
+
+Conventions (see SPEC.md "Evaluation" and METHODS-NOTES.md "Evaluation protocol"):
+
+* ``scores`` is a float array ``[n_query, n_gallery]``; higher means more similar.
+* Labels are either integer arrays of shape ``[n]`` (single label; a gallery item is
+  relevant to a query when the labels are equal) or 0/1 multi-hot arrays ``[n, C]``
+  (relevant when query and gallery item share at least one label).
+* Ranking: for each query the gallery is sorted by descending score with
+  ``np.argsort(-scores, axis=1, kind="stable")``, so equal scores are broken by gallery
+  index (the lower index ranks first) and every result is deterministic.
+* AP of a query = mean over the ranks k of its relevant items of precision@k. For
+  mAP@ALL the denominator is the number of relevant gallery items (as the DRSL and
+  DSCMR evaluation code do); for mAP@R it is the number of relevant items *found* in the
+  top R (the common code's convention). A query with no relevant item has AP 0.
+
+Functions that sort take a ``chunk_size`` keyword: queries are processed in blocks of
+``chunk_size`` rows, so peak memory is about ``chunk_size * n_gallery`` of int64 plus a
+few bool/float arrays of the same size. Nothing loops over gallery items.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+__all__ = [
+    "relevance",
+    "ranked_relevance",
+    "average_precisions",
+    "map_at_all",
+    "map_at_r",
+    "map_at_r_from_topk",
+    "precision_at_k",
+    "precision_scope",
+    "pr_curve",
+    "retrieval_metrics",
+]
+
+DEFAULT_CHUNK_SIZE = 1024
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------
+
+
+def _as_labels(labels, name: str) -> np.ndarray:
+    """Returns labels as an array, checking they are [n] or multi-hot 0/1 [n, C]."""
+    arr = np.asarray(labels)
+    if arr.ndim == 1:
+        return arr
+    if arr.ndim == 2:
+        if arr.dtype != np.bool_:
+            if arr.size and not np.all((arr == 0) | (arr == 1)):
+                raise ValueError(
+                    f"{name} has shape {arr.shape}: 2-D labels must be 0/1 multi-hot"
+                )
+            arr = arr.astype(bool)
+        return arr
+    raise ValueError(
+        f"{name} must have shape [n] (int labels) or [n, C] (multi-hot), got {arr.shape}"
+    )
+
+
+def _check_labels(query_labels, gallery_labels) -> tuple[np.ndarray, np.ndarray]:
+    q = _as_labels(query_labels, "query_labels")
+    g = _as_labels(gallery_labels, "gallery_labels")
+    if q.ndim != g.ndim:
+        raise ValueError(
+            "query_labels and gallery_labels must both be [n] or both [n, C]; got "
+            f"shapes {q.shape} and {g.shape}"
+        )
+    if q.ndim == 2 and q.shape[1] != g.shape[1]:
+        raise ValueError(
+            "multi-hot query_labels and gallery_labels differ in number of classes: "
+            f"shapes {q.shape} and {g.shape}"
+        )
+    return q, g
+
+
+def _check_scores(scores, q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    s = np.asarray(scores)
+    if s.ndim != 2:
+        raise ValueError(f"scores must have shape [n_query, n_gallery], got {s.shape}")
+    if s.shape != (q.shape[0], g.shape[0]):
+        raise ValueError(
+            f"scores has shape {s.shape} but query_labels has shape {q.shape} and "
+            f"gallery_labels has shape {g.shape}; expected scores of shape "
+            f"{(q.shape[0], g.shape[0])}"
+        )
+    if s.shape[0] == 0 or s.shape[1] == 0:
+        raise ValueError(f"scores must have at least one query and one gallery item, got {s.shape}")
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN")
+    return s
+
+
+def _check_chunk(chunk_size: int) -> int:
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return chunk_size
+
+
+def _check_r(r, n_gallery: int) -> int:
+    r = int(r)
+    if r < 1:
+        raise ValueError(f"r must be >= 1, got {r}")
+    return min(r, n_gallery)
+
+
+def _check_ks(ks, n_gallery: int, name: str = "ks") -> tuple[list[int], np.ndarray]:
+    ks_list = [int(k) for k in np.atleast_1d(np.asarray(ks)).tolist()]
+    if not ks_list:
+        raise ValueError(f"{name} must not be empty")
+    if any(k < 1 for k in ks_list):
+        raise ValueError(f"{name} must all be >= 1, got {ks_list}")
+    return ks_list, np.minimum(np.asarray(ks_list, dtype=np.int64), n_gallery)
+
+
+# --------------------------------------------------------------------------------------
+# Relevance and ranking
+# --------------------------------------------------------------------------------------
+
+
+def _relevance(q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Relevance for already-validated labels."""
+    if q.ndim == 1:
+        return q[:, None] == g[None, :]
+    # Shared-label count via a float32 matmul (exact for < 2**24 classes).
+    return (q.astype(np.float32) @ g.astype(np.float32).T) > 0
+
+
+def relevance(query_labels, gallery_labels) -> np.ndarray:
+    """Relevance matrix between queries and gallery items.
+
+    Args:
+      query_labels: int labels ``[n_query]`` or 0/1 multi-hot labels ``[n_query, C]``.
+      gallery_labels: labels of the same kind, ``[n_gallery]`` or ``[n_gallery, C]``.
+
+    Returns:
+      bool array ``[n_query, n_gallery]``: True where the labels are equal (int labels)
+      or share at least one class (multi-hot labels).
+
+    Raises:
+      ValueError: if the label arrays are of different kinds, have different numbers
+        of classes, or 2-D labels are not 0/1.
+    """
+    q, g = _check_labels(query_labels, gallery_labels)
+    return _relevance(q, g)
+
+
+def _iter_ranked(
+    s: np.ndarray, q: np.ndarray, g: np.ndarray, top: int | None, chunk_size: int
+) -> Iterator[np.ndarray]:
+    """Yields ranked relevance ``[c, top or ng]`` for successive query blocks."""
+    n_query, n_gallery = s.shape
+    top = n_gallery if top is None else top
+    for start in range(0, n_query, chunk_size):
+        stop = min(start + chunk_size, n_query)
+        order = np.argsort(-s[start:stop], axis=1, kind="stable")[:, :top]
+        if q.ndim == 1:
+            yield q[start:stop, None] == g[order]
+        else:
+            rel = _relevance(q[start:stop], g)
+            yield np.take_along_axis(rel, order, axis=1)
+
+
+def ranked_relevance(
+    scores,
+    query_labels,
+    gallery_labels,
+    top: int | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> np.ndarray:
+    """Relevance of the gallery items in rank order, per query.
+
+    Args:
+      scores: float array ``[n_query, n_gallery]``, higher = more similar.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      top: keep only the first ``top`` ranks (clipped to n_gallery); None keeps all.
+      chunk_size: number of queries sorted at a time.
+
+    Returns:
+      bool array ``[n_query, top or n_gallery]``; entry ``[i, j]`` says whether the
+      gallery item at rank ``j + 1`` for query ``i`` is relevant. Ties in score are
+      broken by gallery index (lower index ranks first).
+
+    Raises:
+      ValueError: on shape mismatches, NaN scores or a non-positive ``top``.
+    """
+    q, g = _check_labels(query_labels, gallery_labels)
+    s = _check_scores(scores, q, g)
+    chunk_size = _check_chunk(chunk_size)
+    t = None if top is None else _check_r(top, s.shape[1])
+    return np.concatenate(list(_iter_ranked(s, q, g, t, chunk_size)), axis=0)
+
+
+# --------------------------------------------------------------------------------------
+# Average precision
+# --------------------------------------------------------------------------------------
+
+
+def _ap_from_ranked(rel: np.ndarray) -> np.ndarray:
+    """AP per row of a ranked relevance block; denominator = relevant items in the block."""
+    cum = np.cumsum(rel, axis=1, dtype=np.int64)
+    ranks = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
+    prec_sum = np.where(rel, cum / ranks, 0.0).sum(axis=1)
+    n_rel = cum[:, -1]
+    return np.where(n_rel > 0, prec_sum / np.maximum(n_rel, 1), 0.0)
+
+
+def average_precisions(
+    scores,
+    query_labels,
+    gallery_labels,
+    r: int | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> np.ndarray:
+    """Average precision of every query.
+
+    With ``r=None`` this is AP over the whole ranking: the mean over the ranks k of the
+    relevant items of precision@k, i.e. the sum of those precisions divided by the
+    number of relevant gallery items. With ``r`` given, only the top ``r`` ranks count
+    and the sum is divided by the number of relevant items *found* in the top ``r``
+    (the convention of the common evaluation code, not the total number of relevant
+    items). A query with no relevant item (in the gallery, resp. in the top ``r``) has
+    AP 0.
+
+    Args:
+      scores: float array ``[n_query, n_gallery]``, higher = more similar.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      r: cut-off rank (clipped to n_gallery), or None for the whole gallery.
+      chunk_size: number of queries sorted at a time.
+
+    Returns:
+      float64 array ``[n_query]`` of APs.
+
+    Raises:
+      ValueError: on shape mismatches, NaN scores or ``r < 1``.
+    """
+    q, g = _check_labels(query_labels, gallery_labels)
+    s = _check_scores(scores, q, g)
+    chunk_size = _check_chunk(chunk_size)
+    t = None if r is None else _check_r(r, s.shape[1])
+    return np.concatenate([_ap_from_ranked(rel) for rel in _iter_ranked(s, q, g, t, chunk_size)])
+
+
+def map_at_all(
+    scores, query_labels, gallery_labels, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> float:
+    """Mean average precision over the whole gallery (mAP@ALL).
+
+    AP per query = mean over the ranks k of the relevant gallery items of precision@k;
+    the denominator is the number of relevant gallery items (as in the DRSL and DSCMR
+    evaluation code). A query with no relevant gallery item has AP 0. Ties in score are
+    broken by gallery index.
+
+    Args:
+      scores: float array ``[n_query, n_gallery]``, higher = more similar.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      chunk_size: number of queries sorted at a time.
+
+    Returns:
+      mAP as a Python float.
+
+    Raises:
+      ValueError: on shape mismatches or NaN scores.
+    """
+    return float(
+        average_precisions(scores, query_labels, gallery_labels, None, chunk_size=chunk_size).mean()
+    )
+
+
+def map_at_r(
+    scores, query_labels, gallery_labels, r: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> float:
+    """Mean average precision over the top ``r`` ranks (mAP@R).
+
+    Only the first ``r`` ranks count. Following the common evaluation code, the AP
+    denominator is the number of relevant items FOUND in the top ``r`` (not the total
+    number of relevant gallery items), so a query whose top ``r`` holds one relevant
+    item at rank 1 has AP 1. A query with no relevant item in the top ``r`` has AP 0.
+
+    Args:
+      scores: float array ``[n_query, n_gallery]``, higher = more similar.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      r: cut-off rank, >= 1 (clipped to n_gallery).
+      chunk_size: number of queries sorted at a time.
+
+    Returns:
+      mAP@R as a Python float.
+
+    Raises:
+      ValueError: on shape mismatches, NaN scores or ``r < 1``.
+    """
+    if r is None:
+        raise ValueError("r must be an int >= 1 (use map_at_all for the whole gallery)")
+    return float(
+        average_precisions(scores, query_labels, gallery_labels, r, chunk_size=chunk_size).mean()
+    )
+
+
+def map_at_r_from_topk(
+    topk_indices,
+    query_labels,
+    gallery_labels,
+    r: int,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> float:
+    """mAP@R from precomputed top-k gallery indices (for galleries too big to score densely).
+
+    Same convention as :func:`map_at_r`: AP denominator = number of relevant items
+    found in the top ``r``; AP 0 when none is found. The indices must already be in rank
+    order (as produced by a streaming top-k scorer); to match :func:`map_at_r` exactly,
+    the scorer must break ties by gallery index as well.
+
+    Args:
+      topk_indices: int array ``[n_query, K]`` with ``K >= min(r, n_gallery)``; row i
+        lists gallery indices for query i, best first.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      r: cut-off rank, >= 1 (clipped to n_gallery).
+      chunk_size: number of queries processed at a time.
+
+    Returns:
+      mAP@R as a Python float.
+
+    Raises:
+      ValueError: if shapes do not match, K is smaller than r, or an index is out of
+        range.
+    """
+    q, g = _check_labels(query_labels, gallery_labels)
+    idx = np.asarray(topk_indices)
+    if idx.ndim != 2 or idx.shape[0] != q.shape[0]:
+        raise ValueError(
+            f"topk_indices has shape {idx.shape}; expected [n_query, K] with "
+            f"n_query = {q.shape[0]} (query_labels shape {q.shape})"
+        )
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"topk_indices must be integers, got dtype {idx.dtype}")
+    n_query, n_gallery = q.shape[0], g.shape[0]
+    if n_query == 0 or n_gallery == 0:
+        raise ValueError(
+            f"need at least one query and one gallery item, got query_labels {q.shape} "
+            f"and gallery_labels {g.shape}"
+        )
+    r = _check_r(r, n_gallery)
+    if idx.shape[1] < r:
+        raise ValueError(f"topk_indices has shape {idx.shape}; need at least r = {r} columns")
+    idx = idx[:, :r]
+    if idx.size and (idx.min() < 0 or idx.max() >= n_gallery):
+        raise ValueError(f"topk_indices must lie in [0, {n_gallery}), got range "
+                         f"[{idx.min()}, {idx.max()}]")
+    chunk_size = _check_chunk(chunk_size)
+    aps = []
+    for start in range(0, n_query, chunk_size):
+        stop = min(start + chunk_size, n_query)
+        block = idx[start:stop]
+        if q.ndim == 1:
+            rel = q[start:stop, None] == g[block]
+        else:
+            rel = np.einsum(
+                "qc,qrc->qr",
+                q[start:stop].astype(np.float32),
+                g[block].astype(np.float32),
+            ) > 0
+        aps.append(_ap_from_ranked(rel))
+    return float(np.concatenate(aps).mean())
+
+
+# --------------------------------------------------------------------------------------
+# Precision at k, precision-scope, precision-recall
+# --------------------------------------------------------------------------------------
+
+
+def _mean_precision_at(
+    s: np.ndarray, q: np.ndarray, g: np.ndarray, kk: np.ndarray, chunk_size: int
+) -> np.ndarray:
+    """Mean precision at each (already clipped) k in ``kk``."""
+    top = int(kk.max())
+    total = np.zeros(kk.shape[0], dtype=np.float64)
+    for rel in _iter_ranked(s, q, g, top, chunk_size):
+        cum = np.cumsum(rel, axis=1, dtype=np.int64)
+        total += (cum[:, kk - 1] / kk).sum(axis=0)
+    return total / s.shape[0]
+
+
+def precision_at_k(
+    scores,
+    query_labels,
+    gallery_labels,
+    ks: Sequence[int],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[int, float]:
+    """Mean precision@k over queries, for each k.
+
+    Args:
+      scores: float array ``[n_query, n_gallery]``, higher = more similar.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      ks: cut-offs, each >= 1; a k above n_gallery is evaluated at n_gallery.
+      chunk_size: number of queries sorted at a time.
+
+    Returns:
+      ``{k: mean precision@k}`` keyed by the k as given, values Python floats.
+
+    Raises:
+      ValueError: on shape mismatches, NaN scores, empty ``ks`` or a k < 1.
+    """
+    q, g = _check_labels(query_labels, gallery_labels)
+    s = _check_scores(scores, q, g)
+    chunk_size = _check_chunk(chunk_size)
+    ks_list, kk = _check_ks(ks, s.shape[1])
+    vals = _mean_precision_at(s, q, g, kk, chunk_size)
+    return {k: float(v) for k, v in zip(ks_list, vals)}
+
+
+def precision_scope(
+    scores,
+    query_labels,
+    gallery_labels,
+    scopes: Sequence[int],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> np.ndarray:
+    """Precision-scope curve: mean precision@K for each scope K.
+
+    This is the curve plotted in the DRSL paper (Fig. 3): precision of the top K
+    retrieved items, averaged over queries, as a function of K.
+
+    Args:
+      scores: float array ``[n_query, n_gallery]``, higher = more similar.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      scopes: scopes K, each >= 1; a K above n_gallery is evaluated at n_gallery.
+      chunk_size: number of queries sorted at a time.
+
+    Returns:
+      float64 array ``[len(scopes)]`` of mean precisions, in the order of ``scopes``.
+
+    Raises:
+      ValueError: on shape mismatches, NaN scores, empty ``scopes`` or a K < 1.
+    """
+    q, g = _check_labels(query_labels, gallery_labels)
+    s = _check_scores(scores, q, g)
+    chunk_size = _check_chunk(chunk_size)
+    _, kk = _check_ks(scopes, s.shape[1], "scopes")
+    return _mean_precision_at(s, q, g, kk, chunk_size)
+
+
+def pr_curve(
+    scores,
+    query_labels,
+    gallery_labels,
+    num_points: int = 11,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolated precision-recall curve, averaged over queries.
+
+    Recall levels are ``i / (num_points - 1)`` for ``i = 0 .. num_points - 1`` (0, 0.1,
+    .., 1 for the standard 11 points). For one query, the interpolated precision at
+    level r is the maximum precision@k over all ranks k whose recall (relevant items
+    in the top k / relevant items in the gallery) is >= r; recall comparisons are done
+    in exact integer arithmetic. The curve is averaged over the queries that have at
+    least one relevant gallery item; if no query has one, precision is all zeros.
+
+    Args:
+      scores: float array ``[n_query, n_gallery]``, higher = more similar.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      num_points: number of recall levels, >= 2.
+      chunk_size: number of queries sorted at a time.
+
+    Returns:
+      ``(recall, precision)``, two float64 arrays ``[num_points]``.
+
+    Raises:
+      ValueError: on shape mismatches, NaN scores or ``num_points < 2``.
+    """
+    q, g = _check_labels(query_labels, gallery_labels)
+    s = _check_scores(scores, q, g)
+    chunk_size = _check_chunk(chunk_size)
+    num_points = int(num_points)
+    if num_points < 2:
+        raise ValueError(f"num_points must be >= 2, got {num_points}")
+    steps = num_points - 1
+    levels = np.arange(num_points, dtype=np.int64)
+    recall = levels / steps
+    total = np.zeros(num_points, dtype=np.float64)
+    n_valid = 0
+    ranks = np.arange(1, s.shape[1] + 1, dtype=np.float64)
+    for rel in _iter_ranked(s, q, g, None, chunk_size):
+        cum = np.cumsum(rel, axis=1, dtype=np.int64)
+        n_rel = cum[:, -1]
+        keep = n_rel > 0
+        if not keep.any():
+            continue
+        cum, n_rel = cum[keep], n_rel[keep]
+        prec = cum / ranks
+        # suffix maximum: best precision at this rank or any later one
+        suff = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+        # relevant items needed to reach recall level i: ceil(i * n_rel / steps)
+        need = -((-levels[None, :] * n_rel[:, None]) // steps)  # [c, P]
+        # recall is non-decreasing, so the ranks reaching level i form a suffix that
+        # starts at the first rank with cum >= need; cum >= 1 there unless need == 0.
+        first = np.empty_like(need)
+        for i in range(num_points):  # loop over recall levels, not queries or items
+            first[:, i] = (cum < need[:, i : i + 1]).sum(axis=1)
+        total += np.take_along_axis(suff, first, axis=1).sum(axis=0)
+        n_valid += cum.shape[0]
+    precision = total / n_valid if n_valid else total
+    return recall, precision
+
+
+# --------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------
+
+
+def retrieval_metrics(
+    scores,
+    query_labels,
+    gallery_labels,
+    r: int | None = None,
+    ks: Sequence[int] = (1, 5, 10, 50, 100),
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict:
+    """The standard metric summary for one retrieval direction, in one sorting pass.
+
+    Args:
+      scores: float array ``[n_query, n_gallery]``, higher = more similar.
+      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+      r: if given, also report mAP@R (denominator = relevant items found in the top r,
+        see :func:`map_at_r`).
+      ks: cut-offs for precision@k (each >= 1, clipped to n_gallery); may be empty.
+      chunk_size: number of queries sorted at a time.
+
+    Returns:
+      JSON-serialisable dict with ``"map_all"`` (float), ``"map_r"`` (float, only when
+      ``r`` is given) and ``"precision_at_k"`` (``{str(k): float}``).
+
+    Raises:
+      ValueError: on shape mismatches, NaN scores, ``r < 1`` or a k < 1.
+    """
+    q, g = _check_labels(query_labels, gallery_labels)
+    s = _check_scores(scores, q, g)
+    chunk_size = _check_chunk(chunk_size)
+    n_query, n_gallery = s.shape
+    rr = None if r is None else _check_r(r, n_gallery)
+    ks_list = [int(k) for k in ks]
+    if any(k < 1 for k in ks_list):
+        raise ValueError(f"ks must all be >= 1, got {ks_list}")
+    kk = np.minimum(np.asarray(ks_list, dtype=np.int64), n_gallery)
+
+    ap_all_sum = 0.0
+    ap_r_sum = 0.0
+    prec_sum = np.zeros(len(ks_list), dtype=np.float64)
+    for rel in _iter_ranked(s, q, g, None, chunk_size):
+        ap_all_sum += _ap_from_ranked(rel).sum()
+        if rr is not None:
+            ap_r_sum += _ap_from_ranked(rel[:, :rr]).sum()
+        if ks_list:
+            cum = np.cumsum(rel[:, : int(kk.max())], axis=1, dtype=np.int64)
+            prec_sum += (cum[:, kk - 1] / kk).sum(axis=0)
+
+    out: dict = {"map_all": float(ap_all_sum / n_query)}
+    if rr is not None:
+        out["map_r"] = float(ap_r_sum / n_query)
+    out["precision_at_k"] = {
+        str(k): float(v) for k, v in zip(ks_list, prec_sum / n_query)
+    }
+    return out

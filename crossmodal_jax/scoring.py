@@ -1,0 +1,169 @@
+"""Blockwise query x gallery scoring from per-item encodings.
+
+A method's `score(image_enc, text_enc)` maps a block of P image encodings and a block of
+Q text encodings to their [P, Q] pair scores. Scoring a whole gallery tiles the
+(query, gallery) plane into blocks: one jitted call scores a query block against every
+gallery block in turn (`lax.map`), so device memory holds one tile's intermediates, never
+all pairs' inputs. Query and gallery are padded up to whole blocks and the padding is cut
+off (or masked out of the top-k) afterwards: no item is ever dropped.
+
+- `score_matrix` returns the full [n_query, n_gallery] matrix on the host (what mAP@ALL
+  needs; 4k x 4k floats is 64 MB).
+- `top_k` streams the gallery and keeps only each query's k best (score, index) pairs,
+  for galleries too large to hold all scores. Ties keep the lower gallery index first.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# (variables, image_enc_block, text_enc_block) -> [P, Q] scores.
+ScoreFn = Callable[[Any, Any, Any], jax.Array]
+
+
+def _num_items(tree: Any) -> int:
+  sizes = {x.shape[0] for x in jax.tree.leaves(tree)}
+  if len(sizes) != 1:
+    raise ValueError(f"Encodings disagree on the number of items: {sorted(sizes)}.")
+  return sizes.pop()
+
+
+def _pad_to(tree: Any, n: int) -> Any:
+  def pad(x):
+    x = jnp.asarray(x)
+    extra = n - x.shape[0]
+    return jnp.pad(x, [(0, extra)] + [(0, 0)] * (x.ndim - 1)) if extra else x
+  return jax.tree.map(pad, tree)
+
+
+def _blocks(tree: Any, block: int) -> Any:
+  return jax.tree.map(lambda x: x.reshape((x.shape[0] // block, block) + x.shape[1:]), tree)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _score_block_row(score_fn: ScoreFn, variables: Any, query_block: Any,
+                     gallery_blocks: Any) -> jax.Array:
+  """[bq] x [nb, bg] -> [bq, nb * bg]."""
+  tiles = jax.lax.map(lambda g: score_fn(variables, query_block, g), gallery_blocks)  # [nb, bq, bg]
+  nb, bq, bg = tiles.shape
+  return jnp.transpose(tiles, (1, 0, 2)).reshape(bq, nb * bg)
+
+
+def score_matrix(score_fn: ScoreFn, variables: Any, query_enc: Any, gallery_enc: Any,
+                 query_block: int = 512, gallery_block: int = 512,
+                 queries_are_images: bool = True) -> np.ndarray:
+  """All [n_query, n_gallery] scores, computed tile by tile.
+
+  Args:
+    score_fn: (variables, image_enc_block, text_enc_block) -> [P, Q] scores. Must be
+      hashable (e.g. a method's bound `score`): it is a static argument of the jitted
+      tile function.
+    variables: the model variables passed to score_fn.
+    query_enc, gallery_enc: per-item encodings (pytrees, leading axis = items).
+    query_block, gallery_block: tile sizes.
+    queries_are_images: if False the queries are texts: score_fn is called as
+      score_fn(variables, gallery_block, query_block) and the tile is transposed.
+
+  Returns:
+    float32 numpy array [n_query, n_gallery].
+  """
+  nq, ng = _num_items(query_enc), _num_items(gallery_enc)
+  query_block, gallery_block = min(query_block, nq), min(gallery_block, ng)
+  fn = score_fn if queries_are_images else _Transposed(score_fn)
+  q_pad = _pad_to(query_enc, math.ceil(nq / query_block) * query_block)
+  g_blocks = _blocks(_pad_to(gallery_enc, math.ceil(ng / gallery_block) * gallery_block),
+                     gallery_block)
+  out = np.empty((nq, ng), dtype=np.float32)
+  for start in range(0, nq, query_block):
+    q = jax.tree.map(lambda x: x[start:start + query_block], q_pad)
+    row = np.asarray(_score_block_row(fn, variables, q, g_blocks))
+    stop = min(start + query_block, nq)
+    out[start:stop] = row[:stop - start, :ng]
+  return out
+
+
+class _Transposed:
+  """score_fn with the roles swapped: (text_block, image_block) -> [texts, images]."""
+
+  def __init__(self, score_fn: ScoreFn):
+    self.score_fn = score_fn
+
+  def __call__(self, variables, query_block, gallery_block):
+    return self.score_fn(variables, gallery_block, query_block).T
+
+  def __hash__(self):
+    return hash((_Transposed, self.score_fn))
+
+  def __eq__(self, other):
+    return isinstance(other, _Transposed) and other.score_fn == self.score_fn
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _top_k_row(score_fn: ScoreFn, variables: Any, query_block: Any, gallery_blocks: Any,
+               num_valid: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  nb = jax.tree.leaves(gallery_blocks)[0].shape[0]
+  bg = jax.tree.leaves(gallery_blocks)[0].shape[1]
+  bq = jax.tree.leaves(query_block)[0].shape[0]
+
+  def step(carry, inputs):
+    best_s, best_i = carry
+    g, offset = inputs
+    s = score_fn(variables, query_block, g)
+    idx = offset + jnp.arange(bg, dtype=jnp.int32)
+    s = jnp.where(idx[None, :] < num_valid, s, -jnp.inf)
+    # Earlier (lower-index) candidates come first, and top_k keeps the first of equal
+    # values, so ties resolve to the lower gallery index.
+    all_s = jnp.concatenate([best_s, s], axis=1)
+    all_i = jnp.concatenate([best_i, jnp.broadcast_to(idx, (bq, bg))], axis=1)
+    top_s, pos = jax.lax.top_k(all_s, k)
+    return (top_s, jnp.take_along_axis(all_i, pos, axis=1)), None
+
+  init = (jnp.full((bq, k), -jnp.inf, jnp.float32),
+          jnp.full((bq, k), jnp.iinfo(jnp.int32).max, jnp.int32))
+  offsets = jnp.arange(nb, dtype=jnp.int32) * bg
+  (best_s, best_i), _ = jax.lax.scan(step, init, (gallery_blocks, offsets))
+  return best_s, best_i
+
+
+def top_k(score_fn: ScoreFn, variables: Any, query_enc: Any, gallery_enc: Any, k: int,
+          query_block: int = 512, gallery_block: int = 4096,
+          queries_are_images: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """Each query's k best gallery items, streaming the gallery block by block.
+
+  Returns:
+    (scores float32 [n_query, k], indices int32 [n_query, k]) in rank order.
+  """
+  nq, ng = _num_items(query_enc), _num_items(gallery_enc)
+  if not 1 <= k <= ng:
+    raise ValueError(f"k must be in [1, n_gallery={ng}], got {k}.")
+  query_block, gallery_block = min(query_block, nq), min(gallery_block, ng)
+  fn = score_fn if queries_are_images else _Transposed(score_fn)
+  q_pad = _pad_to(query_enc, math.ceil(nq / query_block) * query_block)
+  g_blocks = _blocks(_pad_to(gallery_enc, math.ceil(ng / gallery_block) * gallery_block),
+                     gallery_block)
+  scores = np.empty((nq, k), dtype=np.float32)
+  indices = np.empty((nq, k), dtype=np.int32)
+  for start in range(0, nq, query_block):
+    q = jax.tree.map(lambda x: x[start:start + query_block], q_pad)
+    s, i = _top_k_row(fn, variables, q, g_blocks, jnp.int32(ng), k)
+    stop = min(start + query_block, nq)
+    scores[start:stop] = np.asarray(s)[:stop - start]
+    indices[start:stop] = np.asarray(i)[:stop - start]
+  return scores, indices
+
+
+def encode(encode_fn: Callable[[Any], Any], inputs: Any, batch_size: int) -> Any:
+  """Applies a jitted per-item encoder over `inputs` in padded batches; drops nothing."""
+  n = _num_items(inputs)
+  batch_size = min(batch_size, n)
+  padded = _pad_to(inputs, math.ceil(n / batch_size) * batch_size)
+  parts = []
+  for start in range(0, n, batch_size):
+    parts.append(encode_fn(jax.tree.map(lambda x: x[start:start + batch_size], padded)))
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0)[:n], *parts)

@@ -1,0 +1,41 @@
+r"""Evaluates a trained workdir: restores a checkpoint, writes results.json and plots.
+
+  python -m experiments.evaluate --workdir=/tmp/drsl [--checkpoint=best|latest|STEP]
+
+The config is read from WORKDIR/config.json unless --config is given.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from crossmodal_jax import evaluate
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None,
+    "Optional config (configs/default.py:METHOD,DATASET) overriding WORKDIR/config.json; "
+    "fields overridable as --config.FIELD=VALUE.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None,
+    "'best' (best validation mAP), 'latest', or a step number. Default: the config's "
+    "eval.select_by.")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"],
+                           "Which split to evaluate (queries and gallery both from it).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config is None and "config" in flags.FLAGS and flags.FLAGS["config"].present:
+    config = _CONFIG.value
+  results = evaluate.evaluate(_WORKDIR.value, config=config, checkpoint=_CHECKPOINT.value,
+                              split=_SPLIT.value)
+  m = results["map_all"]
+  print(f"{_SPLIT.value} mAP@ALL  i2t {m['i2t']:.4f}  t2i {m['t2i']:.4f}  avg {m['avg']:.4f}  "
+        f"(checkpoint step {results['checkpoint_step']})")
+
+
+if __name__ == "__main__":
+  app.run(main)

