@@ -79,9 +79,11 @@ def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
   config.model = model
 
   train = ml_collections.ConfigDict()
-  train.batch_size = 200
+  # Chosen on Wikipedia's validation split (README): the paper's Adam 1e-4 barely moves
+  # in the paper's 20 epochs on these features; 1e-3 with batches of 100 does.
+  train.batch_size = 100
   train.num_epochs = 20
-  train.learning_rate = 1e-4
+  train.learning_rate = 1e-3
   train.b1 = 0.9
   train.b2 = 0.999
   train.weight_decay = 0.0  # coupled L2 (added to the gradient, as torch.optim.Adam)
@@ -106,6 +108,8 @@ def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
     model.image_layers = (1024, 1024, 300)
     model.text_layers = (1024, 1024, 300)
     model.relation_layers = (1024, 1024)
+    train.batch_size = 200
+    train.learning_rate = 1e-4
     train.b1, train.b2 = 0.5, 0.99
     train.weight_decay = 1e-4
     train.lr_decay_per_epoch = 0.98

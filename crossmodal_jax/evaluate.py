@@ -8,6 +8,7 @@ queries = test items of one modality, gallery = test items of the other) and wri
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -27,11 +28,16 @@ DIRECTIONS = ("i2t", "t2i")
 SCOPES = (10, 25, 50, 100, 200, 300, 400, 500, 750, 1000)
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_encoders(method: models.base.Method):
+  # Cached per method so per-epoch validation does not retrace the encoders.
+  return jax.jit(method.encode_image), jax.jit(method.encode_text)
+
+
 def score_split(method: models.base.Method, variables: Any, split: common.Split,
                 eval_config) -> np.ndarray:
   """[n_images, n_texts] scores of every (image, text) pair of a split."""
-  encode_image = jax.jit(method.encode_image)
-  encode_text = jax.jit(method.encode_text)
+  encode_image, encode_text = _jitted_encoders(method)
   image_enc = scoring.encode(lambda x: encode_image(variables, x), split[method.image_key],
                              eval_config.batch_size)
   text_enc = scoring.encode(lambda x: encode_text(variables, x), split[method.text_key],
@@ -103,7 +109,7 @@ def restore_variables(workdir: str, config, method, dataset, checkpoint: str = "
   if not _has_steps(directory):
     raise FileNotFoundError(f"No checkpoint under {directory}.")
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True)) as manager:
+      create=False)) as manager:
     if checkpoint in ("best", "latest"):
       step = manager.best_step() if which == "best" else manager.latest_step()
       step = manager.latest_step() if step is None else step

@@ -57,10 +57,11 @@ class TrainState:
     return {"params": self.params, **self.collections}
 
 
-def create_mesh() -> jax.sharding.Mesh:
-  """A 1-D mesh over every device (all hosts), axis `data`."""
-  return jax.make_mesh((jax.device_count(),), (AXIS,),
-                       axis_types=(jax.sharding.AxisType.Explicit,))
+def create_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh, axis `data`, over `devices` (default: every device of every host)."""
+  devices = list(devices) if devices is not None else jax.devices()
+  return jax.make_mesh((len(devices),), (AXIS,),
+                       axis_types=(jax.sharding.AxisType.Explicit,), devices=devices)
 
 
 def make_optimizer(train_config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -211,8 +212,7 @@ class _Logger:
       self.tb.close()
 
 
-def _check_batch(batch_size: int, n_train: int):
-  devices = jax.device_count()
+def _check_batch(batch_size: int, n_train: int, devices: int):
   if batch_size % devices:
     raise ValueError(
         f"train.batch_size={batch_size} is not divisible by the {devices} devices of the "
@@ -237,10 +237,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   logging.info("%s", dataset.summary())
   method = models.get_method(config, dataset.dims())
   tc = config.train
-  _check_batch(tc.batch_size, len(dataset.train))
+  mesh = create_mesh()
+  _check_batch(tc.batch_size, len(dataset.train), mesh.size)
   steps_per_epoch = len(dataset.train) // tc.batch_size
   optimizer = make_optimizer(tc, steps_per_epoch)
-  mesh = create_mesh()
   replicated = NamedSharding(mesh, P())
 
   state = jax.device_put(initial_state(method, optimizer, dataset, config.seed), replicated)

@@ -9,6 +9,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from crossmodal_jax import logs
 from crossmodal_jax import evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -27,10 +28,8 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  if config is None and "config" in flags.FLAGS and flags.FLAGS["config"].present:
-    config = _CONFIG.value
-  results = evaluate.evaluate(_WORKDIR.value, config=config, checkpoint=_CHECKPOINT.value,
+  logs.quiet_library_logs()
+  results = evaluate.evaluate(_WORKDIR.value, config=_CONFIG.value, checkpoint=_CHECKPOINT.value,
                               split=_SPLIT.value)
   m = results["map_all"]
   print(f"{_SPLIT.value} mAP@ALL  i2t {m['i2t']:.4f}  t2i {m['t2i']:.4f}  avg {m['avg']:.4f}  "

@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from crossmodal_jax import logs
 from crossmodal_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,6 +30,7 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logs.quiet_library_logs()
   results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   m = results["map_all"]
   logging.info("Test mAP@ALL: i2t %.4f  t2i %.4f  avg %.4f", m["i2t"], m["t2i"], m["avg"])

@@ -79,7 +79,8 @@ class DRSL(nn.Module):
     width = self.relation_layers[0]
     if self.fusion == "concat":
       self.proj_image = nn.Dense(width, use_bias=False)
-      self.proj_text = nn.Dense(width, use_bias=True)
+      # With grid batch norm a bias here would cancel against the batch mean.
+      self.proj_text = nn.Dense(width, use_bias=not self.relation_batch_norm)
       if self.relation_batch_norm:
         self.grid_scale = self.param("grid_scale", nn.initializers.ones, (width,))
         self.grid_bias = self.param("grid_bias", nn.initializers.zeros, (width,))

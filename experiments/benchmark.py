@@ -1,0 +1,231 @@
+r"""Speed benchmark: DRSL training epochs and all-pairs scoring throughput -> JSON.
+
+  python -m experiments.benchmark --output=benchmark.json \
+      [--wikipedia_dir=../shared/data/wikipedia_dataset]
+
+Measures, on whatever devices JAX sees:
+- seconds per DRSL training epoch on Wikipedia (train split, 2,173 pairs) at the paper's
+  sizes (drsl) and the authors' code sizes (drsl_code), with the default Wikipedia
+  batch size; without --wikipedia_dir a random stand-in of the same shape is used;
+- all-pairs scoring of a 4k x 4k synthetic gallery (paper sizes), with the separable
+  first layer + fused kernel, and the naive formulation (concatenate each pair, run the
+  600-1024-1 MLP) on a sub-block, so their ratio is measured in the same run;
+- the fused pairwise kernel alone against the naive [P, Q, K] grid, forward + backward.
+Every entry carries its FLOP count (analytic, counting a multiply-add as 2 FLOPs) and the
+achieved GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import default as default_configs
+from crossmodal_jax import logs
+from crossmodal_jax import models
+from crossmodal_jax import ops
+from crossmodal_jax import scoring
+from crossmodal_jax import train as train_lib
+from crossmodal_jax.data import common
+
+_OUTPUT = flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
+_WIKI = flags.DEFINE_string(
+    "wikipedia_dir", "", "Folder of the Wikipedia dataset; empty: a random stand-in of the "
+    "same shape (2,173 train pairs, 128-d images, 300-d texts).")
+_DATA_DIR = flags.DEFINE_string("data_dir", "/tmp/crossmodal_jax_benchmark_tfds",
+                                "TFDS cache for the built Wikipedia dataset.")
+_EPOCHS = flags.DEFINE_integer("epochs", 3, "Timed epochs per configuration (after 1 warm-up).")
+_GALLERY = flags.DEFINE_integer("gallery", 4096, "Items per modality in the scoring test.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Repetitions of each scoring measurement.")
+
+
+def _timeit(fn, repeats: int) -> float:
+  jax.block_until_ready(fn())  # compile + warm up
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def _mlp_flops(dims) -> int:
+  return sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def drsl_step_flops(model_cfg, d_img: int, d_txt: int, batch: int) -> dict[str, int]:
+  """Analytic forward FLOPs of one DRSL training step; training ~ 3x forward."""
+  towers = batch * (_mlp_flops((d_img, *model_cfg.image_layers))
+                    + _mlp_flops((d_txt, *model_cfg.text_layers)))
+  rel = tuple(model_cfg.relation_layers)
+  proj = batch * 2 * (model_cfg.image_layers[-1] + model_cfg.text_layers[-1]) * rel[0]
+  pairs = batch * batch
+  # Per pair: add + ReLU on the first hidden layer, then the rest of the MLP and output.
+  grid = pairs * (2 * rel[0] + _mlp_flops((*rel, 1)))
+  forward = towers + proj + grid
+  return {"forward": int(forward), "train_step": int(3 * forward)}
+
+
+def _wikipedia_like(seed=0) -> common.Dataset:
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    return common.Split({"image": rng.random((n, 128), dtype=np.float32),
+                         "text": rng.standard_normal((n, 300), dtype=np.float32),
+                         "label": rng.integers(0, 10, n).astype(np.int32)})
+
+  return common.Dataset("wikipedia-shaped random", split(2173), split(231), split(462), 10)
+
+
+def _load_wikipedia(method_name: str):
+  config = default_configs.get_config(f"{method_name},wikipedia")
+  if _WIKI.value:
+    from crossmodal_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+    config.data.manual_dir = _WIKI.value
+    config.data.data_dir = _DATA_DIR.value
+    return config, data_lib.load_dataset(config.data)
+  return config, _wikipedia_like()
+
+
+def bench_training(method_name: str, dataset_cache: dict) -> dict:
+  config, dataset = _load_wikipedia(method_name)
+  dataset = dataset_cache.setdefault("wiki", dataset)
+  method = models.get_method(config, dataset.dims())
+  tc = config.train
+  steps = len(dataset.train) // tc.batch_size
+  optimizer = train_lib.make_optimizer(tc, steps)
+  mesh = train_lib.create_mesh()
+  state = jax.device_put(train_lib.initial_state(method, optimizer, dataset, 0),
+                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  step_fn = train_lib.make_train_step(method, optimizer, mesh)
+  key = jax.random.key(0)
+  epoch_times = []
+  with jax.set_mesh(mesh):
+    for epoch in range(_EPOCHS.value + 1):
+      batches = [train_lib.shard_batch(b, mesh) for b in train_lib.epoch_batches(
+          dataset.train, method.batch_keys, tc.batch_size, 0, epoch)]
+      t0 = time.perf_counter()
+      for b in batches:
+        state, metrics = step_fn(state, b, key)
+      jax.block_until_ready(metrics)
+      epoch_times.append(time.perf_counter() - t0)
+  seconds = float(np.median(epoch_times[1:]))
+  d_img, d_txt = dataset.dims()["image"][0], dataset.dims()["text"][0]
+  flops = drsl_step_flops(config.model, d_img, d_txt, tc.batch_size)
+  epoch_flops = flops["train_step"] * steps
+  return {
+      "name": f"train_epoch/{method_name}/wikipedia",
+      "data": dataset.name,
+      "batch_size": tc.batch_size, "steps_per_epoch": steps,
+      "seconds_per_epoch": seconds, "seconds_20_epochs": 20 * seconds,
+      "flops_per_epoch": epoch_flops, "gflops_per_s": epoch_flops / seconds / 1e9,
+      "params": train_lib.num_params(state.params),
+  }
+
+
+def bench_scoring(dataset_cache: dict) -> list[dict]:
+  config = default_configs.get_config("drsl,synthetic")
+  n = _GALLERY.value
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.standard_normal((n, 128), dtype=np.float32))
+  texts = jnp.asarray(rng.standard_normal((n, 300), dtype=np.float32))
+  dims = {"image": (128,), "text": (300,), "label": ()}
+  method = models.get_method(config, dims)
+  variables = method.init(jax.random.key(0), {"image": images[:2], "text": texts[:2]})
+  enc_i = jax.jit(method.encode_image)(variables, images)
+  enc_t = jax.jit(method.encode_text)(variables, texts)
+  ce = config.eval
+  k = config.model.relation_layers[0]
+  pair_flops = 2 * k + 2 * k  # add + ReLU, then the K-long dot
+  seconds = _timeit(lambda: scoring.score_matrix(method.score, variables, enc_i, enc_t,
+                                                 ce.query_block, ce.gallery_block),
+                    _REPEATS.value)
+  results = [{"name": "score_all_pairs/drsl/separable", "pairs": n * n,
+              "seconds": seconds, "pairs_per_s": n * n / seconds,
+              "flops": n * n * pair_flops, "gflops_per_s": n * n * pair_flops / seconds / 1e9}]
+
+  # Naive: build each pair's [z_i; z_t] and run the relation MLP, on a sub-block.
+  sub = 256
+  zi = jax.jit(lambda v, x: method.module.apply(
+      v, x, train=False, method=lambda m, x: m.image_tower(x, train=False)))(
+          variables, images[:sub])
+  zt = jax.jit(lambda v, x: method.module.apply(
+      v, x, train=False, method=lambda m, x: m.text_tower(x, train=False)))(
+          variables, texts[:sub])
+  p = variables["params"]
+  w = jnp.concatenate([p["proj_image"]["kernel"], p["proj_text"]["kernel"]], axis=0)
+  stats = variables["batch_stats"]
+  scale = p["grid_scale"] * jax.lax.rsqrt(stats["grid_var"] + 1e-5)
+
+  @jax.jit
+  def naive(zi, zt):
+    pairs = jnp.concatenate([jnp.repeat(zi, zt.shape[0], axis=0),
+                             jnp.tile(zt, (zi.shape[0], 1))], axis=1)  # [P*Q, 600]
+    h = jax.nn.relu((pairs @ w - stats["grid_mean"]) * scale + p["grid_bias"])
+    return (h @ p["out_kernel"])[:, 0] + p["out_bias"][0]
+
+  naive_seconds = _timeit(lambda: naive(zi, zt), _REPEATS.value)
+  naive_flops = sub * sub * (2 * w.shape[0] * k + 2 * k + 2 * k)
+  naive_rate = sub * sub / naive_seconds
+  results.append({"name": "score_all_pairs/drsl/naive_concat", "pairs": sub * sub,
+                  "seconds": naive_seconds, "pairs_per_s": naive_rate,
+                  "flops": naive_flops, "gflops_per_s": naive_flops / naive_seconds / 1e9,
+                  "separable_speedup": results[0]["pairs_per_s"] / naive_rate})
+  del dataset_cache
+  return results
+
+
+def bench_kernel() -> list[dict]:
+  p = q = 200
+  k = 1024
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.standard_normal((p, k), dtype=np.float32))
+  b = jnp.asarray(rng.standard_normal((q, k), dtype=np.float32))
+  w = jnp.asarray(rng.standard_normal((k,), dtype=np.float32))
+  s = jnp.asarray(rng.random((p, q), dtype=np.float32))
+  out = []
+  for name, fn in (("fused", ops.pairwise_relu_dot), ("naive", ops.pairwise_relu_dot_reference)):
+    grad = jax.jit(jax.grad(lambda a, b, w, f=fn: jnp.sum((f(a, b, w) - s) ** 2),
+                            argnums=(0, 1, 2)))
+    seconds = _timeit(lambda: grad(a, b, w), _REPEATS.value)
+    flops = 3 * p * q * 4 * k
+    out.append({"name": f"pairwise_relu_dot/{name}/fwd+bwd", "shape": [p, q, k],
+                "seconds": seconds, "flops": flops, "gflops_per_s": flops / seconds / 1e9})
+  out[0]["speedup_vs_naive"] = out[1]["seconds"] / out[0]["seconds"]
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logs.quiet_library_logs()
+  cache: dict = {}
+  results = []
+  for method_name in ("drsl", "drsl_code"):
+    results.append(bench_training(method_name, cache))
+    print(json.dumps(results[-1]))
+  for r in bench_scoring(cache) + bench_kernel():
+    results.append(r)
+    print(json.dumps(r))
+  report = {
+      "devices": [str(d) for d in jax.devices()],
+      "platform": platform.platform(), "cpu_count": os.cpu_count(),
+      "jax": jax.__version__, "results": results,
+  }
+  tmp = _OUTPUT.value + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(report, f, indent=2)
+  os.replace(tmp, _OUTPUT.value)
+  print(f"wrote {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
