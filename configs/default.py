@@ -40,6 +40,10 @@ def _data_config(dataset: str) -> ml_collections.ConfigDict:
   data.svd_dim = 300
   data.sublinear_tf = True
   data.stopwords = "dataset"  # "dataset": the folder's stopwords.txt if present, "builtin"
+  # Word-id sequences (+ GloVe 6B-50d table) for a text CNN: the first max_words
+  # in-vocabulary words of each article.
+  data.word_sequences = False
+  data.max_words = 400
   # Image features are standardised with training-split statistics.
   data.standardize_image = True
   # Feature-file layout: validation rows carved from the end of train when there are
@@ -74,6 +78,13 @@ def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
   model.tower_batch_norm = True
   model.relation_batch_norm = True
   model.dropout = 0.0
+  # Text input: "mlp" = fixed text features (data.text_feature); "cnn" = a Kim text CNN
+  # over word vectors (needs data.word_sequences=True), trained jointly.
+  model.text_encoder = "mlp"
+  model.cnn_kernel_sizes = (3, 4, 5)
+  model.cnn_filters = 100
+  model.cnn_dropout = 0.5
+  model.cnn_freeze_embeddings = False
   # ||R - S||_F^2 divided by: "sum" (1), "sqrt_batch" (the code's sqrt(B)), "mean" (B^2).
   model.loss_normalizer = "sqrt_batch"
   config.model = model

@@ -38,10 +38,10 @@ def score_split(method: models.base.Method, variables: Any, split: common.Split,
                 eval_config) -> np.ndarray:
   """[n_images, n_texts] scores of every (image, text) pair of a split."""
   encode_image, encode_text = _jitted_encoders(method)
-  image_enc = scoring.encode(lambda x: encode_image(variables, x), split[method.image_key],
-                             eval_config.batch_size)
-  text_enc = scoring.encode(lambda x: encode_text(variables, x), split[method.text_key],
-                            eval_config.batch_size)
+  image_enc = scoring.encode(lambda x: encode_image(variables, x),
+                             method.image_input(split.arrays), eval_config.batch_size)
+  text_enc = scoring.encode(lambda x: encode_text(variables, x),
+                            method.text_input(split.arrays), eval_config.batch_size)
   return scoring.score_matrix(method.score, variables, image_enc, text_enc,
                               eval_config.query_block, eval_config.gallery_block)
 
@@ -134,7 +134,7 @@ def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None,
   dataset = dataset if dataset is not None else data_lib.load_dataset(config.data)
   if split not in dataset.splits:
     raise ValueError(f"Unknown split {split!r}; choose one of {tuple(dataset.splits)}.")
-  method = models.get_method(config, dataset.dims())
+  method = models.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
     checkpoint = "best" if config.eval.select_by == "validation_map" else "latest"
   variables, step = restore_variables(workdir, config, method, dataset, checkpoint)

@@ -31,7 +31,10 @@ def _num_items(tree: Any) -> int:
   sizes = {x.shape[0] for x in jax.tree.leaves(tree)}
   if len(sizes) != 1:
     raise ValueError(f"Encodings disagree on the number of items: {sorted(sizes)}.")
-  return sizes.pop()
+  n = sizes.pop()
+  if n == 0:
+    raise ValueError("Nothing to score or encode: zero items.")
+  return n
 
 
 def _pad_to(tree: Any, n: int) -> Any:

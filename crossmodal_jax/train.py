@@ -235,7 +235,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       f.write(config.to_json_best_effort(indent=2))
   dataset = dataset if dataset is not None else data_lib.load_dataset(config.data)
   logging.info("%s", dataset.summary())
-  method = models.get_method(config, dataset.dims())
+  method = models.get_method(config, dataset.dims(), dataset.meta)
   tc = config.train
   mesh = create_mesh()
   _check_batch(tc.batch_size, len(dataset.train), mesh.size)

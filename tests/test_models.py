@@ -386,7 +386,7 @@ def test_drsl_concat_train_mode_equals_grid_batch_norm(method_name, relation_bn)
     _check_stats(stats["image_tower"], want_tower, "image tower")
 
 
-@pytest.mark.parametrize("method_name,relation_bn", CONCAT_CASES[:3])
+@pytest.mark.parametrize("method_name,relation_bn", [CONCAT_CASES[0], CONCAT_CASES[3]])
 def test_drsl_loss_gradients_and_adam_steps(method_name, relation_bn):
     """Loss = relation_loss of the naive train-mode R; every gradient leaf is finite and
     non-zero; 20 Adam steps on a tiny synthetic batch reduce the loss; the running
@@ -402,12 +402,9 @@ def test_drsl_loss_gradients_and_adam_steps(method_name, relation_bn):
     assert 0 < np.sum(labels[:, None] == labels[None, :]) - n < n * (n - 1)
     model = concat_config(method_name, relation_bn)
     method = make_method(model)
-    if (method_name, relation_bn) == ("drsl", True):  # the real initialiser, once
-        variables = method.init(jax.random.key(0), batch)
-        assert np.all(np.asarray(variables["batch_stats"]["grid_var"]) == 1.0)
-        assert np.all(np.asarray(variables["params"]["grid_bias"]) == 0.0)
-    else:
-        variables = random_variables(method, seed=4)
+    # (Random variables of init's shapes: running the real initialisers compiles threefry
+    # and truncated-normal kernels, seconds on a small CPU for nothing these tests check.)
+    variables = random_variables(method, seed=4)
     params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     opt = optax.adam(1e-3)
 
@@ -554,3 +551,57 @@ def test_relation_loss_normalizers():
         losses.relation_loss(r, s, "frobenius", 8)
     for choice in losses.NORMALIZERS:
         assert choice in str(info.value)
+
+
+def test_drsl_with_text_cnn_trains_from_word_sequences():
+  import optax  # pylint: disable=g-import-not-at-top
+  from configs.default import get_config  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax import models  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
+  ds = synthetic.make_dataset(synthetic.SyntheticConfig(
+      num_train=64, num_validation=4, num_test=4, image_dim=16, vocab_size=60, word_dim=8,
+      max_words=12, min_words=2))
+  cfg = get_config("drsl,synthetic")
+  cfg.model.image_layers, cfg.model.text_layers = (16, 8), (16, 8)
+  cfg.model.relation_layers = (16,)
+  cfg.model.text_encoder = "cnn"
+  cfg.model.cnn_filters, cfg.model.cnn_kernel_sizes = 4, (2, 3)
+  method = models.get_method(cfg, ds.dims(), ds.meta)
+  assert set(method.batch_keys) == {"image", "word_ids", "word_mask", "label"}
+  batch = {k: jnp.asarray(ds.train[k]) for k in method.batch_keys}
+  variables = method.init(jax.random.key(0), batch)
+  # The embedding starts from the dataset's word-vector table.
+  np.testing.assert_allclose(variables["params"]["text_cnn"]["embed"]["embedding"],
+                             ds.meta["word_vectors"])
+  opt = optax.adam(1e-2)
+  params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
+  opt_state = opt.init(params)
+
+  @jax.jit
+  def step(params, state, opt_state, key):
+    (loss, (new_state, _)), grads = jax.value_and_grad(
+        lambda p: method.loss({"params": p, **state}, batch, key, None), has_aux=True)(params)
+    updates, opt_state = opt.update(grads, opt_state)
+    return optax.apply_updates(params, updates), new_state, opt_state, loss, grads
+
+  losses = []
+  for i in range(15):
+    params, state, opt_state, loss, grads = step(params, state, opt_state, jax.random.key(i))
+    losses.append(float(loss))
+  assert float(jnp.abs(grads["text_cnn"]["conv_0"]["kernel"]).max()) > 0
+  assert losses[-1] < 0.8 * losses[0], losses
+  v = {"params": params, **state}
+  enc_t = method.encode_text(v, method.text_input(batch))
+  enc_i = method.encode_image(v, batch["image"])
+  assert method.score(v, enc_i, enc_t).shape == (64, 64)
+
+
+def test_text_cnn_without_word_sequences_is_a_clear_error():
+  from configs.default import get_config  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax import models  # pylint: disable=g-import-not-at-top
+
+  cfg = get_config("drsl,wikipedia")
+  cfg.model.text_encoder = "cnn"
+  with pytest.raises(ValueError, match="word_sequences"):
+    models.get_method(cfg, {"image": (128,), "text": (300,), "label": ()}, {})

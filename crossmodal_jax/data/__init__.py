@@ -118,12 +118,24 @@ def _load_wikipedia(data_config) -> common.Dataset:
         scale = np.where(scale > 1e-8, scale, 1.0)
         texts = {s: (texts[s] / scale).astype(np.float32) for s in raw}
 
+  sequences = {}
+  if data_config.get("word_sequences", False):
+    if "vocab" not in meta:
+      raise ValueError("word_sequences needs a vocabulary: use a text_feature other than 'lda'.")
+    for s in raw:
+      ids, mask = text_lib.word_id_sequences(tokens[s], meta["vocab"], data_config.max_words,
+                                             drop_oov=True)
+      sequences[s] = {"word_ids": ids, "word_mask": mask}
+    meta["word_vectors"], found = text_lib.glove_table(meta["vocab"])
+    logging.info("GloVe vectors for %d of %d vocabulary words.", found.sum(), len(found))
+
   def split(s: str) -> common.Split:
     return common.Split({
         "image": raw[s]["image"].astype(np.float32),
         "text": np.asarray(texts[s], dtype=np.float32),
         "label": raw[s]["label"].astype(np.int32),
         "lda": raw[s]["lda"].astype(np.float32),
+        **sequences.get(s, {}),
     })
 
   logging.info("Wikipedia text feature %s: %d dims.", feature, texts["train"].shape[1])

@@ -68,6 +68,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
   """Generates the three splits (and word vectors) deterministically from cfg.seed."""
+  for field in ("num_train", "num_groups", "num_details", "num_regions", "vocab_size",
+                "word_dim"):
+    if getattr(cfg, field) < 1:
+      raise ValueError(f"Synthetic {field} must be >= 1, got {getattr(cfg, field)}.")
+  if cfg.image_dim < 2:
+    raise ValueError(f"Synthetic image_dim must be >= 2, got {cfg.image_dim}.")
   if cfg.min_words < 1 or cfg.min_words > cfg.max_words:
     raise ValueError(f"Need 1 <= min_words <= max_words, got {cfg.min_words}, {cfg.max_words}.")
   if cfg.vocab_size < 4 * cfg.num_classes:

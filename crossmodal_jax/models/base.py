@@ -35,6 +35,14 @@ class Method(abc.ABC):
   def batch_keys(self) -> tuple[str, ...]:
     return (self.image_key, self.text_key, "label")
 
+  def image_input(self, arrays: Mapping[str, Any]) -> Any:
+    """The image input of `encode_image`, from a batch or split's arrays."""
+    return arrays[self.image_key]
+
+  def text_input(self, arrays: Mapping[str, Any]) -> Any:
+    """The text input of `encode_text`, from a batch or split's arrays."""
+    return arrays[self.text_key]
+
   @abc.abstractmethod
   def init(self, rng: jax.Array, batch: Batch) -> Variables:
     ...

@@ -26,14 +26,14 @@ Choices (see also METHODS-NOTES.md):
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from crossmodal_jax import losses, ops
-from crossmodal_jax.models import base, layers
+from crossmodal_jax.models import base, layers, text_cnn
 
 FUSIONS = ("concat", "multiply", "add", "subtract")
 
@@ -62,6 +62,16 @@ class DRSL(nn.Module):
   relation_batch_norm: bool = True
   dropout: float = 0.0
   axis_name: str | None = None
+  # Text input: "mlp" reads fixed text features; "cnn" reads (word_ids, word_mask) through
+  # a Kim text CNN (trained jointly) before the text tower.
+  text_encoder: str = "mlp"
+  cnn_vocab_size: int = 0
+  cnn_embed_dim: int = 50
+  cnn_kernel_sizes: Sequence[int] = (3, 4, 5)
+  cnn_filters: int = 100
+  cnn_dropout: float = 0.5
+  cnn_freeze_embeddings: bool = False
+  cnn_embedding_init: Callable[..., Any] | None = None
 
   def setup(self):
     if self.fusion not in FUSIONS:
@@ -76,6 +86,14 @@ class DRSL(nn.Module):
                  axis_name=self.axis_name)
     self.image_tower = layers.MLP(tuple(self.image_layers), **tower)
     self.text_tower = layers.MLP(tuple(self.text_layers), **tower)
+    if self.text_encoder == "cnn":
+      self.text_cnn = text_cnn.TextCNN(
+          vocab_size=self.cnn_vocab_size, embed_dim=self.cnn_embed_dim,
+          kernel_sizes=tuple(self.cnn_kernel_sizes), num_filters=self.cnn_filters,
+          dropout=self.cnn_dropout, freeze_embeddings=self.cnn_freeze_embeddings,
+          embedding_init=self.cnn_embedding_init)
+    elif self.text_encoder != "mlp":
+      raise ValueError(f"Unknown text_encoder {self.text_encoder!r}; choose 'mlp' or 'cnn'.")
     width = self.relation_layers[0]
     if self.fusion == "concat":
       self.proj_image = nn.Dense(width, use_bias=False)
@@ -117,9 +135,15 @@ class DRSL(nn.Module):
       a = (a - self.grid_mean.value) * scale + self.grid_bias
     return a
 
-  def encode_text(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Text features [n, d] -> per-item encoding used by `score` (eval mode)."""
-    z = self.text_tower(x, train=train)
+  def _text_features(self, x, train: bool) -> jax.Array:
+    if self.text_encoder == "cnn":
+      word_ids, word_mask = x
+      x = self.text_cnn(word_ids, word_mask, train=train)
+    return self.text_tower(x, train=train)
+
+  def encode_text(self, x, train: bool = False) -> jax.Array:
+    """Text features [n, d] (or (word_ids, word_mask) with the CNN) -> per-item encoding."""
+    z = self._text_features(x, train)
     if self.fusion != "concat":
       return z
     b = self.proj_text(z)
@@ -169,7 +193,7 @@ class DRSL(nn.Module):
     if not train:
       return self.score(self.encode_image(image), self.encode_text(text))
     zi = self.image_tower(image, train=True)
-    zt = self.text_tower(text, train=True)
+    zt = self._text_features(text, True)
     if self.fusion != "concat":
       zt = self._gather(zt)
       return self.score(zi, zt, train=True)
@@ -207,27 +231,56 @@ def _fuse(fusion: str, zi: jax.Array, zt: jax.Array) -> jax.Array:
 class DRSLMethod(base.Method):
   """The training / retrieval face of DRSL (see `base.Method`)."""
 
-  def __init__(self, model_config, dims: dict[str, tuple[int, ...]]):
-    del dims  # Dense layers infer input sizes from the data.
+  def __init__(self, model_config, dims: dict[str, tuple[int, ...]],
+               meta: dict[str, Any] | None = None):
+    # Dense layers infer input sizes from the data; the text CNN needs the vocabulary
+    # size and, when the dataset provides one, a pretrained word-vector table.
     self.config = model_config
+    self._cnn = {}
+    if model_config.get("text_encoder", "mlp") == "cnn":
+      if "word_ids" not in dims:
+        raise ValueError("text_encoder='cnn' needs word sequences: set "
+                         "--config.data.word_sequences=True (arrays word_ids, word_mask).")
+      table = (meta or {}).get("word_vectors")
+      if table is None:
+        raise ValueError("text_encoder='cnn' needs meta['word_vectors'] from the dataset.")
+      self._cnn = dict(
+          cnn_vocab_size=table.shape[0], cnn_embed_dim=table.shape[1],
+          cnn_embedding_init=text_cnn.pretrained_embedding_init(table),
+          cnn_kernel_sizes=tuple(model_config.cnn_kernel_sizes),
+          cnn_filters=model_config.cnn_filters, cnn_dropout=model_config.cnn_dropout,
+          cnn_freeze_embeddings=model_config.cnn_freeze_embeddings)
+      self.text_keys = ("word_ids", "word_mask")
     self.module = self._module(axis_name=None)
+
+  text_keys: tuple[str, ...] = ("text",)
+
+  @property
+  def batch_keys(self) -> tuple[str, ...]:
+    return (self.image_key, *self.text_keys, "label")
+
+  def text_input(self, arrays):
+    if self.text_keys == ("text",):
+      return arrays["text"]
+    return tuple(arrays[k] for k in self.text_keys)
 
   def _module(self, axis_name: str | None) -> DRSL:
     c = self.config
     return DRSL(
+        text_encoder=c.get("text_encoder", "mlp"), **self._cnn,
         image_layers=tuple(c.image_layers), text_layers=tuple(c.text_layers),
         relation_layers=tuple(c.relation_layers), fusion=c.fusion,
         tower_batch_norm=c.tower_batch_norm, relation_batch_norm=c.relation_batch_norm,
         dropout=c.dropout, axis_name=axis_name)
 
   def init(self, rng, batch):
-    return self.module.init(rng, batch[self.image_key], batch[self.text_key], train=False)
+    return self.module.init(rng, batch[self.image_key], self.text_input(batch), train=False)
 
   def loss(self, variables, batch, rng, axis_name):
     module = self._module(axis_name)
     params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     r, new_state = module.apply(
-        {"params": params, **state}, batch[self.image_key], batch[self.text_key], train=True,
+        {"params": params, **state}, batch[self.image_key], self.text_input(batch), train=True,
         mutable=list(state.keys()), rngs={"dropout": rng})
     text_labels = batch["label"]
     num_devices = 1
