@@ -125,8 +125,16 @@ def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
     train.weight_decay = 1e-4
     train.lr_decay_per_epoch = 0.98
 
-  if dataset == "wikipedia":
-    train.num_epochs = 35
+  if dataset == "wikipedia" and method == "drsl":
+    # Chosen on the 231-pair validation split (README, "What the choices added"): raw
+    # TF-IDF text beats TF-IDF->SVD-300 and LDA; dropout 0.4 and lr 2e-3 hold validation
+    # mAP on a ~0.32 plateau from epoch ~45; the best-by-validation checkpoint is used.
+    config.data.text_feature = "tfidf"
+    model.dropout = 0.4
+    train.learning_rate = 2e-3
+    train.num_epochs = 60
+  elif dataset == "wikipedia":
+    train.num_epochs = 20
   elif dataset == "synthetic":
     train.num_epochs = 10
   return config

@@ -237,6 +237,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   logging.info("%s", dataset.summary())
   method = models.get_method(config, dataset.dims(), dataset.meta)
   tc = config.train
+  if tc.num_epochs < 1:
+    raise ValueError(f"train.num_epochs must be >= 1, got {tc.num_epochs}.")
   mesh = create_mesh()
   _check_batch(tc.batch_size, len(dataset.train), mesh.size)
   steps_per_epoch = len(dataset.train) // tc.batch_size
@@ -251,6 +253,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     state = restore_state(latest, start_step, state)
     logging.info("Resumed from %s at step %d.", latest.directory, start_step)
   start_epoch = start_step // steps_per_epoch
+  best_map = -1.0
+  if best.best_step() is not None:
+    best_map = float(best.metrics(best.best_step())["validation_map"])
   logger = _Logger(workdir, start_step)
   train_step = make_train_step(method, optimizer, mesh)
   key = jax.random.key(config.seed)
@@ -291,9 +296,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       last = epoch + 1 == tc.num_epochs
       if (epoch + 1) % tc.checkpoint_every_epochs == 0 or last:
         latest.save(step, args=ocp.args.StandardSave(state))
-        if has_validation:
-          best.save(step, args=ocp.args.StandardSave(state),
-                    metrics={"validation_map": record["validation_map"]})
+      # The best-by-validation copy is written only when validation improves (orbax
+      # would otherwise write every epoch and delete the loser).
+      if has_validation and record["validation_map"] > best_map:
+        best_map = record["validation_map"]
+        best.save(step, args=ocp.args.StandardSave(state),
+                  metrics={"validation_map": best_map}, force=True)
   if progress is not None:
     progress.close()
   latest.wait_until_finished()

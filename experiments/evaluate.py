@@ -5,12 +5,19 @@ r"""Evaluates a trained workdir: restores a checkpoint, writes results.json and 
 The config is read from WORKDIR/config.json unless --config is given.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from crossmodal_jax import logs
+from experiments import overrides
 from crossmodal_jax import evaluate
+
+if __name__ == "__main__":
+  # Before DEFINE_config_file, which applies the overrides as it is defined.
+  overrides.check(sys.argv[1:], None)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,

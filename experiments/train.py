@@ -8,13 +8,20 @@ Any config field can be overridden, e.g. --config.train.num_epochs=5. A workdir 
 already holds checkpoints is resumed from its latest one.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from crossmodal_jax import logs
+from experiments import overrides
 from crossmodal_jax import train
+
+if __name__ == "__main__":
+  # Before DEFINE_config_file, which applies the overrides as it is defined.
+  overrides.check(sys.argv[1:], overrides.default_configs.DEFAULT)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/default.py:drsl,synthetic",

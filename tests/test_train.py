@@ -168,6 +168,16 @@ def test_unknown_method_is_a_clear_error(tmp_path):
   assert "Unknown method 'nosuch'" in proc.stderr and "drsl" in proc.stderr
 
 
+def test_unknown_config_field_lists_the_choices(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", f"--workdir={tmp_path}",
+       "--config.train.nope=3"], cwd=REPO, env=ENV, capture_output=True, text=True,
+      timeout=120)
+  assert proc.returncode != 0
+  assert "Unknown config field 'train.nope'" in proc.stderr
+  assert "num_epochs" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def _write_feature_folder(root: pathlib.Path, rng):
   """A DRSL-layout folder: 3 classes, 12-d images, 9-d texts, labels as n x 1 (1-based)."""
   root.mkdir()
