@@ -29,11 +29,13 @@ class Method(abc.ABC):
 
   #: Keys of a data split the method reads (see data.common).
   image_key: str = "image"
-  text_key: str = "text"
+  #: The text input's arrays: one key gives that array, several give a tuple of them
+  #: (e.g. ("word_ids", "word_mask") for a text CNN).
+  text_keys: tuple[str, ...] = ("text",)
 
   @property
   def batch_keys(self) -> tuple[str, ...]:
-    return (self.image_key, self.text_key, "label")
+    return (self.image_key, *self.text_keys, "label")
 
   def image_input(self, arrays: Mapping[str, Any]) -> Any:
     """The image input of `encode_image`, from a batch or split's arrays."""
@@ -41,7 +43,9 @@ class Method(abc.ABC):
 
   def text_input(self, arrays: Mapping[str, Any]) -> Any:
     """The text input of `encode_text`, from a batch or split's arrays."""
-    return arrays[self.text_key]
+    if len(self.text_keys) == 1:
+      return arrays[self.text_keys[0]]
+    return tuple(arrays[k] for k in self.text_keys)
 
   @abc.abstractmethod
   def init(self, rng: jax.Array, batch: Batch) -> Variables:

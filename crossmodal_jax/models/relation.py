@@ -131,8 +131,7 @@ class DRSL(nn.Module):
       return z
     a = self.proj_image(z)
     if self.relation_batch_norm:
-      scale, shift = self._grid_affine()
-      a = (a - self.grid_mean.value) * scale + self.grid_bias
+      a = (a - self.grid_mean.value) * self._grid_scale() + self.grid_bias
     return a
 
   def _text_features(self, x, train: bool) -> jax.Array:
@@ -148,13 +147,12 @@ class DRSL(nn.Module):
       return z
     b = self.proj_text(z)
     if self.relation_batch_norm:
-      scale, _ = self._grid_affine()
-      b = b * scale
+      b = b * self._grid_scale()
     return b
 
-  def _grid_affine(self):
-    scale = self.grid_scale * jax.lax.rsqrt(self.grid_var.value + layers.BN_EPSILON)
-    return scale, None
+  def _grid_scale(self) -> jax.Array:
+    """Eval-mode grid batch-norm scale: gamma / sqrt(running var + eps)."""
+    return self.grid_scale * jax.lax.rsqrt(self.grid_var.value + layers.BN_EPSILON)
 
   # --- Pair scores --------------------------------------------------------------------
 
@@ -252,17 +250,6 @@ class DRSLMethod(base.Method):
           cnn_freeze_embeddings=model_config.cnn_freeze_embeddings)
       self.text_keys = ("word_ids", "word_mask")
     self.module = self._module(axis_name=None)
-
-  text_keys: tuple[str, ...] = ("text",)
-
-  @property
-  def batch_keys(self) -> tuple[str, ...]:
-    return (self.image_key, *self.text_keys, "label")
-
-  def text_input(self, arrays):
-    if self.text_keys == ("text",):
-      return arrays["text"]
-    return tuple(arrays[k] for k in self.text_keys)
 
   def _module(self, axis_name: str | None) -> DRSL:
     c = self.config
