@@ -17,6 +17,11 @@ Conventions (see SPEC.md "Evaluation" and METHODS-NOTES.md "Evaluation protocol"
 Functions that sort take a ``chunk_size`` keyword: queries are processed in blocks of
 ``chunk_size`` rows, so peak memory is about ``chunk_size * n_gallery`` of int64 plus a
 few bool/float arrays of the same size. Nothing loops over gallery items.
+
+Each single-metric function sorts the scores itself. :func:`retrieval_metrics` computes
+all of them (mAP@ALL, mAP@R, precision@k, the precision-scope and precision-recall
+curves) from ONE sort of each query's scores, with the same per-block code, so its
+values equal the single functions'.
 """
 
 from __future__ import annotations
@@ -47,79 +52,84 @@ DEFAULT_CHUNK_SIZE = 1024
 
 
 def _as_labels(labels, name: str) -> np.ndarray:
-    """Returns labels as an array, checking they are [n] or multi-hot 0/1 [n, C]."""
-    arr = np.asarray(labels)
-    if arr.ndim == 1:
-        return arr
-    if arr.ndim == 2:
-        if arr.dtype != np.bool_:
-            if arr.size and not np.all((arr == 0) | (arr == 1)):
-                raise ValueError(
-                    f"{name} has shape {arr.shape}: 2-D labels must be 0/1 multi-hot"
-                )
-            arr = arr.astype(bool)
-        return arr
-    raise ValueError(
-        f"{name} must have shape [n] (int labels) or [n, C] (multi-hot), got {arr.shape}"
-    )
+  """Returns labels as an array, checking they are [n] or multi-hot 0/1 [n, C]."""
+  arr = np.asarray(labels)
+  if arr.ndim == 1:
+    return arr
+  if arr.ndim == 2:
+    if arr.dtype != np.bool_:
+      if arr.size and not np.all((arr == 0) | (arr == 1)):
+        raise ValueError(f"{name} has shape {arr.shape}: 2-D labels must be 0/1 multi-hot")
+      arr = arr.astype(bool)
+    return arr
+  raise ValueError(
+      f"{name} must have shape [n] (int labels) or [n, C] (multi-hot), got {arr.shape}"
+  )
 
 
 def _check_labels(query_labels, gallery_labels) -> tuple[np.ndarray, np.ndarray]:
-    q = _as_labels(query_labels, "query_labels")
-    g = _as_labels(gallery_labels, "gallery_labels")
-    if q.ndim != g.ndim:
-        raise ValueError(
-            "query_labels and gallery_labels must both be [n] or both [n, C]; got "
-            f"shapes {q.shape} and {g.shape}"
-        )
-    if q.ndim == 2 and q.shape[1] != g.shape[1]:
-        raise ValueError(
-            "multi-hot query_labels and gallery_labels differ in number of classes: "
-            f"shapes {q.shape} and {g.shape}"
-        )
-    return q, g
+  q = _as_labels(query_labels, "query_labels")
+  g = _as_labels(gallery_labels, "gallery_labels")
+  if q.ndim != g.ndim:
+    raise ValueError(
+        "query_labels and gallery_labels must both be [n] or both [n, C]; got "
+        f"shapes {q.shape} and {g.shape}"
+    )
+  if q.ndim == 2 and q.shape[1] != g.shape[1]:
+    raise ValueError(
+        "multi-hot query_labels and gallery_labels differ in number of classes: "
+        f"shapes {q.shape} and {g.shape}"
+    )
+  return q, g
 
 
 def _check_scores(scores, q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    s = np.asarray(scores)
-    if s.ndim != 2:
-        raise ValueError(f"scores must have shape [n_query, n_gallery], got {s.shape}")
-    if s.shape != (q.shape[0], g.shape[0]):
-        raise ValueError(
-            f"scores has shape {s.shape} but query_labels has shape {q.shape} and "
-            f"gallery_labels has shape {g.shape}; expected scores of shape "
-            f"{(q.shape[0], g.shape[0])}"
-        )
-    if s.shape[0] == 0 or s.shape[1] == 0:
-        raise ValueError(f"scores must have at least one query and one gallery item, got {s.shape}")
-    if not np.issubdtype(s.dtype, np.floating):
-        s = s.astype(np.float64)
-    if np.isnan(s).any():
-        raise ValueError("scores contain NaN")
-    return s
+  s = np.asarray(scores)
+  if s.ndim != 2:
+    raise ValueError(f"scores must have shape [n_query, n_gallery], got {s.shape}")
+  if s.shape != (q.shape[0], g.shape[0]):
+    raise ValueError(
+        f"scores has shape {s.shape} but query_labels has shape {q.shape} and "
+        f"gallery_labels has shape {g.shape}; expected scores of shape "
+        f"{(q.shape[0], g.shape[0])}"
+    )
+  if s.shape[0] == 0 or s.shape[1] == 0:
+    raise ValueError(f"scores must have at least one query and one gallery item, got {s.shape}")
+  if not np.issubdtype(s.dtype, np.floating):
+    s = s.astype(np.float64)
+  if np.isnan(s).any():
+    raise ValueError("scores contain NaN")
+  return s
 
 
 def _check_chunk(chunk_size: int) -> int:
-    chunk_size = int(chunk_size)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return chunk_size
+  chunk_size = int(chunk_size)
+  if chunk_size < 1:
+    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+  return chunk_size
 
 
 def _check_r(r, n_gallery: int) -> int:
-    r = int(r)
-    if r < 1:
-        raise ValueError(f"r must be >= 1, got {r}")
-    return min(r, n_gallery)
+  r = int(r)
+  if r < 1:
+    raise ValueError(f"r must be >= 1, got {r}")
+  return min(r, n_gallery)
 
 
 def _check_ks(ks, n_gallery: int, name: str = "ks") -> tuple[list[int], np.ndarray]:
-    ks_list = [int(k) for k in np.atleast_1d(np.asarray(ks)).tolist()]
-    if not ks_list:
-        raise ValueError(f"{name} must not be empty")
-    if any(k < 1 for k in ks_list):
-        raise ValueError(f"{name} must all be >= 1, got {ks_list}")
-    return ks_list, np.minimum(np.asarray(ks_list, dtype=np.int64), n_gallery)
+  ks_list = [int(k) for k in np.atleast_1d(np.asarray(ks)).tolist()]
+  if not ks_list:
+    raise ValueError(f"{name} must not be empty")
+  if any(k < 1 for k in ks_list):
+    raise ValueError(f"{name} must all be >= 1, got {ks_list}")
+  return ks_list, np.minimum(np.asarray(ks_list, dtype=np.int64), n_gallery)
+
+
+def _optional_cutoffs(values, n_gallery: int, name: str) -> tuple[list[int], np.ndarray | None]:
+  """Like ``_check_ks`` but an empty sequence gives ``([], None)``."""
+  if np.atleast_1d(np.asarray(values)).size == 0:
+    return [], None
+  return _check_ks(values, n_gallery, name)
 
 
 # --------------------------------------------------------------------------------------
@@ -128,46 +138,46 @@ def _check_ks(ks, n_gallery: int, name: str = "ks") -> tuple[list[int], np.ndarr
 
 
 def _relevance(q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Relevance for already-validated labels."""
-    if q.ndim == 1:
-        return q[:, None] == g[None, :]
-    # Shared-label count via a float32 matmul (exact for < 2**24 classes).
-    return (q.astype(np.float32) @ g.astype(np.float32).T) > 0
+  """Relevance for already-validated labels."""
+  if q.ndim == 1:
+    return q[:, None] == g[None, :]
+  # Shared-label count via a float32 matmul (exact for < 2**24 classes).
+  return (q.astype(np.float32) @ g.astype(np.float32).T) > 0
 
 
 def relevance(query_labels, gallery_labels) -> np.ndarray:
-    """Relevance matrix between queries and gallery items.
+  """Relevance matrix between queries and gallery items.
 
-    Args:
-      query_labels: int labels ``[n_query]`` or 0/1 multi-hot labels ``[n_query, C]``.
-      gallery_labels: labels of the same kind, ``[n_gallery]`` or ``[n_gallery, C]``.
+  Args:
+    query_labels: int labels ``[n_query]`` or 0/1 multi-hot labels ``[n_query, C]``.
+    gallery_labels: labels of the same kind, ``[n_gallery]`` or ``[n_gallery, C]``.
 
-    Returns:
-      bool array ``[n_query, n_gallery]``: True where the labels are equal (int labels)
-      or share at least one class (multi-hot labels).
+  Returns:
+    bool array ``[n_query, n_gallery]``: True where the labels are equal (int labels)
+    or share at least one class (multi-hot labels).
 
-    Raises:
-      ValueError: if the label arrays are of different kinds, have different numbers
-        of classes, or 2-D labels are not 0/1.
-    """
-    q, g = _check_labels(query_labels, gallery_labels)
-    return _relevance(q, g)
+  Raises:
+    ValueError: if the label arrays are of different kinds, have different numbers
+      of classes, or 2-D labels are not 0/1.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  return _relevance(q, g)
 
 
 def _iter_ranked(
     s: np.ndarray, q: np.ndarray, g: np.ndarray, top: int | None, chunk_size: int
 ) -> Iterator[np.ndarray]:
-    """Yields ranked relevance ``[c, top or ng]`` for successive query blocks."""
-    n_query, n_gallery = s.shape
-    top = n_gallery if top is None else top
-    for start in range(0, n_query, chunk_size):
-        stop = min(start + chunk_size, n_query)
-        order = np.argsort(-s[start:stop], axis=1, kind="stable")[:, :top]
-        if q.ndim == 1:
-            yield q[start:stop, None] == g[order]
-        else:
-            rel = _relevance(q[start:stop], g)
-            yield np.take_along_axis(rel, order, axis=1)
+  """Yields ranked relevance ``[c, top or ng]`` for successive query blocks."""
+  n_query, n_gallery = s.shape
+  top = n_gallery if top is None else top
+  for start in range(0, n_query, chunk_size):
+    stop = min(start + chunk_size, n_query)
+    order = np.argsort(-s[start:stop], axis=1, kind="stable")[:, :top]
+    if q.ndim == 1:
+      yield q[start:stop, None] == g[order]
+    else:
+      rel = _relevance(q[start:stop], g)
+      yield np.take_along_axis(rel, order, axis=1)
 
 
 def ranked_relevance(
@@ -178,28 +188,28 @@ def ranked_relevance(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> np.ndarray:
-    """Relevance of the gallery items in rank order, per query.
+  """Relevance of the gallery items in rank order, per query.
 
-    Args:
-      scores: float array ``[n_query, n_gallery]``, higher = more similar.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      top: keep only the first ``top`` ranks (clipped to n_gallery); None keeps all.
-      chunk_size: number of queries sorted at a time.
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    top: keep only the first ``top`` ranks (clipped to n_gallery); None keeps all.
+    chunk_size: number of queries sorted at a time.
 
-    Returns:
-      bool array ``[n_query, top or n_gallery]``; entry ``[i, j]`` says whether the
-      gallery item at rank ``j + 1`` for query ``i`` is relevant. Ties in score are
-      broken by gallery index (lower index ranks first).
+  Returns:
+    bool array ``[n_query, top or n_gallery]``; entry ``[i, j]`` says whether the
+    gallery item at rank ``j + 1`` for query ``i`` is relevant. Ties in score are
+    broken by gallery index (lower index ranks first).
 
-    Raises:
-      ValueError: on shape mismatches, NaN scores or a non-positive ``top``.
-    """
-    q, g = _check_labels(query_labels, gallery_labels)
-    s = _check_scores(scores, q, g)
-    chunk_size = _check_chunk(chunk_size)
-    t = None if top is None else _check_r(top, s.shape[1])
-    return np.concatenate(list(_iter_ranked(s, q, g, t, chunk_size)), axis=0)
+  Raises:
+    ValueError: on shape mismatches, NaN scores or a non-positive ``top``.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  s = _check_scores(scores, q, g)
+  chunk_size = _check_chunk(chunk_size)
+  t = None if top is None else _check_r(top, s.shape[1])
+  return np.concatenate(list(_iter_ranked(s, q, g, t, chunk_size)), axis=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -207,13 +217,27 @@ def ranked_relevance(
 # --------------------------------------------------------------------------------------
 
 
-def _ap_from_ranked(rel: np.ndarray) -> np.ndarray:
-    """AP per row of a ranked relevance block; denominator = relevant items in the block."""
-    cum = np.cumsum(rel, axis=1, dtype=np.int64)
-    ranks = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
-    prec_sum = np.where(rel, cum / ranks, 0.0).sum(axis=1)
-    n_rel = cum[:, -1]
-    return np.where(n_rel > 0, prec_sum / np.maximum(n_rel, 1), 0.0)
+def _hits(rel: np.ndarray) -> np.ndarray:
+  """Relevant items in the top k, for every k: int64 cumulative sum of a ranked block."""
+  return np.cumsum(rel, axis=1, dtype=np.int64)
+
+
+def _ap_from_ranked(rel: np.ndarray, cum: np.ndarray | None = None) -> np.ndarray:
+  """AP per row of a ranked relevance block; denominator = relevant items in the block.
+
+  Args:
+    rel: bool ``[c, t]`` ranked relevance (the first ``t`` ranks of ``c`` queries).
+    cum: ``_hits(rel)``, when the caller already has it.
+
+  Returns:
+    float64 ``[c]``.
+  """
+  if cum is None:
+    cum = _hits(rel)
+  ranks = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
+  prec_sum = np.where(rel, cum / ranks, 0.0).sum(axis=1)
+  n_rel = cum[:, -1]
+  return np.where(n_rel > 0, prec_sum / np.maximum(n_rel, 1), 0.0)
 
 
 def average_precisions(
@@ -224,91 +248,91 @@ def average_precisions(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> np.ndarray:
-    """Average precision of every query.
+  """Average precision of every query.
 
-    With ``r=None`` this is AP over the whole ranking: the mean over the ranks k of the
-    relevant items of precision@k, i.e. the sum of those precisions divided by the
-    number of relevant gallery items. With ``r`` given, only the top ``r`` ranks count
-    and the sum is divided by the number of relevant items *found* in the top ``r``
-    (the convention of the common evaluation code, not the total number of relevant
-    items). A query with no relevant item (in the gallery, resp. in the top ``r``) has
-    AP 0.
+  With ``r=None`` this is AP over the whole ranking: the mean over the ranks k of the
+  relevant items of precision@k, i.e. the sum of those precisions divided by the
+  number of relevant gallery items. With ``r`` given, only the top ``r`` ranks count
+  and the sum is divided by the number of relevant items *found* in the top ``r``
+  (the convention of the common evaluation code, not the total number of relevant
+  items). A query with no relevant item (in the gallery, resp. in the top ``r``) has
+  AP 0.
 
-    Args:
-      scores: float array ``[n_query, n_gallery]``, higher = more similar.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      r: cut-off rank (clipped to n_gallery), or None for the whole gallery.
-      chunk_size: number of queries sorted at a time.
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    r: cut-off rank (clipped to n_gallery), or None for the whole gallery.
+    chunk_size: number of queries sorted at a time.
 
-    Returns:
-      float64 array ``[n_query]`` of APs.
+  Returns:
+    float64 array ``[n_query]`` of APs.
 
-    Raises:
-      ValueError: on shape mismatches, NaN scores or ``r < 1``.
-    """
-    q, g = _check_labels(query_labels, gallery_labels)
-    s = _check_scores(scores, q, g)
-    chunk_size = _check_chunk(chunk_size)
-    t = None if r is None else _check_r(r, s.shape[1])
-    return np.concatenate([_ap_from_ranked(rel) for rel in _iter_ranked(s, q, g, t, chunk_size)])
+  Raises:
+    ValueError: on shape mismatches, NaN scores or ``r < 1``.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  s = _check_scores(scores, q, g)
+  chunk_size = _check_chunk(chunk_size)
+  t = None if r is None else _check_r(r, s.shape[1])
+  return np.concatenate([_ap_from_ranked(rel) for rel in _iter_ranked(s, q, g, t, chunk_size)])
 
 
 def map_at_all(
     scores, query_labels, gallery_labels, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> float:
-    """Mean average precision over the whole gallery (mAP@ALL).
+  """Mean average precision over the whole gallery (mAP@ALL).
 
-    AP per query = mean over the ranks k of the relevant gallery items of precision@k;
-    the denominator is the number of relevant gallery items (as in the DRSL and DSCMR
-    evaluation code). A query with no relevant gallery item has AP 0. Ties in score are
-    broken by gallery index.
+  AP per query = mean over the ranks k of the relevant gallery items of precision@k;
+  the denominator is the number of relevant gallery items (as in the DRSL and DSCMR
+  evaluation code). A query with no relevant gallery item has AP 0. Ties in score are
+  broken by gallery index.
 
-    Args:
-      scores: float array ``[n_query, n_gallery]``, higher = more similar.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      chunk_size: number of queries sorted at a time.
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    chunk_size: number of queries sorted at a time.
 
-    Returns:
-      mAP as a Python float.
+  Returns:
+    mAP as a Python float.
 
-    Raises:
-      ValueError: on shape mismatches or NaN scores.
-    """
-    return float(
-        average_precisions(scores, query_labels, gallery_labels, None, chunk_size=chunk_size).mean()
-    )
+  Raises:
+    ValueError: on shape mismatches or NaN scores.
+  """
+  return float(
+      average_precisions(scores, query_labels, gallery_labels, None, chunk_size=chunk_size).mean()
+  )
 
 
 def map_at_r(
     scores, query_labels, gallery_labels, r: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> float:
-    """Mean average precision over the top ``r`` ranks (mAP@R).
+  """Mean average precision over the top ``r`` ranks (mAP@R).
 
-    Only the first ``r`` ranks count. Following the common evaluation code, the AP
-    denominator is the number of relevant items FOUND in the top ``r`` (not the total
-    number of relevant gallery items), so a query whose top ``r`` holds one relevant
-    item at rank 1 has AP 1. A query with no relevant item in the top ``r`` has AP 0.
+  Only the first ``r`` ranks count. Following the common evaluation code, the AP
+  denominator is the number of relevant items FOUND in the top ``r`` (not the total
+  number of relevant gallery items), so a query whose top ``r`` holds one relevant
+  item at rank 1 has AP 1. A query with no relevant item in the top ``r`` has AP 0.
 
-    Args:
-      scores: float array ``[n_query, n_gallery]``, higher = more similar.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      r: cut-off rank, >= 1 (clipped to n_gallery).
-      chunk_size: number of queries sorted at a time.
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    r: cut-off rank, >= 1 (clipped to n_gallery).
+    chunk_size: number of queries sorted at a time.
 
-    Returns:
-      mAP@R as a Python float.
+  Returns:
+    mAP@R as a Python float.
 
-    Raises:
-      ValueError: on shape mismatches, NaN scores or ``r < 1``.
-    """
-    if r is None:
-        raise ValueError("r must be an int >= 1 (use map_at_all for the whole gallery)")
-    return float(
-        average_precisions(scores, query_labels, gallery_labels, r, chunk_size=chunk_size).mean()
-    )
+  Raises:
+    ValueError: on shape mismatches, NaN scores or ``r < 1``.
+  """
+  if r is None:
+    raise ValueError("r must be an int >= 1 (use map_at_all for the whole gallery)")
+  return float(
+      average_precisions(scores, query_labels, gallery_labels, r, chunk_size=chunk_size).mean()
+  )
 
 
 def map_at_r_from_topk(
@@ -319,65 +343,69 @@ def map_at_r_from_topk(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> float:
-    """mAP@R from precomputed top-k gallery indices (for galleries too big to score densely).
+  """mAP@R from precomputed top-k gallery indices (for galleries too big to score densely).
 
-    Same convention as :func:`map_at_r`: AP denominator = number of relevant items
-    found in the top ``r``; AP 0 when none is found. The indices must already be in rank
-    order (as produced by a streaming top-k scorer); to match :func:`map_at_r` exactly,
-    the scorer must break ties by gallery index as well.
+  Same convention as :func:`map_at_r`: AP denominator = number of relevant items
+  found in the top ``r``; AP 0 when none is found. The indices must already be in rank
+  order (as produced by a streaming top-k scorer); to match :func:`map_at_r` exactly,
+  the scorer must break ties by gallery index as well.
 
-    Args:
-      topk_indices: int array ``[n_query, K]`` with ``K >= min(r, n_gallery)``; row i
-        lists gallery indices for query i, best first.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      r: cut-off rank, >= 1 (clipped to n_gallery).
-      chunk_size: number of queries processed at a time.
+  Args:
+    topk_indices: int array ``[n_query, K]`` with ``K >= min(r, n_gallery)``; row i
+      lists gallery indices for query i, best first.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    r: cut-off rank, >= 1 (clipped to n_gallery).
+    chunk_size: number of queries processed at a time.
 
-    Returns:
-      mAP@R as a Python float.
+  Returns:
+    mAP@R as a Python float.
 
-    Raises:
-      ValueError: if shapes do not match, K is smaller than r, or an index is out of
-        range.
-    """
-    q, g = _check_labels(query_labels, gallery_labels)
-    idx = np.asarray(topk_indices)
-    if idx.ndim != 2 or idx.shape[0] != q.shape[0]:
-        raise ValueError(
-            f"topk_indices has shape {idx.shape}; expected [n_query, K] with "
-            f"n_query = {q.shape[0]} (query_labels shape {q.shape})"
-        )
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"topk_indices must be integers, got dtype {idx.dtype}")
-    n_query, n_gallery = q.shape[0], g.shape[0]
-    if n_query == 0 or n_gallery == 0:
-        raise ValueError(
-            f"need at least one query and one gallery item, got query_labels {q.shape} "
-            f"and gallery_labels {g.shape}"
-        )
-    r = _check_r(r, n_gallery)
-    if idx.shape[1] < r:
-        raise ValueError(f"topk_indices has shape {idx.shape}; need at least r = {r} columns")
-    idx = idx[:, :r]
-    if idx.size and (idx.min() < 0 or idx.max() >= n_gallery):
-        raise ValueError(f"topk_indices must lie in [0, {n_gallery}), got range "
-                         f"[{idx.min()}, {idx.max()}]")
-    chunk_size = _check_chunk(chunk_size)
-    aps = []
-    for start in range(0, n_query, chunk_size):
-        stop = min(start + chunk_size, n_query)
-        block = idx[start:stop]
-        if q.ndim == 1:
-            rel = q[start:stop, None] == g[block]
-        else:
-            rel = np.einsum(
-                "qc,qrc->qr",
-                q[start:stop].astype(np.float32),
-                g[block].astype(np.float32),
-            ) > 0
-        aps.append(_ap_from_ranked(rel))
-    return float(np.concatenate(aps).mean())
+  Raises:
+    ValueError: if shapes do not match, K is smaller than r, or an index is out of
+      range.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  idx = np.asarray(topk_indices)
+  if idx.ndim != 2 or idx.shape[0] != q.shape[0]:
+    raise ValueError(
+        f"topk_indices has shape {idx.shape}; expected [n_query, K] with "
+        f"n_query = {q.shape[0]} (query_labels shape {q.shape})"
+    )
+  if not np.issubdtype(idx.dtype, np.integer):
+    raise ValueError(f"topk_indices must be integers, got dtype {idx.dtype}")
+  n_query, n_gallery = q.shape[0], g.shape[0]
+  if n_query == 0 or n_gallery == 0:
+    raise ValueError(
+        f"need at least one query and one gallery item, got query_labels {q.shape} "
+        f"and gallery_labels {g.shape}"
+    )
+  r = _check_r(r, n_gallery)
+  if idx.shape[1] < r:
+    raise ValueError(f"topk_indices has shape {idx.shape}; need at least r = {r} columns")
+  idx = idx[:, :r]
+  if idx.size and (idx.min() < 0 or idx.max() >= n_gallery):
+    raise ValueError(
+        f"topk_indices must lie in [0, {n_gallery}), got range [{idx.min()}, {idx.max()}]"
+    )
+  chunk_size = _check_chunk(chunk_size)
+  aps = []
+  for start in range(0, n_query, chunk_size):
+    stop = min(start + chunk_size, n_query)
+    block = idx[start:stop]
+    if q.ndim == 1:
+      rel = q[start:stop, None] == g[block]
+    else:
+      rel = (
+          np.einsum(
+              "qc,qrc->qr",
+              q[start:stop].astype(np.float32),
+              g[block].astype(np.float32),
+          )
+          > 0
+      )
+    aps.append(_ap_from_ranked(rel))
+  return float(np.concatenate(aps).mean())
 
 
 # --------------------------------------------------------------------------------------
@@ -385,16 +413,71 @@ def map_at_r_from_topk(
 # --------------------------------------------------------------------------------------
 
 
+def _precision_sums(cum: np.ndarray, kk: np.ndarray) -> np.ndarray:
+  """Precision@k summed over the queries of a ranked block, for each k in ``kk``.
+
+  Args:
+    cum: ``_hits`` of a ranked block of at least ``kk.max()`` ranks.
+    kk: int64 cut-offs, already clipped to ``[1, n_gallery]``.
+
+  Returns:
+    float64 ``[len(kk)]``.
+  """
+  return (cum[:, kk - 1] / kk).sum(axis=0)
+
+
 def _mean_precision_at(
     s: np.ndarray, q: np.ndarray, g: np.ndarray, kk: np.ndarray, chunk_size: int
 ) -> np.ndarray:
-    """Mean precision at each (already clipped) k in ``kk``."""
-    top = int(kk.max())
-    total = np.zeros(kk.shape[0], dtype=np.float64)
-    for rel in _iter_ranked(s, q, g, top, chunk_size):
-        cum = np.cumsum(rel, axis=1, dtype=np.int64)
-        total += (cum[:, kk - 1] / kk).sum(axis=0)
-    return total / s.shape[0]
+  """Mean precision at each (already clipped) k in ``kk``."""
+  total = np.zeros(kk.shape[0], dtype=np.float64)
+  for rel in _iter_ranked(s, q, g, int(kk.max()), chunk_size):
+    total += _precision_sums(_hits(rel), kk)
+  return total / s.shape[0]
+
+
+def _check_num_points(num_points) -> int:
+  num_points = int(num_points)
+  if num_points < 2:
+    raise ValueError(f"num_points must be >= 2, got {num_points}")
+  return num_points
+
+
+def _pr_recall(num_points: int) -> np.ndarray:
+  """The recall levels of :func:`pr_curve`: ``i / (num_points - 1)``."""
+  return np.arange(num_points, dtype=np.int64) / (num_points - 1)
+
+
+def _pr_sums(cum: np.ndarray, num_points: int) -> tuple[np.ndarray, int]:
+  """Interpolated precision at each recall level, summed over the queries of a block.
+
+  Only queries with at least one relevant gallery item count (see :func:`pr_curve`).
+
+  Args:
+    cum: ``_hits`` of a ranked block over the WHOLE gallery ``[c, n_gallery]``.
+    num_points: number of recall levels ``i / (num_points - 1)``, >= 2.
+
+  Returns:
+    ``(sums, count)``: float64 ``[num_points]`` and the number of queries summed.
+  """
+  n_rel = cum[:, -1]
+  keep = n_rel > 0
+  if not keep.any():
+    return np.zeros(num_points, dtype=np.float64), 0
+  cum, n_rel = cum[keep], n_rel[keep]
+  steps = num_points - 1
+  levels = np.arange(num_points, dtype=np.int64)
+  prec = cum / np.arange(1, cum.shape[1] + 1, dtype=np.float64)
+  # suffix maximum: best precision at this rank or any later one
+  suff = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
+  # relevant items needed to reach recall level i: ceil(i * n_rel / steps)
+  need = -((-levels[None, :] * n_rel[:, None]) // steps)  # [c, P]
+  # recall is non-decreasing, so the ranks reaching level i form a suffix that
+  # starts at the first rank with cum >= need; cum >= 1 there unless need == 0.
+  first = np.empty_like(need)
+  for i in range(num_points):  # loop over recall levels, not queries or items
+    first[:, i] = (cum < need[:, i : i + 1]).sum(axis=1)
+  return np.take_along_axis(suff, first, axis=1).sum(axis=0), cum.shape[0]
 
 
 def precision_at_k(
@@ -405,27 +488,27 @@ def precision_at_k(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> dict[int, float]:
-    """Mean precision@k over queries, for each k.
+  """Mean precision@k over queries, for each k.
 
-    Args:
-      scores: float array ``[n_query, n_gallery]``, higher = more similar.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      ks: cut-offs, each >= 1; a k above n_gallery is evaluated at n_gallery.
-      chunk_size: number of queries sorted at a time.
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    ks: cut-offs, each >= 1; a k above n_gallery is evaluated at n_gallery.
+    chunk_size: number of queries sorted at a time.
 
-    Returns:
-      ``{k: mean precision@k}`` keyed by the k as given, values Python floats.
+  Returns:
+    ``{k: mean precision@k}`` keyed by the k as given, values Python floats.
 
-    Raises:
-      ValueError: on shape mismatches, NaN scores, empty ``ks`` or a k < 1.
-    """
-    q, g = _check_labels(query_labels, gallery_labels)
-    s = _check_scores(scores, q, g)
-    chunk_size = _check_chunk(chunk_size)
-    ks_list, kk = _check_ks(ks, s.shape[1])
-    vals = _mean_precision_at(s, q, g, kk, chunk_size)
-    return {k: float(v) for k, v in zip(ks_list, vals)}
+  Raises:
+    ValueError: on shape mismatches, NaN scores, empty ``ks`` or a k < 1.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  s = _check_scores(scores, q, g)
+  chunk_size = _check_chunk(chunk_size)
+  ks_list, kk = _check_ks(ks, s.shape[1])
+  vals = _mean_precision_at(s, q, g, kk, chunk_size)
+  return {k: float(v) for k, v in zip(ks_list, vals)}
 
 
 def precision_scope(
@@ -436,29 +519,29 @@ def precision_scope(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> np.ndarray:
-    """Precision-scope curve: mean precision@K for each scope K.
+  """Precision-scope curve: mean precision@K for each scope K.
 
-    This is the curve plotted in the DRSL paper (Fig. 3): precision of the top K
-    retrieved items, averaged over queries, as a function of K.
+  This is the curve plotted in the DRSL paper (Fig. 3): precision of the top K
+  retrieved items, averaged over queries, as a function of K.
 
-    Args:
-      scores: float array ``[n_query, n_gallery]``, higher = more similar.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      scopes: scopes K, each >= 1; a K above n_gallery is evaluated at n_gallery.
-      chunk_size: number of queries sorted at a time.
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    scopes: scopes K, each >= 1; a K above n_gallery is evaluated at n_gallery.
+    chunk_size: number of queries sorted at a time.
 
-    Returns:
-      float64 array ``[len(scopes)]`` of mean precisions, in the order of ``scopes``.
+  Returns:
+    float64 array ``[len(scopes)]`` of mean precisions, in the order of ``scopes``.
 
-    Raises:
-      ValueError: on shape mismatches, NaN scores, empty ``scopes`` or a K < 1.
-    """
-    q, g = _check_labels(query_labels, gallery_labels)
-    s = _check_scores(scores, q, g)
-    chunk_size = _check_chunk(chunk_size)
-    _, kk = _check_ks(scopes, s.shape[1], "scopes")
-    return _mean_precision_at(s, q, g, kk, chunk_size)
+  Raises:
+    ValueError: on shape mismatches, NaN scores, empty ``scopes`` or a K < 1.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  s = _check_scores(scores, q, g)
+  chunk_size = _check_chunk(chunk_size)
+  _, kk = _check_ks(scopes, s.shape[1], "scopes")
+  return _mean_precision_at(s, q, g, kk, chunk_size)
 
 
 def pr_curve(
@@ -469,65 +552,44 @@ def pr_curve(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision-recall curve, averaged over queries.
+  """Interpolated precision-recall curve, averaged over queries.
 
-    Recall levels are ``i / (num_points - 1)`` for ``i = 0 .. num_points - 1`` (0, 0.1,
-    .., 1 for the standard 11 points). For one query, the interpolated precision at
-    level r is the maximum precision@k over all ranks k whose recall (relevant items
-    in the top k / relevant items in the gallery) is >= r; recall comparisons are done
-    in exact integer arithmetic. The curve is averaged over the queries that have at
-    least one relevant gallery item; if no query has one, precision is all zeros.
+  Recall levels are ``i / (num_points - 1)`` for ``i = 0 .. num_points - 1`` (0, 0.1,
+  .., 1 for the standard 11 points). For one query, the interpolated precision at
+  level r is the maximum precision@k over all ranks k whose recall (relevant items
+  in the top k / relevant items in the gallery) is >= r; recall comparisons are done
+  in exact integer arithmetic. The curve is averaged over the queries that have at
+  least one relevant gallery item; if no query has one, precision is all zeros.
 
-    Args:
-      scores: float array ``[n_query, n_gallery]``, higher = more similar.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      num_points: number of recall levels, >= 2.
-      chunk_size: number of queries sorted at a time.
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    num_points: number of recall levels, >= 2.
+    chunk_size: number of queries sorted at a time.
 
-    Returns:
-      ``(recall, precision)``, two float64 arrays ``[num_points]``.
+  Returns:
+    ``(recall, precision)``, two float64 arrays ``[num_points]``.
 
-    Raises:
-      ValueError: on shape mismatches, NaN scores or ``num_points < 2``.
-    """
-    q, g = _check_labels(query_labels, gallery_labels)
-    s = _check_scores(scores, q, g)
-    chunk_size = _check_chunk(chunk_size)
-    num_points = int(num_points)
-    if num_points < 2:
-        raise ValueError(f"num_points must be >= 2, got {num_points}")
-    steps = num_points - 1
-    levels = np.arange(num_points, dtype=np.int64)
-    recall = levels / steps
-    total = np.zeros(num_points, dtype=np.float64)
-    n_valid = 0
-    ranks = np.arange(1, s.shape[1] + 1, dtype=np.float64)
-    for rel in _iter_ranked(s, q, g, None, chunk_size):
-        cum = np.cumsum(rel, axis=1, dtype=np.int64)
-        n_rel = cum[:, -1]
-        keep = n_rel > 0
-        if not keep.any():
-            continue
-        cum, n_rel = cum[keep], n_rel[keep]
-        prec = cum / ranks
-        # suffix maximum: best precision at this rank or any later one
-        suff = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]
-        # relevant items needed to reach recall level i: ceil(i * n_rel / steps)
-        need = -((-levels[None, :] * n_rel[:, None]) // steps)  # [c, P]
-        # recall is non-decreasing, so the ranks reaching level i form a suffix that
-        # starts at the first rank with cum >= need; cum >= 1 there unless need == 0.
-        first = np.empty_like(need)
-        for i in range(num_points):  # loop over recall levels, not queries or items
-            first[:, i] = (cum < need[:, i : i + 1]).sum(axis=1)
-        total += np.take_along_axis(suff, first, axis=1).sum(axis=0)
-        n_valid += cum.shape[0]
-    precision = total / n_valid if n_valid else total
-    return recall, precision
+  Raises:
+    ValueError: on shape mismatches, NaN scores or ``num_points < 2``.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  s = _check_scores(scores, q, g)
+  chunk_size = _check_chunk(chunk_size)
+  num_points = _check_num_points(num_points)
+  total = np.zeros(num_points, dtype=np.float64)
+  n_valid = 0
+  for rel in _iter_ranked(s, q, g, None, chunk_size):
+    sums, count = _pr_sums(_hits(rel), num_points)
+    if count:
+      total += sums
+      n_valid += count
+  return _pr_recall(num_points), (total / n_valid if n_valid else total)
 
 
 # --------------------------------------------------------------------------------------
-# Summary
+# Everything at once
 # --------------------------------------------------------------------------------------
 
 
@@ -537,52 +599,87 @@ def retrieval_metrics(
     gallery_labels,
     r: int | None = None,
     ks: Sequence[int] = (1, 5, 10, 50, 100),
+    scopes: Sequence[int] = (),
+    pr_points: int | None = None,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> dict:
-    """The standard metric summary for one retrieval direction, in one sorting pass.
+  """Every metric of one retrieval direction from ONE sort of each query's scores.
 
-    Args:
-      scores: float array ``[n_query, n_gallery]``, higher = more similar.
-      query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-      gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-      r: if given, also report mAP@R (denominator = relevant items found in the top r,
-        see :func:`map_at_r`).
-      ks: cut-offs for precision@k (each >= 1, clipped to n_gallery); may be empty.
-      chunk_size: number of queries sorted at a time.
+  Queries are ranked a block of ``chunk_size`` rows at a time (one ``np.argsort`` per
+  block, nothing else sorts) and every requested metric is accumulated from that
+  ranking with the same per-block code as the single-metric functions, so each value
+  equals theirs: :func:`map_at_all`, :func:`map_at_r`, :func:`precision_at_k`,
+  :func:`precision_scope` and :func:`pr_curve`.
 
-    Returns:
-      JSON-serialisable dict with ``"map_all"`` (float), ``"map_r"`` (float, only when
-      ``r`` is given) and ``"precision_at_k"`` (``{str(k): float}``).
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    r: if given, also report mAP@R (denominator = relevant items found in the top r,
+      see :func:`map_at_r`).
+    ks: cut-offs for precision@k (each >= 1, clipped to n_gallery); may be empty.
+    scopes: scopes K of the precision-scope curve (each >= 1, clipped to n_gallery);
+      empty (the default) skips the curve.
+    pr_points: number of recall levels of the interpolated precision-recall curve
+      (>= 2; 11 for the standard curve); None (the default) skips the curve.
+    chunk_size: number of queries sorted at a time.
 
-    Raises:
-      ValueError: on shape mismatches, NaN scores, ``r < 1`` or a k < 1.
-    """
-    q, g = _check_labels(query_labels, gallery_labels)
-    s = _check_scores(scores, q, g)
-    chunk_size = _check_chunk(chunk_size)
-    n_query, n_gallery = s.shape
-    rr = None if r is None else _check_r(r, n_gallery)
-    ks_list = [int(k) for k in ks]
-    if any(k < 1 for k in ks_list):
-        raise ValueError(f"ks must all be >= 1, got {ks_list}")
-    kk = np.minimum(np.asarray(ks_list, dtype=np.int64), n_gallery)
+  Returns:
+    JSON-serialisable dict with
 
-    ap_all_sum = 0.0
-    ap_r_sum = 0.0
-    prec_sum = np.zeros(len(ks_list), dtype=np.float64)
-    for rel in _iter_ranked(s, q, g, None, chunk_size):
-        ap_all_sum += _ap_from_ranked(rel).sum()
-        if rr is not None:
-            ap_r_sum += _ap_from_ranked(rel[:, :rr]).sum()
-        if ks_list:
-            cum = np.cumsum(rel[:, : int(kk.max())], axis=1, dtype=np.int64)
-            prec_sum += (cum[:, kk - 1] / kk).sum(axis=0)
+    * ``"map_all"``: float, mAP@ALL;
+    * ``"map_r"``: float, mAP@R (only when ``r`` is given);
+    * ``"precision_at_k"``: ``{str(k): float}`` in the order of ``ks``;
+    * ``"precision_scope"``: list of floats in the order of ``scopes`` (only when
+      ``scopes`` is not empty);
+    * ``"pr_curve"``: ``{"recall": [...], "precision": [...]}``, lists of
+      ``pr_points`` floats (only when ``pr_points`` is given).
 
-    out: dict = {"map_all": float(ap_all_sum / n_query)}
+  Raises:
+    ValueError: on shape mismatches, NaN scores, ``r < 1``, a k or scope < 1 or
+      ``pr_points < 2``.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  s = _check_scores(scores, q, g)
+  chunk_size = _check_chunk(chunk_size)
+  n_gallery = s.shape[1]
+  rr = None if r is None else _check_r(r, n_gallery)
+  ks_list, kk = _optional_cutoffs(ks, n_gallery, "ks")
+  _, scope_kk = _optional_cutoffs(scopes, n_gallery, "scopes")
+  num_points = None if pr_points is None else _check_num_points(pr_points)
+
+  aps_all, aps_r = [], []
+  prec_total = np.zeros(len(ks_list), dtype=np.float64)
+  scope_total = np.zeros(0 if scope_kk is None else len(scope_kk), dtype=np.float64)
+  pr_total = np.zeros(num_points or 0, dtype=np.float64)
+  n_valid = 0
+  for rel in _iter_ranked(s, q, g, None, chunk_size):
+    cum = _hits(rel)
+    aps_all.append(_ap_from_ranked(rel, cum))
     if rr is not None:
-        out["map_r"] = float(ap_r_sum / n_query)
-    out["precision_at_k"] = {
-        str(k): float(v) for k, v in zip(ks_list, prec_sum / n_query)
+      aps_r.append(_ap_from_ranked(rel[:, :rr], cum[:, :rr]))
+    if kk is not None:
+      prec_total += _precision_sums(cum, kk)
+    if scope_kk is not None:
+      scope_total += _precision_sums(cum, scope_kk)
+    if num_points is not None:
+      sums, count = _pr_sums(cum, num_points)
+      if count:
+        pr_total += sums
+        n_valid += count
+
+  n_query = s.shape[0]
+  out: dict = {"map_all": float(np.concatenate(aps_all).mean())}
+  if rr is not None:
+    out["map_r"] = float(np.concatenate(aps_r).mean())
+  out["precision_at_k"] = {str(k): float(v) for k, v in zip(ks_list, prec_total / n_query)}
+  if scope_kk is not None:
+    out["precision_scope"] = (scope_total / n_query).tolist()
+  if num_points is not None:
+    precision = pr_total / n_valid if n_valid else pr_total
+    out["pr_curve"] = {
+        "recall": _pr_recall(num_points).tolist(),
+        "precision": precision.tolist(),
     }
-    return out
+  return out

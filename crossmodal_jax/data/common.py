@@ -46,9 +46,6 @@ class Split:
   def __contains__(self, key: str) -> bool:
     return key in self.arrays
 
-  def take(self, index) -> "Split":
-    return Split({k: v[index] for k, v in self.arrays.items()})
-
   @property
   def multi_label(self) -> bool:
     return self.arrays["label"].ndim == 2
@@ -75,5 +72,7 @@ class Dataset:
 
   def summary(self) -> str:
     dims = ", ".join(f"{k}{list(s)}" for k, s in sorted(self.dims().items()))
-    return (f"{self.name}: train {len(self.train)}, validation {len(self.validation)}, "
-            f"test {len(self.test)}, {self.num_classes} classes; {dims}")
+    return (
+        f"{self.name}: train {len(self.train)}, validation {len(self.validation)}, "
+        f"test {len(self.test)}, {self.num_classes} classes; {dims}"
+    )

@@ -56,10 +56,46 @@ class SyntheticConfig:
 # An XMediaNet-sized preset: 32,000 / 4,000 / 4,000 pairs, 200 classes, 4096-d images,
 # 300-d text features.
 XMEDIANET_SIZED = SyntheticConfig(
-    num_train=32000, num_validation=4000, num_test=4000, num_groups=20, num_details=10,
-    image_dim=4096, num_regions=8, vocab_size=5000, word_dim=300, max_words=60)
+    num_train=32000,
+    num_validation=4000,
+    num_test=4000,
+    num_groups=20,
+    num_details=10,
+    image_dim=4096,
+    num_regions=8,
+    vocab_size=5000,
+    word_dim=300,
+    max_words=60,
+)
 
 PRESETS = {"default": SyntheticConfig(), "xmedianet": XMEDIANET_SIZED}
+
+
+def load(data_config) -> common.Dataset:
+  """The synthetic dataset of a dataset config.
+
+  Args:
+    data_config: the ``data`` section of a config; reads ``synthetic_preset`` (a key of
+      :data:`PRESETS`), ``synthetic_seed`` and ``synthetic_num_train`` (``<= 0``: the
+      preset's size).
+
+  Returns:
+    ``make_dataset`` of the preset with that seed and training size.
+
+  Raises:
+    ValueError: if the preset is unknown.
+  """
+  try:
+    preset = PRESETS[data_config.synthetic_preset]
+  except KeyError:
+    raise ValueError(
+        f"Unknown synthetic preset {data_config.synthetic_preset!r}; choose "
+        f"one of {tuple(PRESETS)}."
+    ) from None
+  cfg = dataclasses.replace(preset, seed=data_config.synthetic_seed)
+  if data_config.get("synthetic_num_train", -1) > 0:
+    cfg = dataclasses.replace(cfg, num_train=data_config.synthetic_num_train)
+  return make_dataset(cfg)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -68,8 +104,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
   """Generates the three splits (and word vectors) deterministically from cfg.seed."""
-  for field in ("num_train", "num_groups", "num_details", "num_regions", "vocab_size",
-                "word_dim"):
+  for field in ("num_train", "num_groups", "num_details", "num_regions", "vocab_size", "word_dim"):
     if getattr(cfg, field) < 1:
       raise ValueError(f"Synthetic {field} must be >= 1, got {getattr(cfg, field)}.")
   if cfg.image_dim < 2:
@@ -77,8 +112,10 @@ def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
   if cfg.min_words < 1 or cfg.min_words > cfg.max_words:
     raise ValueError(f"Need 1 <= min_words <= max_words, got {cfg.min_words}, {cfg.max_words}.")
   if cfg.vocab_size < 4 * cfg.num_classes:
-    raise ValueError(f"vocab_size {cfg.vocab_size} too small for {cfg.num_classes} classes "
-                     "(need at least 4 words per class).")
+    raise ValueError(
+        f"vocab_size {cfg.vocab_size} too small for {cfg.num_classes} classes "
+        "(need at least 4 words per class)."
+    )
   rng = np.random.default_rng(cfg.seed)
   n_cls = cfg.num_classes
   # Image side: group and detail directions in a latent space, lifted by a fixed ReLU layer.
@@ -87,16 +124,18 @@ def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
   detail_dir = _unit(rng.standard_normal((cfg.num_details, latent)))
   lift = rng.standard_normal((latent, cfg.image_dim)) / np.sqrt(latent)
   cls = np.arange(n_cls)
-  image_proto = 3.0 * (group_dir[cls // cfg.num_details]
-                       + cfg.image_detail_strength * detail_dir[cls % cfg.num_details])
+  image_proto = 3.0 * (
+      group_dir[cls // cfg.num_details]
+      + cfg.image_detail_strength * detail_dir[cls % cfg.num_details]
+  )
 
   # Text side: words 0..V-1; each group and each detail owns a disjoint block of topic
   # words, the rest are background words. Word vectors = topic direction + noise.
   perm = rng.permutation(cfg.vocab_size)
   per_topic = max(2, cfg.vocab_size // (4 * (cfg.num_groups + cfg.num_details)))
-  group_words = perm[:cfg.num_groups * per_topic].reshape(cfg.num_groups, per_topic)
+  group_words = perm[: cfg.num_groups * per_topic].reshape(cfg.num_groups, per_topic)
   off = cfg.num_groups * per_topic
-  detail_words = perm[off:off + cfg.num_details * per_topic].reshape(cfg.num_details, per_topic)
+  detail_words = perm[off : off + cfg.num_details * per_topic].reshape(cfg.num_details, per_topic)
   topic_vec = _unit(rng.standard_normal((cfg.num_groups + cfg.num_details, cfg.word_dim)))
   word_vectors = 0.6 * _unit(rng.standard_normal((cfg.vocab_size, cfg.word_dim)))
   for g in range(cfg.num_groups):
@@ -116,8 +155,9 @@ def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
     labels = rng.integers(0, n_cls, size=n)
     shows = rng.random((n, cfg.num_regions)) < cfg.region_signal_prob
     shows[np.arange(n), rng.integers(0, cfg.num_regions, size=n)] = True  # >= 1 region
-    region_latent = (shows[..., None] * image_proto[labels][:, None, :]
-                     + cfg.image_noise * rng.standard_normal((n, cfg.num_regions, latent)))
+    region_latent = shows[..., None] * image_proto[labels][
+        :, None, :
+    ] + cfg.image_noise * rng.standard_normal((n, cfg.num_regions, latent))
     regions = np.maximum(region_latent @ lift, 0.0).astype(np.float32)
     lengths = rng.integers(cfg.min_words, cfg.max_words + 1, size=n)
     u = rng.random((n, cfg.max_words))
@@ -129,25 +169,35 @@ def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
     bow = np.zeros((n, cfg.vocab_size), dtype=np.float32)
     np.add.at(bow, (np.repeat(np.arange(n), cfg.max_words)[mask.ravel()], ids[mask]), 1.0)
     text = (bow @ word_vectors) / lengths[:, None]
-    return common.Split({
-        "image": regions.mean(axis=1),
-        "text": text.astype(np.float32),
-        "label": labels.astype(np.int32),
-        "image_regions": regions,
-        # Sequence ids follow data.text's convention: 0 = padding, 1 = OOV, word w -> w + 2.
-        "word_ids": np.where(mask, ids + 2, 0).astype(np.int32),
-        "word_mask": mask,
-        "bow": bow,
-    })
+    return common.Split(
+        {
+            "image": regions.mean(axis=1),
+            "text": text.astype(np.float32),
+            "label": labels.astype(np.int32),
+            "image_regions": regions,
+            # Sequence ids follow data.vocab's convention: 0 = padding, 1 = OOV, word w -> w + 2.
+            "word_ids": np.where(mask, ids + 2, 0).astype(np.int32),
+            "word_mask": mask,
+            "bow": bow,
+        }
+    )
 
   train = make_split(cfg.num_train)
   validation = make_split(cfg.num_validation)
   test = make_split(cfg.num_test)
   table = np.zeros((cfg.vocab_size + 2, cfg.word_dim), dtype=np.float32)
   table[2:] = word_vectors
-  class_names = [f"group{c // cfg.num_details}_detail{c % cfg.num_details}"
-                 for c in range(n_cls)]
+  class_names = [f"group{c // cfg.num_details}_detail{c % cfg.num_details}" for c in range(n_cls)]
   return common.Dataset(
-      name="synthetic", train=train, validation=validation, test=test, num_classes=n_cls,
-      meta={"word_vectors": table, "class_names": class_names,
-            "text_feature": "mean word vector", "config": dataclasses.asdict(cfg)})
+      name="synthetic",
+      train=train,
+      validation=validation,
+      test=test,
+      num_classes=n_cls,
+      meta={
+          "word_vectors": table,
+          "class_names": class_names,
+          "text_feature": "mean word vector",
+          "config": dataclasses.asdict(cfg),
+      },
+  )
