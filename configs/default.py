@@ -1,28 +1,48 @@
-"""Experiment configs: `get_config("METHOD,DATASET")`.
+"""Experiment configs: `get_config("METHOD,DATASET")`, the documented entry.
 
 Used as `--config=configs/default.py:drsl,wikipedia`; every field can be overridden on the
-command line (`--config.train.num_epochs=5`). Sequence fields are tuples (ml_collections
-cannot override lists).
+command line after it (`--config.train.num_epochs=5`). Sequence fields are tuples
+(ml_collections cannot override lists): `--config.model.image_layers="(512, 300)"`.
 
-Methods:  drsl (the paper's sizes), drsl_code (the authors' code: deeper towers, batch
-          norm everywhere, 1024-1024 relation, lr decay 0.98/epoch).
-Datasets: synthetic (embedded default, no files), wikipedia (the Rasiwasia et al. folder,
-          --config.data.manual_dir), features (a folder of DRSL-layout .mat files,
-          --config.data.manual_dir).
+The config is the common defaults below (seed, data, train, eval) completed by the
+method's own file, `configs/<METHOD>.py`, whose `get_config(config, dataset)` adds the
+`model` fields and the method's per-dataset choices. The methods are those registered in
+`crossmodal_jax.methods` (each with its config file); the datasets are those of
+`crossmodal_jax.data`:
+
+  synthetic   the embedded benchmark (no files);
+  wikipedia   the Rasiwasia et al. folder (--config.data.manual_dir);
+  features    a folder of DRSL-layout .mat files (--config.data.manual_dir).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 
 import ml_collections
 
-METHODS = ("drsl", "drsl_code")
-DATASETS = ("synthetic", "wikipedia", "features")
+# Method config files are imported as `configs.<method>`, also when this file is loaded by
+# path from another working directory.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+from crossmodal_jax import data as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from crossmodal_jax import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+DATASETS = data_lib.DATASETS
 DEFAULT = "drsl,synthetic"
 
 
-def _data_config(dataset: str) -> ml_collections.ConfigDict:
+def method_names() -> tuple[str, ...]:
+  """The methods a config may name (the registry of `crossmodal_jax.methods`)."""
+  return methods.names()
+
+
+def data_config(dataset: str) -> ml_collections.ConfigDict:
+  """Common data defaults."""
   data = ml_collections.ConfigDict()
   data.name = dataset
   # Raw files of a real dataset (wikipedia, features).
@@ -52,89 +72,83 @@ def _data_config(dataset: str) -> ml_collections.ConfigDict:
   return data
 
 
-def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
-  """Returns the config for "METHOD,DATASET"."""
-  parts = [p.strip() for p in (spec or DEFAULT).split(",")]
-  if len(parts) != 2:
-    raise ValueError(
-        f"Config spec {spec!r} must be 'METHOD,DATASET' with METHOD in {METHODS} and "
-        f"DATASET in {DATASETS}.")
-  method, dataset = parts
-  if method not in METHODS:
-    raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
-  if dataset not in DATASETS:
-    raise ValueError(f"Unknown dataset {dataset!r}; choose one of {DATASETS}.")
-
-  config = ml_collections.ConfigDict()
-  config.method = method
-  config.seed = 0
-  config.data = _data_config(dataset)
-
-  model = ml_collections.ConfigDict()
-  model.image_layers = (1024, 300)
-  model.text_layers = (1024, 300)
-  model.relation_layers = (1024,)
-  model.fusion = "concat"
-  model.tower_batch_norm = True
-  model.relation_batch_norm = True
-  model.dropout = 0.0
-  # Text input: "mlp" = fixed text features (data.text_feature); "cnn" = a Kim text CNN
-  # over word vectors (needs data.word_sequences=True), trained jointly.
-  model.text_encoder = "mlp"
-  model.cnn_kernel_sizes = (3, 4, 5)
-  model.cnn_filters = 100
-  model.cnn_dropout = 0.5
-  model.cnn_freeze_embeddings = False
-  # ||R - S||_F^2 divided by: "sum" (1), "sqrt_batch" (the code's sqrt(B)), "mean" (B^2).
-  model.loss_normalizer = "sqrt_batch"
-  config.model = model
-
+def train_config() -> ml_collections.ConfigDict:
+  """Common training defaults (the recipe a method's file adjusts)."""
   train = ml_collections.ConfigDict()
-  # Chosen on Wikipedia's validation split (README): the paper's Adam 1e-4 barely moves
-  # in the paper's 20 epochs on these features; 1e-3 with batches of 100 does.
-  train.batch_size = 100
+  train.batch_size = 100  # global batch, divisible by the device count
   train.num_epochs = 20
+  # Optimizer (crossmodal_jax.optimizers): "adam", "adamw", "rmsprop" or "sgd".
+  train.optimizer = "adam"
   train.learning_rate = 1e-3
-  train.b1 = 0.9
-  train.b2 = 0.999
-  train.weight_decay = 0.0  # coupled L2 (added to the gradient, as torch.optim.Adam)
+  # "constant", "exponential" (x lr_decay_per_epoch each epoch) or "cosine" (to 0).
+  train.schedule = "exponential"
   train.lr_decay_per_epoch = 1.0
+  train.warmup_epochs = 0.0  # linear warm-up from 0 first
+  train.b1 = 0.9  # Adam / AdamW
+  train.b2 = 0.999
+  train.eps = 1e-8  # Adam / AdamW / RMSprop
+  train.momentum = 0.0  # SGD / RMSprop (0: none)
+  train.rmsprop_decay = 0.9
+  train.adamw_weight_decay = 1e-4  # AdamW's decoupled decay
+  train.weight_decay = 0.0  # coupled L2 (added to the gradient, as torch.optim.Adam)
+  train.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
+  # ("REGEX=MULT", ...): scale the learning rate of parameters whose path
+  # ("image_tower/dense_0/kernel") matches REGEX by MULT (0 freezes them).
+  train.param_groups = ()
   train.checkpoint_every_epochs = 1
   train.keep_checkpoints = 2
   train.log_every_steps = 10
   train.multi_host = False
   train.progress_bar = True
-  config.train = train
+  return train
 
+
+def eval_config() -> ml_collections.ConfigDict:
+  """Common evaluation defaults."""
   evaluation = ml_collections.ConfigDict()
   evaluation.batch_size = 1024  # items encoded at a time
-  evaluation.query_block = 512  # scoring tile
-  evaluation.gallery_block = 512
+  evaluation.query_block = 512  # largest scoring chunk: queries ...
+  evaluation.gallery_block = 512  # ... x gallery items
+  evaluation.memory_budget_mb = 256.0  # a scoring chunk's intermediates stay within this
   evaluation.map_r = 50
   evaluation.precision_ks = (1, 5, 10, 50, 100)
   evaluation.select_by = "validation_map"  # which checkpoint evaluate() restores: best
-  config.eval = evaluation
+  return evaluation
 
-  if method == "drsl_code":
-    model.image_layers = (1024, 1024, 300)
-    model.text_layers = (1024, 1024, 300)
-    model.relation_layers = (1024, 1024)
-    train.batch_size = 200
-    train.learning_rate = 1e-4
-    train.b1, train.b2 = 0.5, 0.99
-    train.weight_decay = 1e-4
-    train.lr_decay_per_epoch = 0.98
 
-  if dataset == "wikipedia" and method == "drsl":
-    # Chosen on the 231-pair validation split (README, "What the choices added"): raw
-    # TF-IDF text beats TF-IDF->SVD-300 and LDA; dropout 0.4 and lr 2e-3 hold validation
-    # mAP on a ~0.32 plateau from epoch ~45; the best-by-validation checkpoint is used.
-    config.data.text_feature = "tfidf"
-    model.dropout = 0.4
-    train.learning_rate = 2e-3
-    train.num_epochs = 60
-  elif dataset == "wikipedia":
-    train.num_epochs = 20
-  elif dataset == "synthetic":
-    train.num_epochs = 10
+def parse(spec: str | None) -> tuple[str, str]:
+  """ "METHOD,DATASET" -> (method, dataset), with one error listing the choices."""
+  parts = [p.strip() for p in (spec or DEFAULT).split(",")]
+  choices = f"METHOD in {method_names()} and DATASET in {DATASETS}"
+  if len(parts) != 2:
+    raise ValueError(f"Config spec {spec!r} must be 'METHOD,DATASET' with {choices}.")
+  method, dataset = parts
+  if method not in method_names():
+    raise ValueError(f"Unknown method {method!r}; choose one of {method_names()}.")
+  if dataset not in DATASETS:
+    raise ValueError(f"Unknown dataset {dataset!r}; choose one of {DATASETS}.")
+  return method, dataset
+
+
+def common_config(method: str, dataset: str) -> ml_collections.ConfigDict:
+  """The defaults every method starts from (no `model` section yet)."""
+  config = ml_collections.ConfigDict()
+  config.method = method
+  config.seed = 0
+  config.data = data_config(dataset)
+  config.train = train_config()
+  config.eval = eval_config()
   return config
+
+
+def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
+  """Returns the config for "METHOD,DATASET"."""
+  method, dataset = parse(spec)
+  config = common_config(method, dataset)
+  try:
+    module = importlib.import_module(f"configs.{method}")
+  except ModuleNotFoundError as e:
+    raise ValueError(
+        f"Method {method!r} is registered but has no config file configs/{method}.py ({e})."
+    ) from None
+  return module.get_config(config, dataset)

@@ -18,66 +18,100 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import data as data_lib
+from crossmodal_jax import methods
 from crossmodal_jax import metrics
-from crossmodal_jax import models
 from crossmodal_jax import scoring
 from crossmodal_jax.data import common
+from crossmodal_jax.methods import base
 
-DIRECTIONS = ("i2t", "t2i")
+DIRECTIONS = base.DIRECTIONS
 SCOPES = (10, 25, 50, 100, 200, 300, 400, 500, 750, 1000)
+PR_POINTS = 11
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_encoders(method: models.base.Method):
+def _jitted_encoders(method: base.Method):
   # Cached per method so per-epoch validation does not retrace the encoders.
   return jax.jit(method.encode_image), jax.jit(method.encode_text)
 
 
-def score_split(method: models.base.Method, variables: Any, split: common.Split,
-                eval_config) -> np.ndarray:
-  """[n_images, n_texts] scores of every (image, text) pair of a split."""
+def score_split(
+    method: base.Method, variables: Any, split: common.Split, eval_config
+) -> dict[str, np.ndarray]:
+  """The ranking scores of each direction for every (image, text) pair of a split.
+
+  Returns:
+    {"i2t": [n_images, n_texts], "t2i": [n_texts, n_images]} float32 arrays.
+  """
   encode_image, encode_text = _jitted_encoders(method)
-  image_enc = scoring.encode(lambda x: encode_image(variables, x),
-                             method.image_input(split.arrays), eval_config.batch_size)
-  text_enc = scoring.encode(lambda x: encode_text(variables, x),
-                            method.text_input(split.arrays), eval_config.batch_size)
-  return scoring.score_matrix(method.score, variables, image_enc, text_enc,
-                              eval_config.query_block, eval_config.gallery_block)
+  image_enc = scoring.encode(
+      lambda x: encode_image(variables, x), method.image_input(split.arrays), eval_config.batch_size
+  )
+  text_enc = scoring.encode(
+      lambda x: encode_text(variables, x), method.text_input(split.arrays), eval_config.batch_size
+  )
+  channels = scoring.score_matrix(
+      method.score,
+      variables,
+      image_enc,
+      text_enc,
+      eval_config.query_block,
+      eval_config.gallery_block,
+      pair_bytes=method.pair_bytes(image_enc, text_enc),
+      memory_budget=int(eval_config.memory_budget_mb * 2**20),
+  )
+  oriented = {"i2t": channels, "t2i": jax.tree.map(np.transpose, channels)}
+  return {
+      d: np.asarray(method.retrieval_scores(variables, oriented[d], d), np.float32)
+      for d in DIRECTIONS
+  }
 
 
-def evaluate_split(method: models.base.Method, variables: Any, split: common.Split,
-                   eval_config, full: bool = True) -> dict[str, Any]:
-  """mAP@ALL (i2t, t2i, avg) and, if `full`, mAP@R, P@K and the curves."""
+def evaluate_split(
+    method: base.Method, variables: Any, split: common.Split, eval_config, full: bool = True
+) -> dict[str, Any]:
+  """mAP@ALL (i2t, t2i, avg) and, if `full`, mAP@R, P@K and the curves.
+
+  Each direction's scores are sorted once per query for all of its metrics.
+  """
   scores = score_split(method, variables, split, eval_config)
   labels = split["label"]
-  per_direction = {"i2t": scores, "t2i": scores.T}
-  result: dict[str, Any] = {"map_all": {}}
-  for name, s in per_direction.items():
-    result["map_all"][name] = metrics.map_at_all(s, labels, labels)
-  result["map_all"]["avg"] = float(np.mean([result["map_all"][d] for d in DIRECTIONS]))
-  if not full:
-    return result
   n = len(split)
   r = min(eval_config.map_r, n)
   ks = tuple(k for k in eval_config.precision_ks if k <= n)
   scopes = tuple(s for s in SCOPES if s <= n)
-  result.update({f"map_at_{r}": {}, "precision_at_k": {}, "pr_curve": {},
-                 "precision_scope": {"scopes": list(scopes)}})
-  for name, s in per_direction.items():
-    result[f"map_at_{r}"][name] = metrics.map_at_r(s, labels, labels, r)
-    result["precision_at_k"][name] = {
-        str(k): v for k, v in metrics.precision_at_k(s, labels, labels, ks).items()}
-    recall, precision = metrics.pr_curve(s, labels, labels)
-    result["pr_curve"][name] = {"recall": recall.tolist(), "precision": precision.tolist()}
-    result["precision_scope"][name] = metrics.precision_scope(s, labels, labels,
-                                                              scopes).tolist()
-  result[f"map_at_{r}"]["avg"] = float(np.mean(
-      [result[f"map_at_{r}"][d] for d in DIRECTIONS]))
+  result: dict[str, Any] = {"map_all": {}}
+  if full:
+    result.update(
+        {
+            f"map_at_{r}": {},
+            "precision_at_k": {},
+            "pr_curve": {},
+            "precision_scope": {"scopes": list(scopes)},
+        }
+    )
+  for d in DIRECTIONS:
+    if not full:
+      result["map_all"][d] = metrics.map_at_all(scores[d], labels, labels)
+      continue
+    m = metrics.retrieval_metrics(
+        scores[d], labels, labels, r=r, ks=ks, scopes=scopes, pr_points=PR_POINTS
+    )
+    result["map_all"][d] = m["map_all"]
+    result[f"map_at_{r}"][d] = m["map_r"]
+    result["precision_at_k"][d] = m["precision_at_k"]
+    result["pr_curve"][d] = m["pr_curve"]
+    result["precision_scope"][d] = m["precision_scope"]
+  result["map_all"]["avg"] = float(np.mean([result["map_all"][d] for d in DIRECTIONS]))
+  if full:
+    result[f"map_at_{r}"]["avg"] = float(np.mean([result[f"map_at_{r}"][d] for d in DIRECTIONS]))
   return result
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training workdir was run with (its config.json)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
@@ -93,63 +127,69 @@ def _tuplify(x):
   return x
 
 
-def restore_variables(workdir: str, config, method, dataset, checkpoint: str = "best"):
-  """The variables of `checkpoint` ("best", "latest", or a step number) in workdir."""
-  # Imported here: train imports this module.
-  from crossmodal_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  root = os.path.join(os.path.abspath(workdir), "checkpoints")
-  which = "latest" if checkpoint not in ("best",) else "best"
-  directory = os.path.join(root, which)
-  if which == "best" and not _has_steps(directory):
-    logging.warning("No best-by-validation checkpoint in %s (no validation split?); "
-                    "using the latest.", root)
-    directory = os.path.join(root, "latest")
-  if not _has_steps(directory):
-    raise FileNotFoundError(f"No checkpoint under {directory}.")
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      create=False)) as manager:
-    if checkpoint in ("best", "latest"):
-      step = manager.best_step() if which == "best" else manager.latest_step()
-      step = manager.latest_step() if step is None else step
-    else:
-      step = int(checkpoint)
-    steps_per_epoch = len(dataset.train) // config.train.batch_size
-    optimizer = train_lib.make_optimizer(config.train, steps_per_epoch)
-    target = train_lib.initial_state(method, optimizer, dataset, config.seed)
-    state = train_lib.restore_state(manager, step, target)
-  return state.variables, step
+def abstract_variables(method: base.Method, split: common.Split, seed: int = 0) -> Any:
+  """The structure of `method`'s variables (shapes and dtypes only; nothing computed)."""
+  sample = {k: split[k][:2] for k in method.batch_keys}
+  return jax.eval_shape(method.init, jax.random.key(seed), sample)
 
 
-def _has_steps(directory: str) -> bool:
-  return os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
+def restore_variables(
+    workdir: str, method: base.Method, split: common.Split, checkpoint: str = "best"
+) -> tuple[Any, int]:
+  """(variables, step) of `checkpoint` ("best", "latest" or a step number) in workdir.
+
+  Only the model variables are read: no optimizer is built or restored.
+  """
+  directory, step = ckpt.locate(workdir, checkpoint)
+  if checkpoint == ckpt.BEST and not directory.endswith(ckpt.BEST):
+    logging.warning(
+        "No best-by-validation checkpoint in %s (no validation split?); using the latest.",
+        os.path.dirname(directory),
+    )
+  return ckpt.restore_variables(directory, step, abstract_variables(method, split)), step
 
 
-def evaluate(workdir: str, config: ml_collections.ConfigDict | None = None,
-             dataset: common.Dataset | None = None, checkpoint: str | None = None,
-             split: str = "test", plots: bool = True) -> dict[str, Any]:
+def evaluate(
+    workdir: str,
+    config: ml_collections.ConfigDict | None = None,
+    dataset: common.Dataset | None = None,
+    checkpoint: str | None = None,
+    split: str = "test",
+    plots: bool = True,
+) -> dict[str, Any]:
   """Evaluates a trained workdir on `split`; writes results.json and plots there."""
   config = config if config is not None else load_config(workdir)
   dataset = dataset if dataset is not None else data_lib.load_dataset(config.data)
   if split not in dataset.splits:
     raise ValueError(f"Unknown split {split!r}; choose one of {tuple(dataset.splits)}.")
-  method = models.get_method(config, dataset.dims(), dataset.meta)
+  method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
-    checkpoint = "best" if config.eval.select_by == "validation_map" else "latest"
-  variables, step = restore_variables(workdir, config, method, dataset, checkpoint)
+    checkpoint = ckpt.BEST if config.eval.select_by == "validation_map" else ckpt.LATEST
+  variables, step = restore_variables(workdir, method, dataset.train, checkpoint)
   result = evaluate_split(method, variables, dataset.splits[split], config.eval)
-  result.update({"split": split, "checkpoint_step": int(step), "checkpoint": checkpoint,
-                 "method": config.method, "dataset": dataset.name,
-                 "num_queries": len(dataset.splits[split])})
+  result.update(
+      {
+          "split": split,
+          "checkpoint_step": int(step),
+          "checkpoint": checkpoint,
+          "method": config.method,
+          "dataset": dataset.name,
+          "num_queries": len(dataset.splits[split]),
+      }
+  )
   if jax.process_index() == 0:
     path = os.path.join(workdir, "results.json" if split == "test" else f"results_{split}.json")
     _atomic_write_json(path, result)
     if plots:
       plot_curves(result, workdir, prefix="" if split == "test" else f"{split}_")
-  logging.info("%s mAP@ALL i2t %.4f t2i %.4f avg %.4f (checkpoint step %d)", split,
-               result["map_all"]["i2t"], result["map_all"]["t2i"], result["map_all"]["avg"],
-               step)
+  logging.info(
+      "%s mAP@ALL i2t %.4f t2i %.4f avg %.4f (checkpoint step %d)",
+      split,
+      result["map_all"]["i2t"],
+      result["map_all"]["t2i"],
+      result["map_all"]["avg"],
+      step,
+  )
   return result
 
 
@@ -163,6 +203,7 @@ def _atomic_write_json(path: str, obj: Any):
 def plot_curves(result: dict[str, Any], workdir: str, prefix: str = "") -> list[str]:
   """PR and precision-scope curves (both directions) as PNGs; returns their paths."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -172,10 +213,20 @@ def plot_curves(result: dict[str, Any], workdir: str, prefix: str = "") -> list[
   fig, ax = plt.subplots(figsize=(5, 4))
   for d in DIRECTIONS:
     c = result["pr_curve"][d]
-    ax.plot(c["recall"], c["precision"], marker="o", ms=3,
-            label=f"{names[d]} (mAP {result['map_all'][d]:.3f})")
-  ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1),
-         title=f"Precision-recall: {title}")
+    ax.plot(
+        c["recall"],
+        c["precision"],
+        marker="o",
+        ms=3,
+        label=f"{names[d]} (mAP {result['map_all'][d]:.3f})",
+    )
+  ax.set(
+      xlabel="Recall",
+      ylabel="Precision",
+      xlim=(0, 1),
+      ylim=(0, 1),
+      title=f"Precision-recall: {title}",
+  )
   ax.grid(alpha=0.3)
   ax.legend()
   paths.append(os.path.join(workdir, f"{prefix}pr_curve.png"))
@@ -186,8 +237,12 @@ def plot_curves(result: dict[str, Any], workdir: str, prefix: str = "") -> list[
   scopes = result["precision_scope"]["scopes"]
   for d in DIRECTIONS:
     ax.plot(scopes, result["precision_scope"][d], marker="o", ms=3, label=names[d])
-  ax.set(xlabel="Scope K (top-K retrieved)", ylabel="Precision@K", ylim=(0, 1),
-         title=f"Precision-scope: {title}")
+  ax.set(
+      xlabel="Scope K (top-K retrieved)",
+      ylabel="Precision@K",
+      ylim=(0, 1),
+      title=f"Precision-scope: {title}",
+  )
   ax.grid(alpha=0.3)
   ax.legend()
   paths.append(os.path.join(workdir, f"{prefix}precision_scope.png"))

@@ -11,8 +11,7 @@ _QUIET = ("orbax", "tensorflow_datasets", "etils", "grain", "absl/flags", "jax/_
 class _LibraryInfoFilter(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    if record.levelno >= std_logging.WARNING and "custom data configuration" not in str(
-        record.msg):
+    if record.levelno >= std_logging.WARNING and "custom data configuration" not in str(record.msg):
       return True
     path = record.pathname.replace("\\", "/")
     return not any(f"/{name}/" in path for name in _QUIET)

@@ -31,23 +31,33 @@ import numpy as np
 
 from configs import default as default_configs
 from crossmodal_jax import logs
-from crossmodal_jax import models
-from crossmodal_jax import ops
+from crossmodal_jax import methods
+from crossmodal_jax import parallel
 from crossmodal_jax import scoring
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
+from crossmodal_jax.layers import pairwise
 
 _OUTPUT = flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 _WIKI = flags.DEFINE_string(
-    "wikipedia_dir", "", "Folder of the Wikipedia dataset; empty: a random stand-in of the "
-    "same shape (2,173 train pairs, 128-d images, 300-d texts).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "/tmp/crossmodal_jax_benchmark_tfds",
-                                "TFDS cache for the built Wikipedia dataset.")
+    "wikipedia_dir",
+    "",
+    "Folder of the Wikipedia dataset; empty: a random stand-in of the "
+    "same shape (2,173 train pairs, 128-d images, 300-d texts).",
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "/tmp/crossmodal_jax_benchmark_tfds", "TFDS cache for the built Wikipedia dataset."
+)
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Timed epochs of the paper-size configurations.")
 _CODE_EPOCHS = flags.DEFINE_integer(
-    "code_epochs", 1, "Timed epochs of drsl_code (its per-pair 1024x1024 layer is slow).")
-_ONLY = flags.DEFINE_list("only", [], "Run only benchmarks whose name starts with one of "
-                          "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot).")
+    "code_epochs", 1, "Timed epochs of drsl_code (its per-pair 1024x1024 layer is slow)."
+)
+_ONLY = flags.DEFINE_list(
+    "only",
+    [],
+    "Run only benchmarks whose name starts with one of "
+    "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot).",
+)
 _GALLERY = flags.DEFINE_integer("gallery", 4096, "Items per modality in the scoring test.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Repetitions of each scoring measurement.")
 
@@ -68,8 +78,9 @@ def _mlp_flops(dims) -> int:
 
 def drsl_step_flops(model_cfg, d_img: int, d_txt: int, batch: int) -> dict[str, int]:
   """Analytic forward FLOPs of one DRSL training step; training ~ 3x forward."""
-  towers = batch * (_mlp_flops((d_img, *model_cfg.image_layers))
-                    + _mlp_flops((d_txt, *model_cfg.text_layers)))
+  towers = batch * (
+      _mlp_flops((d_img, *model_cfg.image_layers)) + _mlp_flops((d_txt, *model_cfg.text_layers))
+  )
   rel = tuple(model_cfg.relation_layers)
   proj = batch * 2 * (model_cfg.image_layers[-1] + model_cfg.text_layers[-1]) * rel[0]
   pairs = batch * batch
@@ -83,9 +94,13 @@ def _wikipedia_like(text_dim: int, seed=0) -> common.Dataset:
   rng = np.random.default_rng(seed)
 
   def split(n):
-    return common.Split({"image": rng.random((n, 128), dtype=np.float32),
-                         "text": rng.standard_normal((n, text_dim), dtype=np.float32),
-                         "label": rng.integers(0, 10, n).astype(np.int32)})
+    return common.Split(
+        {
+            "image": rng.random((n, 128), dtype=np.float32),
+            "text": rng.standard_normal((n, text_dim), dtype=np.float32),
+            "label": rng.integers(0, 10, n).astype(np.int32),
+        }
+    )
 
   return common.Dataset("wikipedia-shaped random", split(2173), split(231), split(462), 10)
 
@@ -96,12 +111,12 @@ def _load_wikipedia(method_name: str, text_feature: str, cache: dict):
   if text_feature not in cache:
     if _WIKI.value:
       from crossmodal_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+
       config.data.manual_dir = _WIKI.value
       config.data.data_dir = _DATA_DIR.value
       cache[text_feature] = data_lib.load_dataset(config.data)
     else:
-      dim = {"tfidf_svd": config.data.svd_dim, "lda": 10}.get(text_feature,
-                                                              config.data.vocab_size)
+      dim = {"tfidf_svd": config.data.svd_dim, "lda": 10}.get(text_feature, config.data.vocab_size)
       cache[text_feature] = _wikipedia_like(dim)
   return config, cache[text_feature]
 
@@ -109,21 +124,25 @@ def _load_wikipedia(method_name: str, text_feature: str, cache: dict):
 def bench_training(method_name: str, text_feature: str, cache: dict) -> dict:
   """Seconds per training epoch (training steps only; no validation pass)."""
   config, dataset = _load_wikipedia(method_name, text_feature, cache)
-  method = models.get_method(config, dataset.dims(), dataset.meta)
+  method = methods.get_method(config, dataset.dims(), dataset.meta)
   tc = config.train
-  steps = len(dataset.train) // tc.batch_size
-  optimizer = train_lib.make_optimizer(tc, steps)
-  mesh = train_lib.create_mesh()
-  state = jax.device_put(train_lib.initial_state(method, optimizer, dataset, 0),
-                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  steps = method.num_batches(dataset.train, tc.batch_size)
+  optimizer = method.optimizer(tc, steps)
+  mesh = parallel.create_mesh()
+  state = jax.device_put(
+      train_lib.initial_state(method, optimizer, dataset, 0),
+      jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+  )
   step_fn = train_lib.make_train_step(method, optimizer, mesh)
   key = jax.random.key(0)
   epoch_times = []
   epochs = _EPOCHS.value if method_name == "drsl" else _CODE_EPOCHS.value
   with jax.set_mesh(mesh):
     for epoch in range(epochs):
-      batches = [train_lib.shard_batch(b, mesh) for b in train_lib.epoch_batches(
-          dataset.train, method.batch_keys, tc.batch_size, 0, epoch)]
+      batches = [
+          parallel.shard_batch(b, mesh)
+          for b in method.batches(dataset.train, tc.batch_size, 0, epoch)
+      ]
       if epoch == 0:  # compile outside the timed region
         state, _ = jax.block_until_ready(step_fn(state, batches[0], key))  # donates state
       t0 = time.perf_counter()
@@ -137,13 +156,19 @@ def bench_training(method_name: str, text_feature: str, cache: dict) -> dict:
   epoch_flops = flops["train_step"] * steps
   return {
       "name": f"train_epoch/{method_name}/wikipedia/{text_feature}",
-      "data": dataset.name, "input_dims": {"image": d_img, "text": d_txt},
-      "model": {"image_layers": list(config.model.image_layers),
-                "text_layers": list(config.model.text_layers),
-                "relation_layers": list(config.model.relation_layers)},
-      "batch_size": tc.batch_size, "steps_per_epoch": steps,
-      "seconds_per_epoch": seconds, "seconds_20_epochs": 20 * seconds,
-      "flops_per_epoch": epoch_flops, "gflops_per_s": epoch_flops / seconds / 1e9,
+      "data": dataset.name,
+      "input_dims": {"image": d_img, "text": d_txt},
+      "model": {
+          "image_layers": list(config.model.image_layers),
+          "text_layers": list(config.model.text_layers),
+          "relation_layers": list(config.model.relation_layers),
+      },
+      "batch_size": tc.batch_size,
+      "steps_per_epoch": steps,
+      "seconds_per_epoch": seconds,
+      "seconds_20_epochs": 20 * seconds,
+      "flops_per_epoch": epoch_flops,
+      "gflops_per_s": epoch_flops / seconds / 1e9,
       "params": train_lib.num_params(state.params),
   }
 
@@ -155,26 +180,45 @@ def bench_scoring() -> list[dict]:
   images = jnp.asarray(rng.standard_normal((n, 128), dtype=np.float32))
   texts = jnp.asarray(rng.standard_normal((n, 300), dtype=np.float32))
   dims = {"image": (128,), "text": (300,), "label": ()}
-  method = models.get_method(config, dims)
+  method = methods.get_method(config, dims)
   variables = method.init(jax.random.key(0), {"image": images[:2], "text": texts[:2]})
   enc_i = jax.jit(method.encode_image)(variables, images)
   enc_t = jax.jit(method.encode_text)(variables, texts)
   ce = config.eval
   k = config.model.relation_layers[0]
   pair_flops = 2 * k + 2 * k  # add + ReLU, then the K-long dot
-  seconds = _timeit(lambda: scoring.score_matrix(method.score, variables, enc_i, enc_t,
-                                                 ce.query_block, ce.gallery_block),
-                    _REPEATS.value)
-  results = [{"name": "score_all_pairs/drsl/separable", "pairs": n * n,
-              "seconds": seconds, "pairs_per_s": n * n / seconds,
-              "flops": n * n * pair_flops, "gflops_per_s": n * n * pair_flops / seconds / 1e9}]
+  seconds = _timeit(
+      lambda: scoring.score_matrix(
+          method.score,
+          variables,
+          enc_i,
+          enc_t,
+          ce.query_block,
+          ce.gallery_block,
+          pair_bytes=method.pair_bytes(enc_i, enc_t),
+          memory_budget=int(ce.memory_budget_mb * 2**20),
+      ),
+      _REPEATS.value,
+  )
+  results = [
+      {
+          "name": "score_all_pairs/drsl/separable",
+          "pairs": n * n,
+          "seconds": seconds,
+          "pairs_per_s": n * n / seconds,
+          "flops": n * n * pair_flops,
+          "gflops_per_s": n * n * pair_flops / seconds / 1e9,
+      }
+  ]
 
   # Naive: build each pair's [z_i; z_t] and run the relation MLP, on a sub-block.
   sub = 256
-  zi = jax.jit(lambda v, x: method.module.apply(
-      v, x, method=lambda m, x: m.image_tower(x, train=False)))(variables, images[:sub])
-  zt = jax.jit(lambda v, x: method.module.apply(
-      v, x, method=lambda m, x: m.text_tower(x, train=False)))(variables, texts[:sub])
+  zi = jax.jit(
+      lambda v, x: method.module.apply(v, x, method=lambda m, x: m.image_tower(x, train=False))
+  )(variables, images[:sub])
+  zt = jax.jit(
+      lambda v, x: method.module.apply(v, x, method=lambda m, x: m.text_tower(x, train=False))
+  )(variables, texts[:sub])
   p = variables["params"]
   w = jnp.concatenate([p["proj_image"]["kernel"], p["proj_text"]["kernel"]], axis=0)
   stats = variables["batch_stats"]
@@ -182,18 +226,26 @@ def bench_scoring() -> list[dict]:
 
   @jax.jit
   def naive(zi, zt):
-    pairs = jnp.concatenate([jnp.repeat(zi, zt.shape[0], axis=0),
-                             jnp.tile(zt, (zi.shape[0], 1))], axis=1)  # [P*Q, 600]
+    pairs = jnp.concatenate(
+        [jnp.repeat(zi, zt.shape[0], axis=0), jnp.tile(zt, (zi.shape[0], 1))], axis=1
+    )  # [P*Q, 600]
     h = jax.nn.relu((pairs @ w - stats["grid_mean"]) * scale + p["grid_bias"])
     return (h @ p["out_kernel"])[:, 0] + p["out_bias"][0]
 
   naive_seconds = _timeit(lambda: naive(zi, zt), _REPEATS.value)
   naive_flops = sub * sub * (2 * w.shape[0] * k + 2 * k + 2 * k)
   naive_rate = sub * sub / naive_seconds
-  results.append({"name": "score_all_pairs/drsl/naive_concat", "pairs": sub * sub,
-                  "seconds": naive_seconds, "pairs_per_s": naive_rate,
-                  "flops": naive_flops, "gflops_per_s": naive_flops / naive_seconds / 1e9,
-                  "separable_speedup": results[0]["pairs_per_s"] / naive_rate})
+  results.append(
+      {
+          "name": "score_all_pairs/drsl/naive_concat",
+          "pairs": sub * sub,
+          "seconds": naive_seconds,
+          "pairs_per_s": naive_rate,
+          "flops": naive_flops,
+          "gflops_per_s": naive_flops / naive_seconds / 1e9,
+          "separable_speedup": results[0]["pairs_per_s"] / naive_rate,
+      }
+  )
   return results
 
 
@@ -206,13 +258,24 @@ def bench_kernel() -> list[dict]:
   w = jnp.asarray(rng.standard_normal((k,), dtype=np.float32))
   s = jnp.asarray(rng.random((p, q), dtype=np.float32))
   out = []
-  for name, fn in (("fused", ops.pairwise_relu_dot), ("naive", ops.pairwise_relu_dot_reference)):
-    grad = jax.jit(jax.grad(lambda a, b, w, f=fn: jnp.sum((f(a, b, w) - s) ** 2),
-                            argnums=(0, 1, 2)))
+  for name, fn in (
+      ("fused", pairwise.pairwise_relu_dot),
+      ("naive", pairwise.pairwise_relu_dot_reference),
+  ):
+    grad = jax.jit(
+        jax.grad(lambda a, b, w, f=fn: jnp.sum((f(a, b, w) - s) ** 2), argnums=(0, 1, 2))
+    )
     seconds = _timeit(lambda: grad(a, b, w), _REPEATS.value)
     flops = 3 * p * q * 4 * k
-    out.append({"name": f"pairwise_relu_dot/{name}/fwd+bwd", "shape": [p, q, k],
-                "seconds": seconds, "flops": flops, "gflops_per_s": flops / seconds / 1e9})
+    out.append(
+        {
+            "name": f"pairwise_relu_dot/{name}/fwd+bwd",
+            "shape": [p, q, k],
+            "seconds": seconds,
+            "flops": flops,
+            "gflops_per_s": flops / seconds / 1e9,
+        }
+    )
   out[0]["speedup_vs_naive"] = out[1]["seconds"] / out[0]["seconds"]
   return out
 
@@ -223,25 +286,32 @@ def main(argv):
   logs.quiet_library_logs()
   cache: dict = {}
   results = []
+
   # The paper's sizes (128-d SIFT, 300-d text -> text FNN 300-1024-300), the default
   # Wikipedia config (10,000-d TF-IDF text), and the authors' code sizes.
   def wanted(prefix):
     return not _ONLY.value or any(prefix.startswith(p) for p in _ONLY.value)
 
   if wanted("train_epoch"):
-    for method_name, text_feature in (("drsl", "tfidf_svd"), ("drsl", "tfidf"),
-                                      ("drsl_code", "tfidf_svd")):
+    for method_name, text_feature in (
+        ("drsl", "tfidf_svd"),
+        ("drsl", "tfidf"),
+        ("drsl_code", "tfidf_svd"),
+    ):
       results.append(bench_training(method_name, text_feature, cache))
       print(json.dumps(results[-1]))
   more = (bench_scoring() if wanted("score_all_pairs") else []) + (
-      bench_kernel() if wanted("pairwise_relu_dot") else [])
+      bench_kernel() if wanted("pairwise_relu_dot") else []
+  )
   for r in more:
     results.append(r)
     print(json.dumps(r))
   report = {
       "devices": [str(d) for d in jax.devices()],
-      "platform": platform.platform(), "cpu_count": os.cpu_count(),
-      "jax": jax.__version__, "results": results,
+      "platform": platform.platform(),
+      "cpu_count": os.cpu_count(),
+      "jax": jax.__version__,
+      "results": results,
   }
   tmp = _OUTPUT.value + ".tmp"
   with open(tmp, "w") as f:

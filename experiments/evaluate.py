@@ -11,36 +11,48 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from experiments import overrides
-from crossmodal_jax import evaluate
 
 if __name__ == "__main__":
   # Before DEFINE_config_file, which applies the overrides as it is defined.
   overrides.check(sys.argv[1:], None)
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None,
+    "config",
+    None,
     "Optional config (configs/default.py:METHOD,DATASET) overriding WORKDIR/config.json; "
-    "fields overridable as --config.FIELD=VALUE.", lock_config=True)
+    "fields overridable as --config.FIELD=VALUE.",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None,
+    "checkpoint",
+    None,
     "'best' (best validation mAP), 'latest', or a step number. Default: the config's "
-    "eval.select_by.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"],
-                           "Which split to evaluate (queries and gallery both from it).")
+    "eval.select_by.",
+)
+_SPLIT = flags.DEFINE_enum(
+    "split",
+    "test",
+    ["test", "validation", "train"],
+    "Which split to evaluate (queries and gallery both from it).",
+)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logs.quiet_library_logs()
-  results = evaluate.evaluate(_WORKDIR.value, config=_CONFIG.value, checkpoint=_CHECKPOINT.value,
-                              split=_SPLIT.value)
+  results = evaluate.evaluate(
+      _WORKDIR.value, config=_CONFIG.value, checkpoint=_CHECKPOINT.value, split=_SPLIT.value
+  )
   m = results["map_all"]
-  print(f"{_SPLIT.value} mAP@ALL  i2t {m['i2t']:.4f}  t2i {m['t2i']:.4f}  avg {m['avg']:.4f}  "
-        f"(checkpoint step {results['checkpoint_step']})")
+  print(
+      f"{_SPLIT.value} mAP@ALL  i2t {m['i2t']:.4f}  t2i {m['t2i']:.4f}  avg {m['avg']:.4f}  "
+      f"(checkpoint step {results['checkpoint_step']})"
+  )
 
 
 if __name__ == "__main__":

@@ -16,13 +16,18 @@ import scipy.io
 from conftest import REPO, WIKI_DIR
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-SMALL = ["--config.model.image_layers=(64,32)", "--config.model.text_layers=(64,32)",
-         "--config.model.relation_layers=(64,)", "--config.train.progress_bar=False"]
+SMALL = [
+    "--config.model.image_layers=(64,32)",
+    "--config.model.text_layers=(64,32)",
+    "--config.model.relation_layers=(64,)",
+    "--config.train.progress_bar=False",
+]
 
 
 def _run(args, cwd=REPO, env=ENV, timeout=600):
-  proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  proc = subprocess.run(
+      [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
   return proc
 
@@ -32,7 +37,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from configs.default import get_config
-    from crossmodal_jax import models, train
+    from crossmodal_jax import methods, parallel, train
     from crossmodal_jax.data import synthetic
 
     assert jax.device_count() == 8, jax.devices()
@@ -41,21 +46,22 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     cfg.model.relation_layers = tuple(json.loads(sys.argv[1]))
     cfg.train.learning_rate = 1e-3
     ds = synthetic.make_dataset(synthetic.SyntheticConfig(
-        num_train=160, num_validation=8, num_test=8, image_dim=32, vocab_size=80,
+        num_train=192, num_validation=8, num_test=8, image_dim=32, vocab_size=80,
         word_dim=16))
-    method = models.get_method(cfg, ds.dims())
-    opt = train.make_optimizer(cfg.train, 2)
+    method = methods.get_method(cfg, ds.dims())
+    opt = method.optimizer(cfg.train, 2)
 
     def run(devices):
-      mesh = train.create_mesh(devices)
+      mesh = parallel.create_mesh(devices)
       state = jax.device_put(train.initial_state(method, opt, ds, 0),
                              jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
       step = train.make_train_step(method, opt, mesh)
       losses = []
       with jax.set_mesh(mesh):
-        batches = train.epoch_batches(ds.train, method.batch_keys, 64, 0, 0)
+        batches = list(method.batches(ds.train, 64, 0, 0))
+        assert len(batches) == 3, len(batches)
         for i in range(3):
-          state, metrics = step(state, train.shard_batch(batches[i], mesh), jax.random.key(0))
+          state, metrics = step(state, parallel.shard_batch(batches[i], mesh), jax.random.key(0))
           losses.append(float(metrics["loss"]))
       return jax.device_get(state), losses
 
@@ -86,20 +92,32 @@ def test_sharded_step_equals_single_device(relation_layers):
 def test_batch_not_divisible_by_devices_is_a_clear_error():
   env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.train", "--workdir=/tmp/unused_cmj",
-       "--config.train.batch_size=100", *SMALL], cwd=REPO, env=env, capture_output=True,
-      text=True, timeout=300)
+      [
+          sys.executable,
+          "-m",
+          "experiments.train",
+          "--workdir=/tmp/unused_cmj",
+          "--config.train.batch_size=100",
+          *SMALL,
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode != 0
   assert "not divisible by the 8 devices" in proc.stderr
 
 
 def _final_params(workdir):
   import jax  # pylint: disable=g-import-not-at-top
-  from crossmodal_jax import evaluate, data as data_lib, models  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax import evaluate, data as data_lib, methods  # pylint: disable=g-import-not-at-top
+
   config = evaluate.load_config(str(workdir))
   dataset = data_lib.load_dataset(config.data)
-  method = models.get_method(config, dataset.dims())
-  variables, step = evaluate.restore_variables(str(workdir), config, method, dataset, "latest")
+  method = methods.get_method(config, dataset.dims())
+  variables, step = evaluate.restore_variables(str(workdir), method, dataset.train, "latest")
   return jax.device_get(variables), step
 
 
@@ -110,15 +128,26 @@ def _finalized_steps(workdir):
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   # 1200 pairs / batches of 100 = 12 steps per epoch, 72 in all.
-  args = ["-m", "experiments.train", *SMALL, "--config.train.num_epochs=6",
-          "--config.train.batch_size=100",
-          "--config.model.dropout=0.1", "--config.data.synthetic_num_train=1200"]
+  args = [
+      "-m",
+      "experiments.train",
+      *SMALL,
+      "--config.train.num_epochs=6",
+      "--config.train.batch_size=100",
+      "--config.model.dropout=0.1",
+      "--config.data.synthetic_num_train=1200",
+  ]
   unbroken = tmp_path / "unbroken"
   _run([*args, f"--workdir={unbroken}"])
 
   killed = tmp_path / "killed"
-  proc = subprocess.Popen([sys.executable, *args, f"--workdir={killed}"], cwd=REPO, env=ENV,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      [sys.executable, *args, f"--workdir={killed}"],
+      cwd=REPO,
+      env=ENV,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 300
   while not _finalized_steps(killed) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.02)
@@ -133,11 +162,11 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   b, step_b = _final_params(killed)
   assert step_a == step_b == 72
   import jax  # pylint: disable=g-import-not-at-top
+
   diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b))
   assert max(diffs) == 0.0
   # The resumed run's metrics history has no duplicated epochs.
-  epochs = [json.loads(l)["epoch"] for l in open(killed / "metrics.jsonl")
-            if '"epoch"' in l]
+  epochs = [json.loads(l)["epoch"] for l in open(killed / "metrics.jsonl") if '"epoch"' in l]
   assert epochs == list(range(1, 7))
 
 
@@ -161,18 +190,32 @@ def test_train_then_evaluate_on_synthetic(tmp_path):
 
 def test_unknown_method_is_a_clear_error(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.train", f"--workdir={tmp_path}",
-       "--config=configs/default.py:nosuch,synthetic"], cwd=REPO, env=ENV,
-      capture_output=True, text=True, timeout=120)
+      [
+          sys.executable,
+          "-m",
+          "experiments.train",
+          f"--workdir={tmp_path}",
+          "--config=configs/default.py:nosuch,synthetic",
+      ],
+      cwd=REPO,
+      env=ENV,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert proc.returncode != 0
   assert "Unknown method 'nosuch'" in proc.stderr and "drsl" in proc.stderr
 
 
 def test_unknown_config_field_lists_the_choices(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.train", f"--workdir={tmp_path}",
-       "--config.train.nope=3"], cwd=REPO, env=ENV, capture_output=True, text=True,
-      timeout=120)
+      [sys.executable, "-m", "experiments.train", f"--workdir={tmp_path}", "--config.train.nope=3"],
+      cwd=REPO,
+      env=ENV,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert proc.returncode != 0
   assert "Unknown config field 'train.nope'" in proc.stderr
   assert "num_epochs" in proc.stderr and "Traceback" not in proc.stderr
@@ -184,21 +227,33 @@ def _write_feature_folder(root: pathlib.Path, rng):
   centers_i, centers_t = rng.normal(size=(3, 12)) * 2, rng.normal(size=(3, 9)) * 2
   for split, n in (("train", 240), ("test", 60)):
     y = rng.integers(0, 3, size=n)
-    scipy.io.savemat(root / f"{split}_img.mat",
-                     {f"{split}_img": centers_i[y] + rng.normal(size=(n, 12))})
-    scipy.io.savemat(root / f"{split}_txt.mat",
-                     {f"{split}_txt": centers_t[y] + rng.normal(size=(n, 9))})
+    scipy.io.savemat(
+        root / f"{split}_img.mat", {f"{split}_img": centers_i[y] + rng.normal(size=(n, 12))}
+    )
+    scipy.io.savemat(
+        root / f"{split}_txt.mat", {f"{split}_txt": centers_t[y] + rng.normal(size=(n, 9))}
+    )
     scipy.io.savemat(root / f"{split}_img_lab.mat", {f"{split}_img_lab": (y + 1)[:, None]})
 
 
 def test_drsl_trains_on_a_feature_file_folder(tmp_path):
   _write_feature_folder(tmp_path / "feats", np.random.default_rng(0))
   workdir = tmp_path / "wd"
-  _run(["-m", "experiments.train", "--config=configs/default.py:drsl,features",
-        f"--config.data.manual_dir={tmp_path / 'feats'}",
-        f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.data.num_validation=40",
-        "--config.train.batch_size=40", "--config.train.num_epochs=8",
-        "--config.train.learning_rate=1e-3", f"--workdir={workdir}", *SMALL])
+  _run(
+      [
+          "-m",
+          "experiments.train",
+          "--config=configs/default.py:drsl,features",
+          f"--config.data.manual_dir={tmp_path / 'feats'}",
+          f"--config.data.data_dir={tmp_path / 'tfds'}",
+          "--config.data.num_validation=40",
+          "--config.train.batch_size=40",
+          "--config.train.num_epochs=8",
+          "--config.train.learning_rate=1e-3",
+          f"--workdir={workdir}",
+          *SMALL,
+      ]
+  )
   results = json.loads((workdir / "results.json").read_text())
   assert results["num_queries"] == 60
   assert results["map_all"]["avg"] > 0.6, results["map_all"]  # chance is about 0.35
@@ -207,9 +262,18 @@ def test_drsl_trains_on_a_feature_file_folder(tmp_path):
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")
 def test_drsl_default_config_on_wikipedia(tmp_path):
   workdir = tmp_path / "wiki"
-  _run(["-m", "experiments.train", "--config=configs/default.py:drsl,wikipedia",
-        f"--config.data.manual_dir={WIKI_DIR}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-        "--config.train.progress_bar=False", f"--workdir={workdir}"], timeout=900)
+  _run(
+      [
+          "-m",
+          "experiments.train",
+          "--config=configs/default.py:drsl,wikipedia",
+          f"--config.data.manual_dir={WIKI_DIR}",
+          f"--config.data.data_dir={tmp_path / 'tfds'}",
+          "--config.train.progress_bar=False",
+          f"--workdir={workdir}",
+      ],
+      timeout=900,
+  )
   results = json.loads((workdir / "results.json").read_text())
   assert results["num_queries"] == 462
   assert results["checkpoint"] == "best"

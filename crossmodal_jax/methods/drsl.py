@@ -17,7 +17,7 @@ Choices (see also METHODS-NOTES.md):
   normalised pre-activation is a'_p + b'_q with a' = gamma (A - mean A)/s + beta,
   b' = gamma (B - mean B)/s, s = sqrt(var A + var B + eps). With one hidden relation layer
   the pair score is sum_k relu(a'_pk + b'_qk) w_k + c_out, computed by
-  `ops.pairwise_relu_dot` without materialising the [P, Q, K] grid.
+  `pairwise.pairwise_relu_dot` without materialising the [P, Q, K] grid.
 - Data parallel training: each device holds its shard of images and texts; text encodings
   are all-gathered so each device scores its images against the whole global batch, and
   batch-norm statistics are averaged over the data axis (synchronised batch norm), so the
@@ -32,8 +32,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from crossmodal_jax import losses, ops
-from crossmodal_jax.models import base, layers, text_cnn
+from crossmodal_jax import losses
+from crossmodal_jax import parallel
+from crossmodal_jax.layers import mlp
+from crossmodal_jax.layers import pairwise
+from crossmodal_jax.layers import text_cnn
+from crossmodal_jax.methods import base
+from crossmodal_jax.methods import registry
 
 FUSIONS = ("concat", "multiply", "add", "subtract")
 
@@ -81,17 +86,21 @@ class DRSL(nn.Module):
     if self.fusion != "concat" and self.image_layers[-1] != self.text_layers[-1]:
       raise ValueError(
           f"Fusion {self.fusion!r} needs equal tower outputs, got image "
-          f"{self.image_layers[-1]} and text {self.text_layers[-1]}.")
-    tower = dict(batch_norm=self.tower_batch_norm, dropout=self.dropout,
-                 axis_name=self.axis_name)
-    self.image_tower = layers.MLP(tuple(self.image_layers), **tower)
-    self.text_tower = layers.MLP(tuple(self.text_layers), **tower)
+          f"{self.image_layers[-1]} and text {self.text_layers[-1]}."
+      )
+    tower = dict(batch_norm=self.tower_batch_norm, dropout=self.dropout, axis_name=self.axis_name)
+    self.image_tower = mlp.MLP(tuple(self.image_layers), **tower)
+    self.text_tower = mlp.MLP(tuple(self.text_layers), **tower)
     if self.text_encoder == "cnn":
       self.text_cnn = text_cnn.TextCNN(
-          vocab_size=self.cnn_vocab_size, embed_dim=self.cnn_embed_dim,
-          kernel_sizes=tuple(self.cnn_kernel_sizes), num_filters=self.cnn_filters,
-          dropout=self.cnn_dropout, freeze_embeddings=self.cnn_freeze_embeddings,
-          embedding_init=self.cnn_embedding_init)
+          vocab_size=self.cnn_vocab_size,
+          embed_dim=self.cnn_embed_dim,
+          kernel_sizes=tuple(self.cnn_kernel_sizes),
+          num_filters=self.cnn_filters,
+          dropout=self.cnn_dropout,
+          freeze_embeddings=self.cnn_freeze_embeddings,
+          embedding_init=self.cnn_embedding_init,
+      )
     elif self.text_encoder != "mlp":
       raise ValueError(f"Unknown text_encoder {self.text_encoder!r}; choose 'mlp' or 'cnn'.")
     width = self.relation_layers[0]
@@ -115,12 +124,12 @@ class DRSL(nn.Module):
         tail_bn.append(self._pair_bn())
     self.tail_dense, self.tail_bn = tail_dense, tail_bn
     self.out_kernel = self.param(
-        "out_kernel", nn.initializers.lecun_normal(), (self.relation_layers[-1], 1))
+        "out_kernel", nn.initializers.lecun_normal(), (self.relation_layers[-1], 1)
+    )
     self.out_bias = self.param("out_bias", nn.initializers.zeros, (1,))
 
   def _pair_bn(self) -> nn.BatchNorm:
-    return nn.BatchNorm(momentum=layers.BN_MOMENTUM, epsilon=layers.BN_EPSILON,
-                        axis_name=self.axis_name)
+    return nn.BatchNorm(momentum=mlp.BN_MOMENTUM, epsilon=mlp.BN_EPSILON, axis_name=self.axis_name)
 
   # --- Per-item encodings -------------------------------------------------------------
 
@@ -152,16 +161,15 @@ class DRSL(nn.Module):
 
   def _grid_scale(self) -> jax.Array:
     """Eval-mode grid batch-norm scale: gamma / sqrt(running var + eps)."""
-    return self.grid_scale * jax.lax.rsqrt(self.grid_var.value + layers.BN_EPSILON)
+    return self.grid_scale * jax.lax.rsqrt(self.grid_var.value + mlp.BN_EPSILON)
 
   # --- Pair scores --------------------------------------------------------------------
 
-  def score(self, image_enc: jax.Array, text_enc: jax.Array,
-            train: bool = False) -> jax.Array:
+  def score(self, image_enc: jax.Array, text_enc: jax.Array, train: bool = False) -> jax.Array:
     """Encodings [P, .], [Q, .] -> relation scores [P, Q] for every pair."""
     if self.fusion == "concat":
       if len(self.relation_layers) == 1:
-        r = ops.pairwise_relu_dot(image_enc, text_enc, self.out_kernel[:, 0])
+        r = pairwise.pairwise_relu_dot(image_enc, text_enc, self.out_kernel[:, 0])
         return r + self.out_bias[0]
       hidden = nn.relu(image_enc[:, None, :] + text_enc[None, :, :])
     else:
@@ -198,14 +206,14 @@ class DRSL(nn.Module):
     a = self.proj_image(zi)
     b = self._gather(self.proj_text(zt))
     if self.relation_batch_norm:
-      mean_a, var_a = layers.global_moments(a, self.axis_name)
-      mean_b, var_b = layers.global_moments(b, None)  # b is already the global batch
+      mean_a, var_a = mlp.global_moments(a, self.axis_name)
+      mean_b, var_b = mlp.global_moments(b, None)  # b is already the global batch
       mean, var = mean_a + mean_b, var_a + var_b
       if not self.is_initializing():
-        m = layers.BN_MOMENTUM
+        m = mlp.BN_MOMENTUM
         self.grid_mean.value = m * self.grid_mean.value + (1 - m) * mean
         self.grid_var.value = m * self.grid_var.value + (1 - m) * var
-      scale = self.grid_scale * jax.lax.rsqrt(var + layers.BN_EPSILON)
+      scale = self.grid_scale * jax.lax.rsqrt(var + mlp.BN_EPSILON)
       a = (a - mean_a) * scale + self.grid_bias
       b = (b - mean_b) * scale
     return self.score(a, b, train=True)
@@ -226,39 +234,51 @@ def _fuse(fusion: str, zi: jax.Array, zt: jax.Array) -> jax.Array:
   raise ValueError(f"Unknown elementwise fusion {fusion!r}.")
 
 
+@registry.register("drsl", "drsl_code")
 class DRSLMethod(base.Method):
   """The training / retrieval face of DRSL (see `base.Method`)."""
 
-  def __init__(self, model_config, dims: dict[str, tuple[int, ...]],
-               meta: dict[str, Any] | None = None):
+  def __init__(self, config, dims, meta=None):
+    super().__init__(config, dims, meta)
     # Dense layers infer input sizes from the data; the text CNN needs the vocabulary
     # size and, when the dataset provides one, a pretrained word-vector table.
-    self.config = model_config
+    c = config.model
     self._cnn = {}
-    if model_config.get("text_encoder", "mlp") == "cnn":
-      if "word_ids" not in dims:
-        raise ValueError("text_encoder='cnn' needs word sequences: set "
-                         "--config.data.word_sequences=True (arrays word_ids, word_mask).")
-      table = (meta or {}).get("word_vectors")
+    if c.text_encoder == "cnn":
+      if "word_ids" not in self.dims:
+        raise ValueError(
+            "text_encoder='cnn' needs word sequences: set "
+            "--config.data.word_sequences=True (arrays word_ids, word_mask)."
+        )
+      table = self.meta.get("word_vectors")
       if table is None:
         raise ValueError("text_encoder='cnn' needs meta['word_vectors'] from the dataset.")
       self._cnn = dict(
-          cnn_vocab_size=table.shape[0], cnn_embed_dim=table.shape[1],
+          cnn_vocab_size=table.shape[0],
+          cnn_embed_dim=table.shape[1],
           cnn_embedding_init=text_cnn.pretrained_embedding_init(table),
-          cnn_kernel_sizes=tuple(model_config.cnn_kernel_sizes),
-          cnn_filters=model_config.cnn_filters, cnn_dropout=model_config.cnn_dropout,
-          cnn_freeze_embeddings=model_config.cnn_freeze_embeddings)
+          cnn_kernel_sizes=tuple(c.cnn_kernel_sizes),
+          cnn_filters=c.cnn_filters,
+          cnn_dropout=c.cnn_dropout,
+          cnn_freeze_embeddings=c.cnn_freeze_embeddings,
+      )
       self.text_keys = ("word_ids", "word_mask")
     self.module = self._module(axis_name=None)
 
   def _module(self, axis_name: str | None) -> DRSL:
-    c = self.config
+    c = self.config.model
     return DRSL(
-        text_encoder=c.get("text_encoder", "mlp"), **self._cnn,
-        image_layers=tuple(c.image_layers), text_layers=tuple(c.text_layers),
-        relation_layers=tuple(c.relation_layers), fusion=c.fusion,
-        tower_batch_norm=c.tower_batch_norm, relation_batch_norm=c.relation_batch_norm,
-        dropout=c.dropout, axis_name=axis_name)
+        text_encoder=c.text_encoder,
+        **self._cnn,
+        image_layers=tuple(c.image_layers),
+        text_layers=tuple(c.text_layers),
+        relation_layers=tuple(c.relation_layers),
+        fusion=c.fusion,
+        tower_batch_norm=c.tower_batch_norm,
+        relation_batch_norm=c.relation_batch_norm,
+        dropout=c.dropout,
+        axis_name=axis_name,
+    )
 
   def init(self, rng, batch):
     return self.module.init(rng, batch[self.image_key], self.text_input(batch), train=False)
@@ -266,19 +286,20 @@ class DRSLMethod(base.Method):
   def loss(self, variables, batch, rng, axis_name):
     module = self._module(axis_name)
     params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    # R: this device's images x the global batch's texts.
     r, new_state = module.apply(
-        {"params": params, **state}, batch[self.image_key], self.text_input(batch), train=True,
-        mutable=list(state.keys()), rngs={"dropout": rng})
-    text_labels = batch["label"]
-    num_devices = 1
-    if axis_name is not None:
-      text_labels = jax.lax.all_gather(text_labels, axis_name, tiled=True)
-      num_devices = jax.lax.axis_size(axis_name)
+        {"params": params, **state},
+        batch[self.image_key],
+        self.text_input(batch),
+        train=True,
+        mutable=list(state.keys()),
+        rngs={"dropout": rng},
+    )
+    text_labels = parallel.gather(batch["label"], axis_name)
     s = losses.label_agreement(batch["label"], text_labels)
-    global_batch = text_labels.shape[0]
-    local = losses.relation_loss(r, s, self.config.loss_normalizer, global_batch)
-    # The mean over devices of `num_devices * local` is the global-batch loss.
-    return num_devices * local, (new_state, {"mse": jnp.mean(jnp.square(r - s))})
+    share = losses.relation_loss(r, s, self.config.model.loss_normalizer, text_labels.shape[0])
+    metrics = {"mse": jnp.mean(jnp.square(r - s))}
+    return parallel.loss_from_share(share, axis_name), (new_state, metrics)
 
   def encode_image(self, variables, x):
     return self.module.apply(variables, x, method=DRSL.encode_image)
@@ -286,5 +307,16 @@ class DRSLMethod(base.Method):
   def encode_text(self, variables, x):
     return self.module.apply(variables, x, method=DRSL.encode_text)
 
-  def score(self, variables, image_enc, text_enc):
-    return self.module.apply(variables, image_enc, text_enc, method=DRSL.score)
+  def score(self, variables, image_block, text_block):
+    return self.module.apply(variables, image_block, text_block, method=DRSL.score)
+
+  def pair_bytes(self, image_enc, text_enc):
+    """Per pair: the [P, Q, K] grid of each joint relation layer, or (concat fusion with
+    one hidden layer, the fused kernel streaming rows) just the float32 score."""
+    c = self.config.model
+    joint = list(c.relation_layers)
+    if c.fusion == "concat":
+      joint = joint[1:] if len(joint) > 1 else []
+    else:
+      joint.append(c.image_layers[-1])  # the fused pair vector
+    return 4 * (1 + sum(joint))

@@ -2,7 +2,7 @@
 
 DRSL feeds text features from a sentence/document CNN over word vectors; here the CNN is a
 Flax module trained jointly with the rest of the model. A text is a right-padded sequence
-of word ids (`crossmodal_jax.data.text`: PAD_ID = 0, OOV_ID = 1, vocabulary word i has id
+of word ids (`crossmodal_jax.data.vocab`: PAD_ID = 0, OOV_ID = 1, vocabulary word i has id
 i + 2) with a bool mask, True at real words. The network is
 
   embedding lookup -> for each kernel size k: Conv1D(k, num_filters) -> ReLU
@@ -24,7 +24,7 @@ Masking rule (what makes the output independent of how much padding follows a te
 The max is taken after setting invalid positions to -inf; rows with no position left
 (empty texts) are replaced by 0.
 
-The GloVe table of `crossmodal_jax.data.text.glove_table` has a zero row for the padding
+The GloVe table of `crossmodal_jax.data.glove.glove_table` has a zero row for the padding
 id 0, but the embedding is trainable unless `freeze_embeddings` is set, so that row need
 not stay zero: the masking above, not the zero row, is what guarantees padding invariance
 (and it also keeps the padding row's gradient exactly zero).
@@ -60,7 +60,8 @@ def pretrained_embedding_init(table: np.ndarray) -> Callable[..., jax.Array]:
     if tuple(shape) != tuple(table.shape):
       raise ValueError(
           f"Pretrained embedding table has shape {tuple(table.shape)}, but the embedding "
-          f"asks for shape {tuple(shape)}.")
+          f"asks for shape {tuple(shape)}."
+      )
     return jnp.asarray(table, dtype)
 
   return init
@@ -128,7 +129,8 @@ class TextCNN(nn.Module):
     if self.vocab_size < 1 or self.embed_dim < 1 or self.num_filters < 1:
       raise ValueError(
           f"vocab_size, embed_dim and num_filters must be >= 1, got {self.vocab_size}, "
-          f"{self.embed_dim}, {self.num_filters}.")
+          f"{self.embed_dim}, {self.num_filters}."
+      )
     if not self.kernel_sizes or any(int(k) < 1 for k in self.kernel_sizes):
       raise ValueError(f"kernel_sizes must be non-empty and >= 1, got {self.kernel_sizes}.")
     if not 0.0 <= self.dropout < 1.0:
@@ -151,14 +153,21 @@ class TextCNN(nn.Module):
     self._check()
     if word_ids.ndim != 2 or mask.shape != word_ids.shape:
       raise ValueError(
-          f"word_ids and mask must both be [B, L], got {word_ids.shape} and {mask.shape}.")
+          f"word_ids and mask must both be [B, L], got {word_ids.shape} and {mask.shape}."
+      )
     word_ids = word_ids.astype(jnp.int32)
     mask = mask.astype(bool)
     embed_kwargs = {}
     if self.embedding_init is not None:
       embed_kwargs["embedding_init"] = self.embedding_init
-    x = nn.Embed(self.vocab_size, self.embed_dim, dtype=jnp.float32,
-                 param_dtype=jnp.float32, name="embed", **embed_kwargs)(word_ids)
+    x = nn.Embed(
+        self.vocab_size,
+        self.embed_dim,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        name="embed",
+        **embed_kwargs,
+    )(word_ids)
     if self.freeze_embeddings:
       x = jax.lax.stop_gradient(x)
     x = jnp.where(mask[..., None], x, 0.0)  # [B, L, E]; padding never reaches the conv
@@ -167,8 +176,9 @@ class TextCNN(nn.Module):
     for i, k in enumerate(self.kernel_sizes):
       k = int(k)
       xk = jnp.pad(x, ((0, 0), (0, k - 1), (0, 0)))  # a window starts at every position
-      h = nn.Conv(self.num_filters, kernel_size=(k,), padding="VALID",
-                  name=f"conv_{i}")(xk)  # [B, L, F]
+      h = nn.Conv(self.num_filters, kernel_size=(k,), padding="VALID", name=f"conv_{i}")(
+          xk
+      )  # [B, L, F]
       h = nn.relu(h)
       positions, has_any = window_masks(mask, k)
       h = jnp.where(positions[..., None], h, -jnp.inf)

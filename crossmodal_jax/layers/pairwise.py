@@ -24,6 +24,7 @@ def _grid_forward(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
   # faster than a single fused broadcast-reduce over the whole [P, Q, K] grid.
   def row(a_p):
     return jax.nn.relu(a_p[None, :] + b) @ w
+
   return jax.lax.map(row, a)
 
 
@@ -48,6 +49,7 @@ def _fwd(a, b, w):
 
 def _bwd(residuals, g):
   a, b, w = residuals
+
   # Recompute each row's ReLU mask instead of storing the grid. With m = [a_p + b > 0]:
   #   da_p = w * sum_q g_pq m_pq.     db_q = w * sum_p g_pq m_pq.
   #   dw = sum_pq g_pq relu(a_p + b_q) = sum_p a_p * G_p + sum_q b_q * D_q,
@@ -56,6 +58,7 @@ def _bwd(residuals, g):
     a_p, g_p = inputs
     gm = jnp.where(a_p[None, :] + b > 0, g_p[:, None], 0.0).astype(b.dtype)
     return d_acc + gm, jnp.sum(gm, axis=0)
+
   d_sum, g_rows = jax.lax.scan(step, jnp.zeros_like(b), (a, g.astype(b.dtype)))
   da = g_rows * w
   db = d_sum * w

@@ -1,4 +1,4 @@
-"""Small building blocks shared by the methods' Flax modules."""
+"""The MLP tower shared by the methods, and synchronised batch moments."""
 
 from __future__ import annotations
 

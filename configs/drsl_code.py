@@ -1,0 +1,28 @@
+"""DRSL as the authors' code trains it (XMediaNet setting).
+
+Towers d-1024-1024-300, relation 1024-1024-1, batch norm everywhere, batch 200,
+Adam(b1 0.5, b2 0.99) at 1e-4 with coupled weight decay 1e-4, learning rate x0.98 per
+epoch, 20 epochs (10 on the synthetic benchmark).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import drsl
+
+
+def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+  """The common `config` completed for DRSL's code recipe on `dataset`."""
+  config.model = drsl.model_config()
+  config.model.image_layers = (1024, 1024, 300)
+  config.model.text_layers = (1024, 1024, 300)
+  config.model.relation_layers = (1024, 1024)
+  t = config.train
+  t.batch_size = 200
+  t.num_epochs = 10 if dataset == "synthetic" else 20
+  t.learning_rate = 1e-4
+  t.b1, t.b2 = 0.5, 0.99
+  t.weight_decay = 1e-4
+  t.lr_decay_per_epoch = 0.98
+  return config

@@ -1,0 +1,7 @@
+"""Reusable Flax building blocks of the methods.
+
+- `mlp`: the MLP tower (Dense -> BatchNorm -> ReLU -> Dropout per layer) and synchronised
+  batch moments;
+- `text_cnn`: a Kim-style text CNN over word-id sequences;
+- `pairwise`: the fused all-pairs ReLU-dot kernel of a separable relation network.
+"""

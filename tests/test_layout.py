@@ -1,0 +1,76 @@
+"""The package's layout rules: no import circle between its modules, and training,
+scoring and evaluation name no method."""
+
+import ast
+
+from conftest import REPO
+
+PACKAGE = REPO / "crossmodal_jax"
+
+
+def _module_name(path) -> str:
+  parts = list(path.relative_to(REPO).with_suffix("").parts)
+  if parts[-1] == "__init__":
+    parts = parts[:-1]
+  return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+  """module -> the crossmodal_jax modules it imports (anywhere in its body)."""
+  modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+  graph = {name: set() for name in modules}
+  for name, path in modules.items():
+    for node in ast.walk(ast.parse(path.read_text())):
+      targets = []
+      if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module:
+        # `from pkg import sub` imports the module pkg.sub when there is one.
+        targets = [
+            f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+            for a in node.names
+        ]
+      graph[name] |= {t for t in targets if t in modules and t != name}
+  return graph
+
+
+def _cycle(graph):
+  state, stack = {}, []
+
+  def visit(node):
+    state[node] = "open"
+    stack.append(node)
+    for nxt in sorted(graph[node]):
+      if state.get(nxt) == "open":
+        return stack[stack.index(nxt) :] + [nxt]
+      if nxt not in state and (found := visit(nxt)):
+        return found
+    stack.pop()
+    state[node] = "done"
+    return None
+
+  for node in sorted(graph):
+    if node not in state and (found := visit(node)):
+      return found
+  return None
+
+
+def test_no_import_circle():
+  graph = import_graph()
+  assert "crossmodal_jax.methods.drsl" in graph
+  assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+  # And the cycle finder does find one when there is one.
+  assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_shared_code_names_no_method():
+  graph = import_graph()
+  for shared in ("train", "scoring", "evaluate", "checkpoint", "parallel", "sampling"):
+    deps = graph[f"crossmodal_jax.{shared}"]
+    assert "crossmodal_jax.methods.drsl" not in deps, shared
+    source = (PACKAGE / f"{shared}.py").read_text().lower()
+    assert "drsl" not in source, f"{shared}.py mentions DRSL"
+  assert (
+      not {"crossmodal_jax.train", "crossmodal_jax.evaluate"} & graph["crossmodal_jax.checkpoint"]
+  )
+  assert "crossmodal_jax.train" not in graph["crossmodal_jax.evaluate"]
