@@ -76,6 +76,9 @@ def train_config() -> ml_collections.ConfigDict:
   """Common training defaults (the recipe a method's file adjusts)."""
   train = ml_collections.ConfigDict()
   train.batch_size = 100  # global batch, divisible by the device count
+  # Drop the last partial batch of an epoch (static shapes); False keeps it, as PyTorch's
+  # DataLoader does (one more compile; it must divide among the devices too).
+  train.drop_remainder = True
   train.num_epochs = 20
   # Optimizer (crossmodal_jax.optimizers): "adam", "adamw", "rmsprop" or "sgd".
   train.optimizer = "adam"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-NORMALIZERS = ("sum", "sqrt_batch", "mean")
+NORMALIZERS = ("sum", "batch", "mean")
 
 
 def label_agreement(labels_a: jax.Array, labels_b: jax.Array) -> jax.Array:
@@ -23,15 +23,15 @@ def relation_loss(r: jax.Array, s: jax.Array, normalizer: str, global_batch: int
 
   Args:
     r, s: [P, Q] predicted and target similarities (P may be this device's row shard).
-    normalizer: "sum" (the paper's plain Frobenius norm), "sqrt_batch" (the authors'
-      code divides by sqrt(B)), or "mean" (divide by B^2).
+    normalizer: "sum" (the paper's plain Frobenius norm), "batch" (divide by B, as the
+      authors' code does: it divides by sqrt of the B^2 entries), or "mean" (by B^2).
     global_batch: B, the number of pairs in the global batch.
   """
   total = jnp.sum(jnp.square(r - s))
   if normalizer == "sum":
     return total
-  if normalizer == "sqrt_batch":
-    return total / jnp.sqrt(float(global_batch))
+  if normalizer == "batch":
+    return total / float(global_batch)
   if normalizer == "mean":
     return total / float(global_batch) ** 2
   raise ValueError(f"Unknown loss normalizer {normalizer!r}; choose one of {NORMALIZERS}.")

@@ -42,17 +42,28 @@ class _SplitSource:
 
 
 def permutation_batches(
-    split: common.Split, keys: tuple[str, ...], batch_size: int, seed: int, epoch: int
+    split: common.Split,
+    keys: tuple[str, ...],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    drop_remainder: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
   """The rows of `split` in a seeded permutation, `batch_size` at a time.
 
-  The last partial batch is dropped so every step has the same shape (the permutation
-  changes every epoch, so each row is still seen); evaluation never drops anything.
+  By default the last partial batch is dropped so every step has the same shape (the
+  permutation changes every epoch, so each row is still seen); with `drop_remainder`
+  False it is kept, as PyTorch's DataLoader does, and the step compiles once more for
+  its shape. Evaluation never drops anything.
   """
   ds = grain.MapDataset.source(_SplitSource(split, keys))
   ds = ds.shuffle(seed=epoch_seed(seed, epoch))
-  return iter(ds.batch(batch_size, drop_remainder=True))
+  return iter(ds.batch(batch_size, drop_remainder=drop_remainder))
 
 
-def num_permutation_batches(split: common.Split, batch_size: int) -> int:
-  return len(split) // batch_size
+def num_permutation_batches(
+    split: common.Split, batch_size: int, drop_remainder: bool = True
+) -> int:
+  if drop_remainder:
+    return len(split) // batch_size
+  return -(-len(split) // batch_size)

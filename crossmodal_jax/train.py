@@ -188,16 +188,15 @@ class _Logger:
       self.tb.close()
 
 
-def _check_batch(batch_size: int, devices: int):
+def _check_batch(batch_size: int, devices: int, what: str = "train.batch_size"):
   if batch_size % devices:
     raise ValueError(
-        f"train.batch_size={batch_size} is not divisible by the {devices} devices of the "
-        f"data axis; choose a multiple of {devices}."
+        f"{what}={batch_size} is not divisible by the {devices} devices of the data axis; "
+        f"choose a multiple of {devices}"
+        + (" (or train.drop_remainder=True)." if what == "last batch" else ".")
     )
   if batch_size % jax.process_count():
-    raise ValueError(
-        f"train.batch_size={batch_size} must divide among {jax.process_count()} processes."
-    )
+    raise ValueError(f"{what}={batch_size} must divide among {jax.process_count()} processes.")
 
 
 def train(
@@ -220,6 +219,8 @@ def train(
         f"train.batch_size={tc.batch_size} gives no training batch: the train split has "
         f"{len(dataset.train)} pairs."
     )
+  if not tc.get("drop_remainder", True):
+    _check_batch(len(dataset.train) % tc.batch_size or tc.batch_size, mesh.size, "last batch")
   check_resumable(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:

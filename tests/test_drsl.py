@@ -453,10 +453,7 @@ def test_drsl_loss_gradients_and_adam_steps(method_name, relation_bn):
   # The loss is relation_loss(R, S) of the (naive) train-mode forward pass.
   r, want_stats = np_drsl(first_variables, image, text, "concat", train=True)
   s = (labels[:, None] == labels[None, :]).astype(np.float64)
-  want = (
-      np.sum((r - s) ** 2)
-      / {"sum": 1.0, "sqrt_batch": np.sqrt(n), "mean": n * n}[model.loss_normalizer]
-  )
+  want = np.sum((r - s) ** 2) / {"sum": 1.0, "batch": n, "mean": n * n}[model.loss_normalizer]
   np.testing.assert_allclose(value, want, rtol=1e-4)
   np.testing.assert_allclose(metrics["mse"], np.mean((r - s) ** 2), rtol=1e-4)
   assert jax.tree.structure(state) == jax.tree.structure(
@@ -581,15 +578,88 @@ def test_relation_loss_normalizers():
   s = (rng.random((3, 8)) < 0.5).astype(np.float32)
   total = float(np.sum((r.astype(np.float64) - s) ** 2))
   np.testing.assert_allclose(losses.relation_loss(r, s, "sum", 8), total, rtol=1e-6)
-  np.testing.assert_allclose(
-      losses.relation_loss(r, s, "sqrt_batch", 8), total / np.sqrt(8), rtol=1e-6
-  )
+  # The authors' code: sum((R - S)^2) / sqrt(S.size(0)) after S is reshaped to B^2 x 1.
+  np.testing.assert_allclose(losses.relation_loss(r, s, "batch", 8), total / 8, rtol=1e-6)
   np.testing.assert_allclose(losses.relation_loss(r, s, "mean", 8), total / 64, rtol=1e-6)
   assert float(losses.relation_loss(s, s, "sum", 8)) == 0.0
   with pytest.raises(ValueError) as info:
     losses.relation_loss(r, s, "frobenius", 8)
   for choice in losses.NORMALIZERS:
     assert choice in str(info.value)
+
+
+def test_configs_that_reproduce_the_paper_and_code_use_its_loss_scale_and_init():
+  for name, dataset in (
+      ("drsl", "synthetic"),
+      ("drsl", "features"),
+      ("drsl_code", "synthetic"),
+      ("drsl_code", "wikipedia"),
+      ("drsl_code", "features"),
+  ):
+    model = get_config(f"{name},{dataset}").model
+    assert (model.loss_normalizer, model.init) == ("batch", "pytorch"), (name, dataset)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "multiply"])
+def test_pytorch_init_is_uniform_with_the_whole_layers_fan_in(fusion):
+  """Every Dense kernel and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as torch.nn.Linear;
+  the separable halves of the concat layer use the concat width; BN starts at (1, 0)."""
+  image_layers, text_layers, relation = (512, 300), (512, 300), (1024, 256)
+  config = get_config("drsl_code,synthetic")
+  config.model.update(
+      image_layers=image_layers,
+      text_layers=text_layers,
+      relation_layers=relation,
+      fusion=fusion,
+      tower_batch_norm=False,
+      relation_batch_norm=False,
+      init="pytorch",
+  )
+  method = drsl.DRSLMethod(config, dims={"image": (128,), "text": (200,)})
+  params = method.init(
+      jax.random.key(0),
+      {"image": np.zeros((2, 128), np.float32), "text": np.zeros((2, 200), np.float32)},
+  )["params"]
+  first = image_layers[-1] + text_layers[-1] if fusion == "concat" else image_layers[-1]
+  fan_ins = {
+      ("image_tower", "dense_0"): 128,
+      ("image_tower", "dense_1"): 512,
+      ("text_tower", "dense_0"): 200,
+      ("text_tower", "dense_1"): 512,
+      ("tail_dense_0",): relation[0],
+  }
+  if fusion == "concat":
+    fan_ins.update({("proj_image",): first, ("proj_text",): first})
+  else:
+    fan_ins[("proj_pair",)] = first
+  checked = 0
+  for path, fan_in in fan_ins.items():
+    layer = params
+    for key in path:
+      layer = layer[key]
+    for name, x in layer.items():
+      x = np.asarray(x).ravel()
+      bound = fan_in**-0.5
+      assert np.abs(x).max() <= bound, (path, name)
+      assert np.abs(x).max() > 0.95 * bound, (path, name)  # uniform over the whole range
+      if x.size > 1000:  # U(-b, b): mean 0, variance b^2 / 3
+        np.testing.assert_allclose(x.var(), bound**2 / 3, rtol=0.1, err_msg=str(path))
+        assert abs(x.mean()) < 0.05 * bound
+      checked += 1
+  out = np.asarray(params["out_kernel"]).ravel()
+  assert np.abs(out).max() <= relation[-1] ** -0.5 and abs(float(params["out_bias"][0])) <= (
+      relation[-1] ** -0.5
+  )
+  assert checked >= 10
+  # Flax's default is LeCun normal: 3x the variance.
+  config.model.init = "flax"
+  flax_params = drsl.DRSLMethod(config, dims={"image": (128,), "text": (200,)}).init(
+      jax.random.key(0),
+      {"image": np.zeros((2, 128), np.float32), "text": np.zeros((2, 200), np.float32)},
+  )["params"]
+  k = np.asarray(flax_params["image_tower"]["dense_0"]["kernel"])
+  np.testing.assert_allclose(k.var(), 1 / 128, rtol=0.1)
+  np.testing.assert_array_equal(flax_params["image_tower"]["dense_0"]["bias"], 0.0)
 
 
 def test_drsl_with_text_cnn_trains_from_word_sequences():

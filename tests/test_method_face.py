@@ -401,3 +401,19 @@ def test_toy_methods_sharded_steps_equal_single_device():
   for name, r in result.items():
     assert r["moved"] > 1e-3, (name, r)
     assert r["diff"] < 1e-5, (name, r)
+
+
+def test_last_partial_batch_is_kept_when_asked(tmp_path):
+  ds = small_dataset(num_train=250)
+  config = toy_config("toy_joint", epochs=2)
+  method = methods.get_method(config, ds.dims())
+  assert method.num_batches(ds.train, 40) == 6
+  config.train.drop_remainder = False
+  method = methods.get_method(config, ds.dims())
+  assert method.num_batches(ds.train, 40) == 7
+  batches = list(method.batches(ds.train, 40, seed=0, epoch=0))
+  assert [len(b["label"]) for b in batches] == [40] * 6 + [10]
+  rows = np.concatenate([b["image"] for b in batches])
+  assert len(np.unique(rows, axis=0)) == 250  # every row once
+  state, _ = train.train(config, str(tmp_path), dataset=ds)
+  assert int(state.step) == 14

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crossmodal_jax.layers import initializers
+
 # PyTorch's BatchNorm momentum 0.1 (what the authors' code uses) is flax's 0.9.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -23,17 +25,24 @@ class MLP(nn.Module):
     dropout: dropout rate after each ReLU (0 disables).
     axis_name: the data-parallel axis over which batch statistics are averaged in
       training (synchronised batch norm), or None outside `shard_map`.
+    param_init: "flax" or "pytorch" Dense initialisation (see `initializers`).
   """
 
   features: Sequence[int]
   batch_norm: bool = False
   dropout: float = 0.0
   axis_name: str | None = None
+  param_init: str = "flax"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     for i, width in enumerate(self.features):
-      x = nn.Dense(width, use_bias=not self.batch_norm, name=f"dense_{i}")(x)
+      x = nn.Dense(
+          width,
+          use_bias=not self.batch_norm,
+          name=f"dense_{i}",
+          **initializers.dense(self.param_init, x.shape[-1]),
+      )(x)
       if self.batch_norm:
         x = nn.BatchNorm(
             use_running_average=not train,

@@ -164,9 +164,16 @@ class Method(abc.ABC):
   def batches(
       self, split: common.Split, batch_size: int, seed: int, epoch: int
   ) -> Iterator[dict[str, np.ndarray]]:
-    """The global training batches of `epoch` (default: a seeded permutation of rows)."""
-    return sampling.permutation_batches(split, self.batch_keys, batch_size, seed, epoch)
+    """The global training batches of `epoch` (default: a seeded permutation of rows,
+    the last partial batch kept only if `train.drop_remainder` is False)."""
+    return sampling.permutation_batches(
+        split, self.batch_keys, batch_size, seed, epoch, self._drop_remainder
+    )
 
   def num_batches(self, split: common.Split, batch_size: int) -> int:
     """How many batches `batches` yields per epoch (the same every epoch)."""
-    return sampling.num_permutation_batches(split, batch_size)
+    return sampling.num_permutation_batches(split, batch_size, self._drop_remainder)
+
+  @property
+  def _drop_remainder(self) -> bool:
+    return self.config.get("train", {}).get("drop_remainder", True)

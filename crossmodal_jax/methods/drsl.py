@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from crossmodal_jax import losses
 from crossmodal_jax import parallel
+from crossmodal_jax.layers import initializers
 from crossmodal_jax.layers import mlp
 from crossmodal_jax.layers import pairwise
 from crossmodal_jax.layers import text_cnn
@@ -57,6 +58,8 @@ class DRSL(nn.Module):
     relation_batch_norm: batch norm in the relation MLP (over all pairs of the batch).
     dropout: dropout rate after each tower ReLU.
     axis_name: data-parallel axis name in training (under shard_map), else None.
+    param_init: "flax" or "pytorch" initialisation of every Dense layer (`initializers`); the
+      separable halves of the concat layer are initialised as the whole layer.
   """
 
   image_layers: Sequence[int] = (1024, 300)
@@ -67,6 +70,7 @@ class DRSL(nn.Module):
   relation_batch_norm: bool = True
   dropout: float = 0.0
   axis_name: str | None = None
+  param_init: str = "flax"
   # Text input: "mlp" reads fixed text features; "cnn" reads (word_ids, word_mask) through
   # a Kim text CNN (trained jointly) before the text tower.
   text_encoder: str = "mlp"
@@ -88,7 +92,12 @@ class DRSL(nn.Module):
           f"Fusion {self.fusion!r} needs equal tower outputs, got image "
           f"{self.image_layers[-1]} and text {self.text_layers[-1]}."
       )
-    tower = dict(batch_norm=self.tower_batch_norm, dropout=self.dropout, axis_name=self.axis_name)
+    tower = dict(
+        batch_norm=self.tower_batch_norm,
+        dropout=self.dropout,
+        axis_name=self.axis_name,
+        param_init=self.param_init,
+    )
     self.image_tower = mlp.MLP(tuple(self.image_layers), **tower)
     self.text_tower = mlp.MLP(tuple(self.text_layers), **tower)
     if self.text_encoder == "cnn":
@@ -105,28 +114,41 @@ class DRSL(nn.Module):
       raise ValueError(f"Unknown text_encoder {self.text_encoder!r}; choose 'mlp' or 'cnn'.")
     width = self.relation_layers[0]
     if self.fusion == "concat":
-      self.proj_image = nn.Dense(width, use_bias=False)
+      # The two halves of one Dense over [z_i; z_t]: initialised as that whole layer.
+      dense = initializers.dense(self.param_init, self.image_layers[-1] + self.text_layers[-1])
+      self.proj_image = nn.Dense(width, use_bias=False, **dense)
       # With grid batch norm a bias here would cancel against the batch mean.
-      self.proj_text = nn.Dense(width, use_bias=not self.relation_batch_norm)
+      self.proj_text = nn.Dense(width, use_bias=not self.relation_batch_norm, **dense)
       if self.relation_batch_norm:
         self.grid_scale = self.param("grid_scale", nn.initializers.ones, (width,))
         self.grid_bias = self.param("grid_bias", nn.initializers.zeros, (width,))
         self.grid_mean = self.variable("batch_stats", "grid_mean", jnp.zeros, (width,))
         self.grid_var = self.variable("batch_stats", "grid_var", jnp.ones, (width,))
     else:
-      self.proj_pair = nn.Dense(width, use_bias=not self.relation_batch_norm)
+      self.proj_pair = nn.Dense(
+          width,
+          use_bias=not self.relation_batch_norm,
+          **initializers.dense(self.param_init, self.image_layers[-1]),
+      )
       if self.relation_batch_norm:
         self.pair_bn = self._pair_bn()
     tail_dense, tail_bn = [], []
-    for w in self.relation_layers[1:]:
-      tail_dense.append(nn.Dense(w, use_bias=not self.relation_batch_norm))
+    for fan_in, w in zip(self.relation_layers[:-1], self.relation_layers[1:]):
+      tail_dense.append(
+          nn.Dense(
+              w,
+              use_bias=not self.relation_batch_norm,
+              **initializers.dense(self.param_init, fan_in),
+          )
+      )
       if self.relation_batch_norm:
         tail_bn.append(self._pair_bn())
     self.tail_dense, self.tail_bn = tail_dense, tail_bn
+    last = self.relation_layers[-1]
     self.out_kernel = self.param(
-        "out_kernel", nn.initializers.lecun_normal(), (self.relation_layers[-1], 1)
+        "out_kernel", initializers.kernel(self.param_init, last), (last, 1)
     )
-    self.out_bias = self.param("out_bias", nn.initializers.zeros, (1,))
+    self.out_bias = self.param("out_bias", initializers.bias(self.param_init, last), (1,))
 
   def _pair_bn(self) -> nn.BatchNorm:
     return nn.BatchNorm(momentum=mlp.BN_MOMENTUM, epsilon=mlp.BN_EPSILON, axis_name=self.axis_name)
@@ -278,6 +300,7 @@ class DRSLMethod(base.Method):
         relation_batch_norm=c.relation_batch_norm,
         dropout=c.dropout,
         axis_name=axis_name,
+        param_init=c.init,
     )
 
   def init(self, rng, batch):
