@@ -21,8 +21,12 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
   t = config.train
   t.batch_size = 200
   t.num_epochs = 10 if dataset == "synthetic" else 20
-  t.learning_rate = 1e-4
+  # 1e-4, but the code calls scheduler.step() at the start of every epoch, before the
+  # first optimizer step, so epoch e trains at 1e-4 * 0.98^(e + 1).
+  t.learning_rate = 1e-4 * 0.98
   t.b1, t.b2 = 0.5, 0.99
   t.weight_decay = 1e-4
   t.lr_decay_per_epoch = 0.98
+  t.drop_remainder = False  # torch's DataLoader keeps the last partial batch
+  config.data.standardize_image = False  # the code feeds the features as they are
   return config
