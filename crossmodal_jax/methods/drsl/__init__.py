@@ -22,6 +22,44 @@ Choices (see also METHODS-NOTES.md):
   are all-gathered so each device scores its images against the whole global batch, and
   batch-norm statistics are averaged over the data axis (synchronised batch norm), so the
   sharded step computes the same function as the single-device step.
+
+Against the authors' PyTorch code (wangxu-scu/DRSL, `train2`; config `drsl_code`),
+checked on identical files (`experiments/wikipedia_as_features.py`: Wikipedia SIFT-128
+images, TF-IDF->SVD-300 texts, all 693 test rows, 20 epochs, last epoch; README table):
+- Matched:
+  - initialisation: torch.nn.Linear's U(+-1/sqrt(fan_in)) for every kernel and bias
+    (`model.init="pytorch"`; the two separable halves of the relation's Linear(600, 1024)
+    with fan_in 600); BatchNorm starts at (1, 0). Flax's LeCun normal costs 0.058
+    average mAP@ALL (the largest difference by far);
+  - the loss sum((R - S)^2) / B (`loss_normalizer="batch"`: the code divides by the
+    square root of the B^2 entries); under Adam this only sets the weight of the coupled
+    weight decay, which a / sqrt(B) loss made 14x weaker at B = 200 (+0.000);
+  - layer order Linear -> BN -> ReLU everywhere, including the towers' 300-d outputs,
+    relation Linear(600, 1024)-BN-ReLU-Linear(1024, 1024)-BN-ReLU-Linear(1024, 1), batch
+    norm over all B^2 pairs, momentum 0.1 (Flax 0.9), eps 1e-5, no dropout;
+  - Adam(betas 0.5, 0.99, eps 1e-8) with coupled weight decay 1e-4 on every parameter;
+  - StepLR(gamma 0.98) stepped at the start of every epoch, before the first optimizer
+    step: epoch e trains at 1e-4 * 0.98^(e + 1), so `learning_rate` is 0.98e-4 (+0.001
+    when the decay starts a step late);
+  - the last partial batch (2,173 = 10 x 200 + 173) is kept (`train.drop_remainder`
+    False): one more compile for its shape; with several devices it must divide among
+    them, otherwise training stops with an error saying so (-0.005 when dropped);
+  - raw image features (`data.standardize_image=False`; standardising them, as the
+    other configs do, adds 0.009).
+  Each effect is the change of average mAP@ALL when that one difference is reverted, at
+  the paper's sizes with the code's recipe on the identical files, mean of 3 seeds
+  (README; seed spread about 0.005).
+- Not matched, named:
+  - the code's Linear layers before batch norm carry biases; batch norm cancels them
+    exactly (only the coupled weight decay touches them), so they are left out;
+  - PyTorch updates BN running variances with the unbiased batch variance (x B/(B-1):
+    x200/199 in the towers, x40000/39999 over the relation grid), Flax with the biased
+    one: eval-time scales differ by at most 0.25%;
+  - the sample order: torch.randperm against grain's seeded shuffle (same distribution,
+    another stream), so single runs differ by seed noise, not in expectation;
+  - the code's per-epoch pass over the test set in eval mode changes nothing and is not
+    repeated; it evaluates the last epoch, as drsl_code does on a folder without a
+    validation split (the latest checkpoint is used, with a warning).
 """
 
 from crossmodal_jax.methods.drsl.method import DRSLMethod
