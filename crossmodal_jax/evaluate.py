@@ -37,6 +37,26 @@ def _jitted_encoders(method: base.Method):
   return jax.jit(method.encode_image), jax.jit(method.encode_text)
 
 
+def score_channels(
+    method: base.Method, variables: Any, image_enc: Any, text_enc: Any, eval_config
+) -> Any:
+  """`method.score` over every (image, text) pair, chunked within the eval memory budget.
+
+  Returns:
+    The score channels as `score` returns them, each [n_images, n_texts] (numpy).
+  """
+  return scoring.score_matrix(
+      method.score,
+      variables,
+      image_enc,
+      text_enc,
+      eval_config.query_block,
+      eval_config.gallery_block,
+      pair_bytes=method.pair_bytes(image_enc, text_enc),
+      memory_budget=int(eval_config.memory_budget_mb * 2**20),
+  )
+
+
 def score_split(
     method: base.Method, variables: Any, split: common.Split, eval_config
 ) -> dict[str, np.ndarray]:
@@ -52,16 +72,7 @@ def score_split(
   text_enc = scoring.encode(
       lambda x: encode_text(variables, x), method.text_input(split.arrays), eval_config.batch_size
   )
-  channels = scoring.score_matrix(
-      method.score,
-      variables,
-      image_enc,
-      text_enc,
-      eval_config.query_block,
-      eval_config.gallery_block,
-      pair_bytes=method.pair_bytes(image_enc, text_enc),
-      memory_budget=int(eval_config.memory_budget_mb * 2**20),
-  )
+  channels = score_channels(method, variables, image_enc, text_enc, eval_config)
   oriented = {"i2t": channels, "t2i": jax.tree.map(np.transpose, channels)}
   return {
       d: np.asarray(method.retrieval_scores(variables, oriented[d], d), np.float32)

@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default as default_configs
+from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
-from crossmodal_jax import scoring
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
 from crossmodal_jax.layers import pairwise
@@ -190,16 +190,7 @@ def bench_scoring() -> list[dict]:
   k = config.model.relation_layers[0]
   pair_flops = 2 * k + 2 * k  # add + ReLU, then the K-long dot
   seconds = _timeit(
-      lambda: scoring.score_matrix(
-          method.score,
-          variables,
-          enc_i,
-          enc_t,
-          ce.query_block,
-          ce.gallery_block,
-          pair_bytes=method.pair_bytes(enc_i, enc_t),
-          memory_budget=int(ce.memory_budget_mb * 2**20),
-      ),
+      lambda: evaluate.score_channels(method, variables, enc_i, enc_t, ce),
       _REPEATS.value,
   )
   results = [

@@ -132,7 +132,8 @@ def parse_text_xml(path: str | os.PathLike) -> tuple[str, str]:
   return title.strip(), html.unescape(body).strip()
 
 
-def _read_categories(path: Path) -> list[str]:
+def _read_lines(path: Path) -> list[str]:
+  """The lines of a UTF-8 text file, trailing blank lines dropped; one error naming it."""
   require_file(path)
   try:
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -140,6 +141,11 @@ def _read_categories(path: Path) -> list[str]:
     raise DatasetFileError(f"{path}: cannot read ({e})") from None
   while lines and not lines[-1].strip():
     lines.pop()
+  return lines
+
+
+def _read_categories(path: Path) -> list[str]:
+  lines = _read_lines(path)
   names = []
   for i, line in enumerate(lines, 1):
     name = line.strip()
@@ -155,13 +161,7 @@ def _read_categories(path: Path) -> list[str]:
 
 def _read_list(path: Path, num_classes: int) -> list[tuple[str, str, int]]:
   """Parses a ``text_id<TAB>image_id<TAB>class`` list; returns 0-based labels."""
-  require_file(path)
-  try:
-    lines = path.read_text(encoding="utf-8").splitlines()
-  except (OSError, UnicodeDecodeError) as e:
-    raise DatasetFileError(f"{path}: cannot read ({e})") from None
-  while lines and not lines[-1].strip():
-    lines.pop()
+  lines = _read_lines(path)
   rows = []
   for i, line in enumerate(lines, 1):
     parts = line.split()
