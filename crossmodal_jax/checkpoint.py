@@ -91,14 +91,15 @@ def restore_state(manager: ocp.CheckpointManager, step: int, target: TrainState)
   )
 
 
-def has_steps(directory: str) -> bool:
-  return os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
-
-
 def _steps(directory: str) -> list[int]:
+  """The saved steps in a checkpoint manager's folder, ascending."""
   if not os.path.isdir(directory):
     return []
   return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def has_steps(directory: str) -> bool:
+  return bool(_steps(directory))
 
 
 def locate(workdir: str, checkpoint: str) -> tuple[str, int]:

@@ -140,8 +140,7 @@ def _tuplify(x):
 
 def abstract_variables(method: base.Method, split: common.Split, seed: int = 0) -> Any:
   """The structure of `method`'s variables (shapes and dtypes only; nothing computed)."""
-  sample = {k: split[k][:2] for k in method.batch_keys}
-  return jax.eval_shape(method.init, jax.random.key(seed), sample)
+  return jax.eval_shape(method.init, jax.random.key(seed), method.init_batch(split))
 
 
 def restore_variables(

@@ -108,8 +108,8 @@ def initial_state(
     dataset: common.Dataset,
     seed: int,
 ) -> TrainState:
-  sample = {k: dataset.train[k][:2] for k in method.batch_keys}
-  params, collections = ckpt.split_variables(method.init(jax.random.key(seed), sample))
+  variables = method.init(jax.random.key(seed), method.init_batch(dataset.train))
+  params, collections = ckpt.split_variables(variables)
   return TrainState(
       step=jax.numpy.zeros((), jax.numpy.int32),
       params=params,

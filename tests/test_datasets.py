@@ -153,32 +153,43 @@ def _write_list(path: Path, rows) -> None:
   path.write_text("".join(f"{t}\t{i}\t{c}\n" for t, i, c in rows))
 
 
-def _write_fake_wiki(root: Path) -> dict[str, np.ndarray]:
+def _write_wiki_folder(root: Path, train, test, document) -> dict[str, np.ndarray]:
+  """A Wikipedia-layout folder: lists of (text_id, image_id, class) rows, random features,
+  and texts/<id>.xml from document(text_id, class). Returns the .mat arrays."""
   root.mkdir(parents=True, exist_ok=True)
   (root / "texts").mkdir(exist_ok=True)
   (root / "categories.list").write_text("\n".join(_CATS) + "\n")
-  _write_list(root / "trainset_txt_img_cat.list", _TRAIN)
-  _write_list(root / "testset_txt_img_cat.list", _TEST)
+  _write_list(root / "trainset_txt_img_cat.list", train)
+  _write_list(root / "testset_txt_img_cat.list", test)
   rng = np.random.default_rng(0)
   mat = {
-      "I_tr": rng.random((6, 128)),
-      "T_tr": rng.random((6, 10)),
-      "I_te": rng.random((4, 128)),
-      "T_te": rng.random((4, 10)),
+      "I_tr": rng.random((len(train), 128)),
+      "T_tr": rng.random((len(train), 10)),
+      "I_te": rng.random((len(test), 128)),
+      "T_te": rng.random((len(test), 10)),
   }
   scipy.io.savemat(root / "raw_features.mat", mat)
-  for t, _, _ in _TRAIN + _TEST:
-    body = (
-        f"Article {t} about R&D and <things> &amp; more."
-        if t == "tr1"
-        else (f"Article {t} &amp; friends.")
-    )
-    # tr1 is not well-formed XML (raw '&' and '<'), the others are.
-    (root / "texts" / f"{t}.xml").write_text(
-        f'<document id="{t}" name="Name_{t}" cat="3">\n<text>\n{body}\n</text>\n'
-        f"<imageset><image>../img/x.jpg</image></imageset>\n</document>\n"
-    )
+  for t, _, c in train + test:
+    (root / "texts" / f"{t}.xml").write_text(document(t, c))
   return mat
+
+
+def _fake_document(t: str, c: int) -> str:
+  del c
+  body = (
+      f"Article {t} about R&D and <things> &amp; more."
+      if t == "tr1"
+      else (f"Article {t} &amp; friends.")
+  )
+  # tr1 is not well-formed XML (raw '&' and '<'), the others are.
+  return (
+      f'<document id="{t}" name="Name_{t}" cat="3">\n<text>\n{body}\n</text>\n'
+      f"<imageset><image>../img/x.jpg</image></imageset>\n</document>\n"
+  )
+
+
+def _write_fake_wiki(root: Path) -> dict[str, np.ndarray]:
+  return _write_wiki_folder(root, _TRAIN, _TEST, _fake_document)
 
 
 @pytest.fixture
@@ -547,28 +558,16 @@ def test_features_bad_input(case, tmp_path):
 _WORDS = {1: "painting museum colour", 2: "cell species protein", 3: "river mountain coast"}
 
 
+def _loadable_document(t: str, c: int) -> str:
+  body = f"The article {t} is about {_WORDS[c]} and the {_WORDS[c].split()[0]}."
+  return f'<document name="{t}"><text>{body}</text></document>\n'
+
+
 def _write_loadable_wiki(root: Path) -> None:
   """A fake Wikipedia folder large enough for the default 231 validation rows."""
   train = [(f"tr{i}", f"imtr{i}", 1 + i % 3) for i in range(12)]
   test = [(f"te{i}", f"imte{i}", 1 + i % 3) for i in range(235)]
-  root.mkdir(parents=True)
-  (root / "texts").mkdir()
-  (root / "categories.list").write_text("\n".join(_CATS) + "\n")
-  _write_list(root / "trainset_txt_img_cat.list", train)
-  _write_list(root / "testset_txt_img_cat.list", test)
-  rng = np.random.default_rng(0)
-  mat = {
-      "I_tr": rng.random((12, 128)),
-      "T_tr": rng.random((12, 10)),
-      "I_te": rng.random((235, 128)),
-      "T_te": rng.random((235, 10)),
-  }
-  scipy.io.savemat(root / "raw_features.mat", mat)
-  for t, _, c in train + test:
-    body = f"The article {t} is about {_WORDS[c]} and the {_WORDS[c].split()[0]}."
-    (root / "texts" / f"{t}.xml").write_text(
-        f'<document name="{t}"><text>{body}</text></document>\n'
-    )
+  _write_wiki_folder(root, train, test, _loadable_document)
 
 
 @pytest.fixture

@@ -117,7 +117,7 @@ def test_plan_keeps_to_the_budget_and_to_the_blocks():
 def test_joint_scorer_blockwise_equals_per_pair_loop(dataset):
   config = toy_config("toy_joint")
   method = methods.get_method(config, dataset.dims())
-  variables = method.init(jax.random.key(1), {k: dataset.train[k][:2] for k in method.batch_keys})
+  variables = method.init(jax.random.key(1), method.init_batch(dataset.train))
   images = method.encode_image(variables, dataset.test["image"][:23])
   texts = method.encode_text(variables, dataset.test["text"][:31])
   pair_bytes = method.pair_bytes(images, texts)
@@ -358,7 +358,8 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     import toy_methods
     from test_method_face import small_dataset, toy_config
-    from crossmodal_jax import methods, parallel, train
+    from crossmodal_jax import methods, train
+    from sharded_steps import run_steps
 
     assert jax.device_count() == 8, jax.devices()
     ds = small_dataset(num_train=192)
@@ -367,16 +368,10 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
       cfg = toy_config(name)
       method = methods.get_method(cfg, ds.dims())
       opt = method.optimizer(cfg.train, 3)
+      batches = list(method.batches(ds.train, 64, 0, 0))
 
       def run(devices):
-        mesh = parallel.create_mesh(devices)
-        state = jax.device_put(train.initial_state(method, opt, ds, 0),
-                               jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-        step = train.make_train_step(method, opt, mesh)
-        with jax.set_mesh(mesh):
-          for batch in method.batches(ds.train, 64, 0, 0):
-            state, _ = step(state, parallel.shard_batch(batch, mesh), jax.random.key(0))
-        return jax.device_get(state.params)
+        return run_steps(method, opt, ds, devices, batches)[0].params
 
       one, eight = run(jax.devices()[:1]), run(jax.devices())
       start = jax.device_get(train.initial_state(method, opt, ds, 0).params)

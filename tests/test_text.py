@@ -2,7 +2,6 @@
 
 import logging
 import math
-import os
 import pathlib
 import re
 

@@ -35,10 +35,12 @@ def _run(args, cwd=REPO, env=ENV, timeout=600):
 # The script runs in a fresh process: XLA_FLAGS must be set before jax starts.
 _PARALLEL_SCRIPT = textwrap.dedent("""
     import json, sys
+    sys.path.insert(0, "tests")
     import jax, numpy as np
     from configs.default import get_config
-    from crossmodal_jax import methods, parallel, train
+    from crossmodal_jax import methods, train
     from crossmodal_jax.data import synthetic
+    from sharded_steps import run_steps
 
     assert jax.device_count() == 8, jax.devices()
     cfg = get_config("drsl,synthetic")
@@ -50,20 +52,11 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
         word_dim=16))
     method = methods.get_method(cfg, ds.dims())
     opt = method.optimizer(cfg.train, 2)
+    batches = list(method.batches(ds.train, 64, 0, 0))
+    assert len(batches) == 3, len(batches)
 
     def run(devices):
-      mesh = parallel.create_mesh(devices)
-      state = jax.device_put(train.initial_state(method, opt, ds, 0),
-                             jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-      step = train.make_train_step(method, opt, mesh)
-      losses = []
-      with jax.set_mesh(mesh):
-        batches = list(method.batches(ds.train, 64, 0, 0))
-        assert len(batches) == 3, len(batches)
-        for i in range(3):
-          state, metrics = step(state, parallel.shard_batch(batches[i], mesh), jax.random.key(0))
-          losses.append(float(metrics["loss"]))
-      return jax.device_get(state), losses
+      return run_steps(method, opt, ds, devices, batches)
 
     one, l1 = run(jax.devices()[:1])
     eight, l8 = run(jax.devices())

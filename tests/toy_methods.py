@@ -13,7 +13,6 @@ Importing this module registers both.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -60,9 +59,8 @@ def row_min_max(s):
   return (s - lo) / np.maximum(hi - lo, 1e-12)
 
 
-@methods.register("toy_joint")
-class ToyJoint(base.Method):
-  """Joint scorer with two score channels fused per query row."""
+class _Toy(base.Method):
+  """What both toys share: the `_Encoders` module, built from config.model."""
 
   def __init__(self, config, dims, meta=None):
     super().__init__(config, dims, meta)
@@ -70,6 +68,11 @@ class ToyJoint(base.Method):
 
   def init(self, rng, batch):
     return self.module.init(rng, batch["image"], batch["text"])
+
+
+@methods.register("toy_joint")
+class ToyJoint(_Toy):
+  """Joint scorer with two score channels fused per query row."""
 
   def loss(self, variables, batch, rng, axis_name):
     del rng
@@ -108,15 +111,8 @@ class ToyJoint(base.Method):
 
 
 @methods.register("toy_sampler")
-class ToySampler(base.Method):
+class ToySampler(_Toy):
   """Separable cosine scorer trained on pairs it samples itself, with its own optimizer."""
-
-  def __init__(self, config, dims, meta=None):
-    super().__init__(config, dims, meta)
-    self.module = _Encoders(config.model.width, config.model.hidden)
-
-  def init(self, rng, batch):
-    return self.module.init(rng, batch["image"], batch["text"])
 
   def _pairs_of_epoch(self, split, seed, epoch):
     """(image rows, text rows, targets): every image once, with a matching text for the

@@ -82,6 +82,10 @@ class Method(abc.ABC):
     """The split arrays the default sampler puts in a batch (and `init` samples)."""
     return (self.image_key, *self.text_keys, "label")
 
+  def init_batch(self, split: common.Split) -> dict[str, np.ndarray]:
+    """Two rows of `split`'s `batch_keys`: what `init` is called with."""
+    return {k: split[k][:2] for k in self.batch_keys}
+
   def image_input(self, arrays: Mapping[str, Any]) -> Any:
     """The input of `encode_image`, from a batch's or a split's arrays."""
     return arrays[self.image_key]
