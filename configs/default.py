@@ -1,6 +1,8 @@
 """Experiment configs: `get_config("METHOD,DATASET")`, the documented entry.
 
-Used as `--config=configs/default.py:drsl,wikipedia`; every field can be overridden on the
+Used as `--config=configs/default.py:drsl,wikipedia` (a third part picks a preset:
+`...:scanet,wikipedia,ci` is a small version for tests, `...:scanet,wikipedia,paper` the
+paper's hyperparameters as published); every field can be overridden on the
 command line after it (`--config.train.num_epochs=5`). Sequence fields are tuples
 (ml_collections cannot override lists): `--config.model.image_layers="(512, 300)"`.
 
@@ -34,6 +36,7 @@ from crossmodal_jax import methods  # pylint: disable=g-import-not-at-top,wrong-
 
 DATASETS = data_lib.DATASETS
 DEFAULT = "drsl,synthetic"
+PRESETS = ("full", "ci", "paper")
 
 
 def method_names() -> tuple[str, ...]:
@@ -64,6 +67,12 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   # in-vocabulary words of each article.
   data.word_sequences = False
   data.max_words = 400
+  # SCANet's word graph: add "bow" counts over the graph vocabulary and meta["word_graph"].
+  data.word_graph = False
+  data.graph_vocab_size = 10055  # vertices: the most frequent training words with GloVe
+  data.graph_neighbors = 8  # k nearest words by cosine, symmetrised
+  data.graph_lambda_max = 0.0  # 0: computed; 2.0: the original code's assumption
+  data.graph_signal = "counts"  # per text: "counts" or "tfidf" (sublinear, idf of train, L2)
   # Image features are standardised with training-split statistics.
   data.standardize_image = True
   # Feature-file layout: validation rows carved from the end of train when there are
@@ -119,24 +128,30 @@ def eval_config() -> ml_collections.ConfigDict:
   return evaluation
 
 
-def parse(spec: str | None) -> tuple[str, str]:
-  """ "METHOD,DATASET" -> (method, dataset), with one error listing the choices."""
+def parse(spec: str | None) -> tuple[str, str, str]:
+  """ "METHOD,DATASET[,PRESET]" -> (method, dataset, preset), with one error listing the
+  choices. PRESET is "full" (the default: the method's recipe, re-chosen on validation
+  where the paper's did not transfer), "ci" (a small, fast version of it, for tests) or
+  "paper" (the paper's hyperparameters as published, where they differ from "full")."""
   parts = [p.strip() for p in (spec or DEFAULT).split(",")]
-  choices = f"METHOD in {method_names()} and DATASET in {DATASETS}"
-  if len(parts) != 2:
-    raise ValueError(f"Config spec {spec!r} must be 'METHOD,DATASET' with {choices}.")
-  method, dataset = parts
+  choices = f"METHOD in {method_names()}, DATASET in {DATASETS} and PRESET in {PRESETS}"
+  if len(parts) not in (2, 3):
+    raise ValueError(f"Config spec {spec!r} must be 'METHOD,DATASET[,PRESET]' with {choices}.")
+  method, dataset, preset = (*parts, "full")[:3]
   if method not in method_names():
     raise ValueError(f"Unknown method {method!r}; choose one of {method_names()}.")
   if dataset not in DATASETS:
     raise ValueError(f"Unknown dataset {dataset!r}; choose one of {DATASETS}.")
-  return method, dataset
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")
+  return method, dataset, preset
 
 
-def common_config(method: str, dataset: str) -> ml_collections.ConfigDict:
+def common_config(method: str, dataset: str, preset: str = "full") -> ml_collections.ConfigDict:
   """The defaults every method starts from (no `model` section yet)."""
   config = ml_collections.ConfigDict()
   config.method = method
+  config.preset = preset  # "full", "ci" or "paper"; read by the method's config file
   config.seed = 0
   config.data = data_config(dataset)
   config.train = train_config()
@@ -145,9 +160,9 @@ def common_config(method: str, dataset: str) -> ml_collections.ConfigDict:
 
 
 def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
-  """Returns the config for "METHOD,DATASET"."""
-  method, dataset = parse(spec)
-  config = common_config(method, dataset)
+  """Returns the config for "METHOD,DATASET[,PRESET]"."""
+  method, dataset, preset = parse(spec)
+  config = common_config(method, dataset, preset)
   try:
     module = importlib.import_module(f"configs.{method}")
   except ModuleNotFoundError as e:

@@ -29,4 +29,9 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
   t.lr_decay_per_epoch = 0.98
   t.drop_remainder = False  # torch's DataLoader keeps the last partial batch
   config.data.standardize_image = False  # the code feeds the features as they are
+  preset = config.get("preset", "full")
+  if preset == "paper":
+    raise ValueError("drsl_code has no 'paper' preset: it is the authors' code; drsl the paper.")
+  if preset == "ci":
+    t.num_epochs = min(t.num_epochs, 5)
   return config

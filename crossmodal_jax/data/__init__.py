@@ -12,8 +12,8 @@ With `data_config.standardize_image` the image features are then standardised wi
 training-split statistics (`standardize`).
 
 The other modules: `common` (the `Split` / `Dataset` form), `tfds_io` (build and read the
-TFDS datasets without TensorFlow), and the text steps `tokens`, `vocab`, `tfidf`, `svd`
-and `glove`.
+TFDS datasets without TensorFlow), the text steps `tokens`, `vocab`, `tfidf`, `svd` and
+`glove`, and `word_graph` (SCANet's word graph, added with `data_config.word_graph`).
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ the mean over regions. Texts are word sequences drawn from a class-dependent mix
 group words, detail words and background words, with word vectors built the same way
 (topic direction + noise), and lengths varying per text. Every text form is emitted:
 word ids + mask, bag-of-words counts, and a fixed text feature (the mean word vector).
+With ``data_config.word_graph``, :func:`load` adds ``meta["word_graph"]``, the
+:class:`~crossmodal_jax.data.word_graph.WordGraph` of the words' vectors (its vertex ``w``
+is word ``w``, column ``w`` of "bow"); the generated arrays do not change.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import dataclasses
 import numpy as np
 
 from crossmodal_jax.data import common
+from crossmodal_jax.data import word_graph as word_graph_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +81,11 @@ def load(data_config) -> common.Dataset:
   Args:
     data_config: the ``data`` section of a config; reads ``synthetic_preset`` (a key of
       :data:`PRESETS`), ``synthetic_seed`` and ``synthetic_num_train`` (``<= 0``: the
-      preset's size).
+      preset's size), and ``word_graph``, ``graph_neighbors``, ``graph_lambda_max``.
 
   Returns:
-    ``make_dataset`` of the preset with that seed and training size.
+    ``make_dataset`` of the preset with that seed and training size, with
+    ``meta["word_graph"]`` (built from ``meta["word_vectors"]``) when ``word_graph`` is set.
 
   Raises:
     ValueError: if the preset is unknown.
@@ -95,7 +100,25 @@ def load(data_config) -> common.Dataset:
   cfg = dataclasses.replace(preset, seed=data_config.synthetic_seed)
   if data_config.get("synthetic_num_train", -1) > 0:
     cfg = dataclasses.replace(cfg, num_train=data_config.synthetic_num_train)
-  return make_dataset(cfg)
+  dataset = make_dataset(cfg)
+  if data_config.get("word_graph", False):
+    dataset.meta["word_graph"] = word_graph_lib.build_word_graph(
+        dataset.meta["word_vectors"][2:],  # row w + 2 is word w
+        num_neighbors=data_config.get("graph_neighbors", 8),
+        lambda_max=data_config.get("graph_lambda_max", 0.0) or None,  # 0: computed
+    )
+    if data_config.get("graph_signal", "counts") != "counts":
+      bows = word_graph_lib.graph_signal(
+          {s: split["bow"] for s, split in dataset.splits.items()}, data_config
+      )
+      dataset = dataclasses.replace(
+          dataset,
+          **{
+              s: common.Split({**split.arrays, "bow": bows[s]})
+              for s, split in dataset.splits.items()
+          },
+      )
+  return dataset
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

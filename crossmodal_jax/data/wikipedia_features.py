@@ -15,9 +15,19 @@ into the configured text feature (``data_config.text_feature``, one of
 
 With ``data_config.word_sequences`` each split also gets ``word_ids`` / ``word_mask`` (the
 first ``max_words`` in-vocabulary words of each article) and ``meta["word_vectors"]`` a
-GloVe table for them. The text steps live in :mod:`~crossmodal_jax.data.tokens`,
+GloVe table for them.
+
+With ``data_config.word_graph`` (SCANet's text model) each split also gets ``bow``, float32
+bag-of-words counts over the word graph's own vocabulary (the ``graph_vocab_size`` most
+frequent training words that have a GloVe vector, independent of the text feature's), and
+``meta`` gets ``graph_vocab`` and ``word_graph``, the
+:class:`~crossmodal_jax.data.word_graph.WordGraph` of those words (``graph_neighbors``
+nearest neighbours; ``graph_lambda_max`` 0 = computed), cached under ``data_dir``.
+
+The text steps live in :mod:`~crossmodal_jax.data.tokens`,
 :mod:`~crossmodal_jax.data.vocab`, :mod:`~crossmodal_jax.data.tfidf`,
-:mod:`~crossmodal_jax.data.svd` and :mod:`~crossmodal_jax.data.glove`.
+:mod:`~crossmodal_jax.data.svd`, :mod:`~crossmodal_jax.data.glove` and
+:mod:`~crossmodal_jax.data.word_graph`.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from crossmodal_jax.data import svd
 from crossmodal_jax.data import tfidf
 from crossmodal_jax.data import tokens as tokens_lib
 from crossmodal_jax.data import vocab as vocab_lib
+from crossmodal_jax.data import word_graph as word_graph_lib
 
 __all__ = ["TEXT_FEATURES", "load"]
 
@@ -47,13 +58,15 @@ def load(data_config) -> common.Dataset:
   Args:
     data_config: the ``data`` section of a config; reads ``manual_dir``, ``data_dir``,
       ``text_feature``, ``vocab_size``, ``min_count``, ``stopwords``, ``sublinear_tf``,
-      ``svd_dim``, ``word_sequences`` and ``max_words``.
+      ``svd_dim``, ``word_sequences``, ``max_words``, ``word_graph``, ``graph_vocab_size``,
+      ``graph_neighbors`` and ``graph_lambda_max``.
 
   Returns:
     The dataset: float32 ``image`` (128-d SIFT BoVW), ``text`` (the text feature),
     ``lda`` and int32 ``label`` per split (plus ``word_ids`` / ``word_mask`` with
-    ``word_sequences``); ``meta`` holds ``class_names``, ``text_feature`` and, unless the
-    feature is "lda", the training ``vocab`` (and ``word_vectors``).
+    ``word_sequences``, ``bow`` with ``word_graph``); ``meta`` holds ``class_names``,
+    ``text_feature`` and, unless the feature is "lda", the training ``vocab`` (and
+    ``word_vectors``), and with ``word_graph`` also ``graph_vocab`` and ``word_graph``.
 
   Raises:
     ValueError: if ``manual_dir`` is not set, the text feature is unknown, or word
@@ -76,10 +89,13 @@ def load(data_config) -> common.Dataset:
 
   meta = {"class_names": class_names, "text_feature": feature}
   sequences = {}
+  graph_arrays = {}
+  use_graph = data_config.get("word_graph", False)
+  if feature != "lda" or use_graph:
+    tokens = {s: [tokens_lib.tokenize(t) for t in raw[s]["text"]] for s in raw}
   if feature == "lda":
     texts = {s: raw[s]["lda"].astype(np.float32) for s in raw}
   else:
-    tokens = {s: [tokens_lib.tokenize(t) for t in raw[s]["text"]] for s in raw}
     vocab = vocab_lib.build_vocabulary(
         tokens["train"],
         max_size=data_config.vocab_size,
@@ -97,6 +113,25 @@ def load(data_config) -> common.Dataset:
         sequences[s] = {"word_ids": ids, "word_mask": mask}
       meta["word_vectors"], found = glove.glove_table(vocab)
       logging.info("GloVe vectors for %d of %d vocabulary words.", found.sum(), len(found))
+  if use_graph:
+    graph_vocab, vectors = word_graph_lib.graph_vocabulary(
+        tokens["train"],
+        size=data_config.get("graph_vocab_size", 10055),
+        min_count=data_config.min_count,
+        stopwords=_stopwords(data_config, manual_dir),
+    )
+    graph_counts = {s: vocab_lib.bag_of_words(tokens[s], graph_vocab) for s in raw}
+    graph_arrays = {
+        s: {"bow": b} for s, b in word_graph_lib.graph_signal(graph_counts, data_config).items()
+    }
+    meta["graph_vocab"] = graph_vocab
+    meta["word_graph"] = word_graph_lib.cached_word_graph(
+        vectors,
+        num_neighbors=data_config.get("graph_neighbors", 8),
+        lambda_max=data_config.get("graph_lambda_max", 0.0) or None,  # 0: computed
+        cache_dir=data_config.data_dir,
+        key_parts=("wikipedia", graph_vocab.words),
+    )
 
   def split(s: str) -> common.Split:
     return common.Split(
@@ -106,6 +141,7 @@ def load(data_config) -> common.Dataset:
             "label": raw[s]["label"].astype(np.int32),
             "lda": raw[s]["lda"].astype(np.float32),
             **sequences.get(s, {}),
+            **graph_arrays.get(s, {}),
         }
     )
 

@@ -3,5 +3,7 @@
 - `mlp`: the MLP tower (Dense -> BatchNorm -> ReLU -> Dropout per layer) and synchronised
   batch moments;
 - `text_cnn`: a Kim-style text CNN over word-id sequences;
-- `pairwise`: the fused all-pairs ReLU-dot kernel of a separable relation network.
+- `pairwise`: the fused all-pairs ReLU-dot kernel of a separable relation network;
+- `chebyshev`: a Chebyshev graph convolution (Defferrard et al., 2016) over one jraph graph
+  shared by a batch of signals.
 """
