@@ -9,6 +9,7 @@ resumed at an epoch boundary replays exactly the batches an unbroken run sees.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator
 
 import grain
@@ -67,3 +68,152 @@ def num_permutation_batches(
   if drop_remainder:
     return len(split) // batch_size
   return -(-len(split) // batch_size)
+
+
+# --- Pair samplers (methods trained on sampled (image, text) pairs) ---------------------
+
+PAIR_ORDERS = ("text", "shuffled")
+
+
+@dataclasses.dataclass(frozen=True)
+class PairSet:
+  """A fixed set of training pairs: image row, text row (of one split) and whether they
+  are a matching (same-label) pair."""
+
+  image: np.ndarray  # int32 [P]
+  text: np.ndarray  # int32 [P]
+  positive: np.ndarray  # bool [P]
+
+  def __len__(self) -> int:
+    return len(self.image)
+
+
+def _class_members(labels: np.ndarray) -> list[np.ndarray]:
+  return [np.flatnonzero(labels == c) for c in np.unique(labels)]
+
+
+def sample_pairs(labels: np.ndarray, num_positive: int, num_negative: int, seed: int) -> PairSet:
+  """Distinct training pairs drawn once from a split, deterministically from `seed`.
+
+  Positives are every true (i, i) pair first, then distinct same-label pairs (i, j), i !=
+  j, drawn uniformly; negatives are distinct different-label pairs drawn uniformly (as
+  SCANet's code does: all true pairs + random same-class + random different-class pairs).
+  Pairs are returned positives first; samplers shuffle them each epoch.
+
+  Raises:
+    ValueError: for multi-label data, or if the split has fewer such pairs than asked.
+  """
+  labels = np.asarray(labels)
+  if labels.ndim != 1:
+    raise ValueError("Pair sampling needs single-label data (an int label per row).")
+  n = len(labels)
+  rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9A125]))
+  members = _class_members(labels)
+  sizes = np.array([len(m) for m in members], dtype=np.int64)
+  n_true = min(num_positive, n)
+  n_same = num_positive - n_true
+  same_space = sizes * (sizes - 1)
+  diff_space = sizes * (n - sizes)
+  if n_same > same_space.sum() or num_negative > diff_space.sum():
+    raise ValueError(
+        f"Asked for {num_positive} positive and {num_negative} negative pairs; the split's "
+        f"{n} rows have {n + same_space.sum()} and {diff_space.sum()}."
+    )
+
+  def draw(space, count, pick):
+    flat = rng.choice(int(space.sum()), size=count, replace=False)
+    starts = np.cumsum(space) - space
+    cls = np.searchsorted(np.cumsum(space), flat, side="right")
+    image, text = np.empty(count, np.int64), np.empty(count, np.int64)
+    for c in np.unique(cls):
+      rows = cls == c
+      image[rows], text[rows] = pick(c, flat[rows] - starts[c])
+    return image, text
+
+  def same(c, r):
+    m = members[c]
+    a, b = np.divmod(r, len(m) - 1)
+    return m[a], m[b + (b >= a)]
+
+  others = [np.setdiff1d(np.arange(n), m) for m in members]
+
+  def diff(c, r):
+    a, b = np.divmod(r, n - len(members[c]))
+    return members[c][a], others[c][b]
+
+  true = np.sort(rng.choice(n, size=n_true, replace=False))
+  si, st = draw(same_space, n_same, same)
+  di, dt = draw(diff_space, num_negative, diff)
+  return PairSet(
+      image=np.concatenate([true, si, di]).astype(np.int32),
+      text=np.concatenate([true, st, dt]).astype(np.int32),
+      positive=np.concatenate([np.ones(n_true + n_same, bool), np.zeros(num_negative, bool)]),
+  )
+
+
+def max_items_per_batch(pairs: PairSet, batch_size: int, order: str, multiple: int = 1):
+  """(images, texts): the most distinct images and texts any batch of `pair_batches` can
+  hold, rounded up to a multiple of `multiple` (the devices), so batches have static
+  shapes. With `order="text"` a batch holds at most the m texts of smallest pair counts
+  whose counts fit in it, plus the two texts cut at its ends."""
+  check_pair_order(order)
+  texts = batch_size
+  if order == "text":
+    counts = np.sort(np.bincount(pairs.text)[np.bincount(pairs.text) > 0])
+    texts = int(np.searchsorted(np.cumsum(counts), batch_size, side="right")) + 2
+  texts = min(texts, batch_size, len(np.unique(pairs.text)))
+  round_up = lambda x: -(-x // multiple) * multiple
+  return round_up(min(batch_size, len(np.unique(pairs.image)))), round_up(texts)
+
+
+def check_pair_order(order: str) -> str:
+  if order not in PAIR_ORDERS:
+    raise ValueError(f"Unknown pair order {order!r}; choose one of {PAIR_ORDERS}.")
+  return order
+
+
+def pair_batches(
+    pairs: PairSet,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    order: str,
+    max_images: int,
+    max_texts: int,
+) -> Iterator[dict[str, np.ndarray]]:
+  """The pairs of one epoch, `batch_size` at a time, each item of a batch listed once.
+
+  Every epoch reshuffles the pairs (a function of (seed, epoch)); with `order="text"` the
+  shuffle keeps each text's pairs together (texts in a random order, their pairs in a
+  random order), so a batch holds few distinct texts and a method encodes each once for
+  all of its pairs. The last partial batch is dropped (the next epoch's shuffle differs).
+
+  Yields:
+    {"image_rows": int32 [max_images], "text_rows": int32 [max_texts]} (the split rows
+    of the batch's distinct items, padded with row 0, which no pair uses), and per pair
+    "pair_image" / "pair_text" (int32 [batch_size], positions in those lists) and
+    "pair_positive" (float32 [batch_size]).
+  """
+  rng = epoch_rng(seed, epoch)
+  check_pair_order(order)
+  if order == "text":
+    text_rank = rng.permutation(int(pairs.text.max()) + 1)[pairs.text]
+    perm = np.lexsort((rng.random(len(pairs)), text_rank))
+  else:
+    perm = rng.permutation(len(pairs))
+  for start in range(0, len(pairs) - batch_size + 1, batch_size):
+    idx = perm[start : start + batch_size]
+    images, pair_image = np.unique(pairs.image[idx], return_inverse=True)
+    texts, pair_text = np.unique(pairs.text[idx], return_inverse=True)
+    if len(images) > max_images or len(texts) > max_texts:
+      raise ValueError(
+          f"A batch holds {len(images)} images and {len(texts)} texts, more than the "
+          f"{max_images} and {max_texts} planned (max_items_per_batch)."
+      )
+    yield {
+        "image_rows": np.pad(images, (0, max_images - len(images))).astype(np.int32),
+        "text_rows": np.pad(texts, (0, max_texts - len(texts))).astype(np.int32),
+        "pair_image": pair_image.astype(np.int32),
+        "pair_text": pair_text.astype(np.int32),
+        "pair_positive": pairs.positive[idx].astype(np.float32),
+    }

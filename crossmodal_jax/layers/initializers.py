@@ -4,7 +4,9 @@
 - "pytorch": what torch.nn.Linear (and Conv) do by default, U(-1/sqrt(fan_in),
   1/sqrt(fan_in)) for kernels and biases alike (kaiming_uniform with a = sqrt(5)). Its
   kernel variance is 1 / (3 fan_in), a third of Flax's: behind batch norm that is about
-  sqrt(3) more effective step size, which is what the DRSL reference code trains with.
+  sqrt(3) more effective step size, which is what the DRSL reference code trains with;
+- "glorot": Keras' and TensorFlow's Dense defaults, Glorot (Xavier) uniform kernels,
+  U(+-sqrt(6 / (fan_in + fan_out))), and zero biases (SCANet's TensorFlow/Keras code).
 
 `fan_in` is passed explicitly because a separable layer (the concat layer of a relation
 network, split into one half per item) must be initialised as the whole layer it stands
@@ -19,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-INITS = ("flax", "pytorch")
+INITS = ("flax", "pytorch", "glorot")
 Initializer = Callable[..., jax.Array]
 
 
@@ -42,6 +44,8 @@ def kernel(init: str, fan_in: int) -> Initializer:
   """A kernel initialiser for a layer with `fan_in` inputs."""
   if check(init) == "pytorch":
     return uniform(fan_in**-0.5)
+  if init == "glorot":
+    return nn.initializers.glorot_uniform()
   return nn.initializers.lecun_normal()
 
 

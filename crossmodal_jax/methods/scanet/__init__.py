@@ -1,0 +1,44 @@
+"""SCANet (Lu et al., stacked co-attention networks; seed 003), with Yu et al.'s GCN text model.
+
+Files: `model.py` (the Flax module), `method.py` (its face: pairs, loss, scoring).
+
+Text path: each text's bag-of-words counts over the word graph's V vertices
+(`data.word_graph`: V most frequent training words with a GloVe vector, k=8 nearest
+neighbours by cosine, symmetrised) -> two Chebyshev graph convolutions (K=3, one filter
+each, + ReLU) -> Dense V -> N. Image path: Dense d -> N (hidden layers optional). Then
+0..3 stacked co-attention layers, the product of the two attended features, dropout,
+Dense(1) and sigmoid; trained with the global loss (variance + lambda x mean-gap hinge)
+on 40,000 positive and 40,000 negative training pairs.
+
+Choices the paper leaves open (decided here, with the reason):
+- Co-attention layer k >= 2 reads the previous layer's attended features f~^{k-1} on
+  both sides (eq. 8 writes f_I^{k-1}; "stacked" and eq. 7 read f~).
+- No activation after the common-space Dense layers by default (the paper names none;
+  `model.activation` offers relu / tanh).
+- Dense layers initialised as Keras/TensorFlow do (Glorot uniform, zero bias), the
+  framework of the authors' code; L2 is `train.weight_decay` (coupled, on every
+  parameter: 5e-3 x tf.nn.l2_loss in the paper preset).
+- Batches group each text's pairs (`model.pair_order="text"`): a batch of 256 pairs
+  holds about 8 distinct texts, so the GCN and the V x N Dense run per text; "shuffled"
+  draws pairs uniformly (about 240 distinct texts per batch).
+- Retrieval ranks by the head's logit (the sigmoid is monotone; logits do not tie where
+  the sigmoid saturates).
+
+Where the default differs from the paper (`configs/scanet.py`, chosen on the Wikipedia
+validation split; the "paper" preset keeps the paper's):
+- Attention N x softmax(.) (`model.attention_scale="mean_one"`): the paper's softmax
+  over N = 1024 features divides each feature by about N per layer while the attention
+  is near uniform, so with two layers the head sees products ~1e-12 and the model does
+  not start learning (measured: the loss stays at lambda x m = 0.21).
+- The graph signal log(1 + counts) and LeCun-normal filter taps with zero bias instead
+  of raw counts and cnn_graph's N(0, 0.1) taps with bias 0.1: one filter of 3 taps per
+  layer is fragile; these kept the text path alive and learned fastest.
+- Adam 3e-4 with L2 5e-4 for 12 epochs instead of 1e-4 with L2 5e-3 for 80: the L2 term
+  dominates the small gradients of the global loss under Adam and shrinks the text
+  path to a constant at 5e-3; at 1e-3 the text path's ReLUs die.
+"""
+
+from crossmodal_jax.methods.scanet.method import SCANetMethod
+from crossmodal_jax.methods.scanet.model import SCANet
+
+__all__ = ["SCANet", "SCANetMethod"]

@@ -1,0 +1,134 @@
+"""SCANet's face: pair sampler, global loss, per-item encodings, blockwise pair scores."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from crossmodal_jax import losses
+from crossmodal_jax import parallel
+from crossmodal_jax import sampling
+from crossmodal_jax.methods import base
+from crossmodal_jax.methods import registry
+from crossmodal_jax.methods.scanet.model import SCANet
+from crossmodal_jax.methods.scanet.model import num_text_inputs
+
+
+@registry.register("scanet")
+class SCANetMethod(base.Method):
+  """The training / retrieval face of SCANet (see `base.Method` and the package doc)."""
+
+  image_key = "image"
+  text_keys = ("bow",)
+
+  def __init__(self, config, dims, meta=None):
+    super().__init__(config, dims, meta)
+    c = config.model
+    graph = self.meta.get("word_graph")
+    if graph is None or "bow" not in self.dims:
+      raise ValueError(
+          "scanet needs the word graph and bag-of-words counts: set "
+          "--config.data.word_graph=True."
+      )
+    if not 0 <= c.attention_layers <= 3:
+      raise ValueError(f"model.attention_layers must be 0..3, got {c.attention_layers}.")
+    if self.dims["bow"] != (graph.num_nodes,):
+      raise ValueError(
+          f"bow has {self.dims['bow']} columns but the word graph {graph.num_nodes} vertices."
+      )
+    self.graph = jax.tree.map(jnp.asarray, graph.to_graphs_tuple())
+    self.module = SCANet(
+        dim=c.dim,
+        text_fan_in=num_text_inputs(graph.num_nodes, tuple(c.gcn_filters)),
+        image_fan_in=self.dims["image"][0],
+        gcn_filters=tuple(c.gcn_filters),
+        cheb_order=c.cheb_order,
+        image_layers=tuple(c.image_layers),
+        attention_layers=c.attention_layers,
+        dropout=c.dropout,
+        activation=c.activation,
+        param_init=c.init,
+        gcn_init=c.gcn_init,
+        text_input=c.text_input,
+        attention_scale=c.attention_scale,
+    )
+    self._pair_sets = {}
+
+  # --- Pairs ----------------------------------------------------------------------------
+
+  def pairs(self, split, seed: int) -> sampling.PairSet:
+    """The run's fixed training pairs of `split` (drawn once from `seed`)."""
+    key = (id(split), seed)
+    if key not in self._pair_sets:
+      c = self.config.model
+      self._pair_sets[key] = sampling.sample_pairs(
+          split["label"], c.num_positive, c.num_negative, seed
+      )
+    return self._pair_sets[key]
+
+  def num_batches(self, split, batch_size):
+    return len(self.pairs(split, self.config.seed)) // batch_size
+
+  def batches(self, split, batch_size, seed, epoch):
+    """Batches of `batch_size` pairs; each distinct image and text appears once, so the
+    GCN and the V x N Dense run per text, not per pair (`sampling.pair_batches`)."""
+    pairs = self.pairs(split, seed)
+    order = self.config.model.pair_order
+    max_images, max_texts = sampling.max_items_per_batch(
+        pairs, batch_size, order, multiple=jax.device_count()
+    )
+    for b in sampling.pair_batches(pairs, batch_size, seed, epoch, order, max_images, max_texts):
+      yield {
+          "image": split[self.image_key][b["image_rows"]],
+          "bow": split["bow"][b["text_rows"]],
+          **{k: b[k] for k in ("pair_image", "pair_text", "pair_positive")},
+      }
+
+  # --- Training -------------------------------------------------------------------------
+
+  def init(self, rng, batch):
+    return self.module.init(rng, batch[self.image_key], batch["bow"], self.graph)
+
+  def loss(self, variables, batch, rng, axis_name):
+    # Each device encodes its share of the batch's distinct items; every device then
+    # sees all encodings and scores its share of the pairs.
+    images = parallel.gather(self.encode_image(variables, batch[self.image_key]), axis_name)
+    texts = parallel.gather(self.encode_text(variables, batch["bow"]), axis_name)
+    take = lambda enc, rows: jax.tree.map(lambda x: x[rows], enc)
+    logits = self.module.apply(
+        variables,
+        take(images, batch["pair_image"]),
+        take(texts, batch["pair_text"]),
+        deterministic=False,
+        method=SCANet.pair_logits,
+        rngs={"dropout": rng},
+    )
+    scores = parallel.gather(jax.nn.sigmoid(logits), axis_name)
+    positive = parallel.gather(batch["pair_positive"], axis_name)
+    c = self.config.model
+    total = losses.global_loss(scores, positive, c.margin, c.lam)
+    share = total / parallel.num_shards(axis_name)
+    gap = jnp.sum(scores * positive) / jnp.maximum(jnp.sum(positive), 1.0) - jnp.sum(
+        scores * (1 - positive)
+    ) / jnp.maximum(jnp.sum(1 - positive), 1.0)
+    return parallel.loss_from_share(share, axis_name), ({}, {"mean_gap": gap})
+
+  # --- Retrieval ------------------------------------------------------------------------
+
+  def encode_image(self, variables, x):
+    return self.module.apply(variables, x, method=SCANet.encode_image)
+
+  def encode_text(self, variables, x):
+    return self.module.apply(variables, x, self.graph, method=SCANet.encode_text)
+
+  def score(self, variables, image_block, text_block):
+    """[P, Q] logits: the sigmoid of the similarity is monotone, so logits rank the
+    same and do not tie where the sigmoid saturates in float32."""
+    return self.module.apply(variables, image_block, text_block, method=SCANet.score)
+
+  def pair_bytes(self, image_enc, text_enc):
+    """Per pair, from the second co-attention layer on: about 8 N-wide float32 vectors
+    (both features, both Dense outputs and attentions, the product); else one score."""
+    if self.config.model.attention_layers <= 1:
+      return 4
+    return 4 * 8 * self.config.model.dim
