@@ -247,13 +247,26 @@ def test_sharded_steps_equal_single_device():
 # --------------------------------------------------------------------------------------
 
 
-def test_wikipedia_config_has_the_papers_hyperparameters():
-  c = get_config("scanet,wikipedia")
+def test_paper_preset_has_the_papers_hyperparameters():
+  c = get_config("scanet,wikipedia,paper")
   assert (c.model.dim, c.train.batch_size, c.train.learning_rate) == (1024, 256, 1e-4)
   assert (c.train.weight_decay, c.model.dropout, c.train.num_epochs) == (5e-3, 0.2, 80)
   assert (c.model.margin, c.model.lam, c.model.attention_layers) == (0.6, 0.35, 2)
   assert (c.model.num_positive, c.model.num_negative) == (40000, 40000)
   assert (c.data.graph_vocab_size, c.data.graph_neighbors, c.model.cheb_order) == (10055, 8, 3)
+  assert (c.model.attention_scale, c.model.text_input) == ("softmax", "counts")
+  # The default differs only in what was re-chosen on validation.
+  default = get_config("scanet,wikipedia")
+  changed = {
+      f"{section}.{k}"
+      for section in ("model", "train", "data")
+      for k, v in default[section].items()
+      if c[section][k] != v
+  }
+  assert changed == {
+      "model.attention_scale", "model.gcn_init", "model.text_input", "train.learning_rate",
+      "train.weight_decay", "train.num_epochs",
+  }  # fmt: skip
 
 
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")
