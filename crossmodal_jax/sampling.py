@@ -114,10 +114,15 @@ def sample_pairs(labels: np.ndarray, num_positive: int, num_negative: int, seed:
   n_same = num_positive - n_true
   same_space = sizes * (sizes - 1)
   diff_space = sizes * (n - sizes)
-  if n_same > same_space.sum() or num_negative > diff_space.sum():
+  if n_same > same_space.sum():
     raise ValueError(
-        f"Asked for {num_positive} positive and {num_negative} negative pairs; the split's "
-        f"{n} rows have {n + same_space.sum()} and {diff_space.sum()}."
+        f"Asked for {num_positive} positive pairs; the split's {n} rows have "
+        f"{n + same_space.sum()}."
+    )
+  if num_negative > diff_space.sum():
+    raise ValueError(
+        f"Asked for {num_negative} negative pairs; the split's {n} rows have "
+        f"{diff_space.sum()}."
     )
 
   def draw(space, count, pick):
@@ -159,7 +164,8 @@ def max_items_per_batch(pairs: PairSet, batch_size: int, order: str, multiple: i
   check_pair_order(order)
   texts = batch_size
   if order == "text":
-    counts = np.sort(np.bincount(pairs.text)[np.bincount(pairs.text) > 0])
+    counts = np.bincount(pairs.text)
+    counts = np.sort(counts[counts > 0])
     texts = int(np.searchsorted(np.cumsum(counts), batch_size, side="right")) + 2
   texts = min(texts, batch_size, len(np.unique(pairs.text)))
   round_up = lambda x: -(-x // multiple) * multiple

@@ -99,8 +99,18 @@ def test_sample_pairs_are_distinct_labelled_and_fixed_by_seed():
   np.testing.assert_array_equal(again.text, pairs.text)
   other = sampling.sample_pairs(labels, 1000, 1200, seed=4)
   assert not np.array_equal(other.text, pairs.text)
-  with pytest.raises(ValueError, match="different|positive"):
+  with pytest.raises(ValueError, match="positive pairs"):
     sampling.sample_pairs(labels[:20], 10**5, 10, seed=0)
+  with pytest.raises(ValueError, match="negative pairs"):
+    sampling.sample_pairs(labels[:20], 10, 10**5, seed=0)
+  few = sampling.sample_pairs(labels, 100, 0, seed=3)  # fewer positives than rows
+  assert len(few) == 100 and np.all(few.image == few.text)
+  # Same-label pairs are uniform over the pairs: per class about s (s - 1) of them.
+  many = sampling.sample_pairs(labels, 300 + 8000, 0, seed=0)
+  same = many.image != many.text
+  sizes = np.bincount(labels)
+  expected = 8000 * sizes * (sizes - 1) / np.sum(sizes * (sizes - 1))
+  np.testing.assert_allclose(np.bincount(labels[many.image[same]]), expected, rtol=0.1)
 
 
 @pytest.mark.parametrize("order", sampling.PAIR_ORDERS)
@@ -132,6 +142,24 @@ def test_pair_batches_list_each_item_once_and_reshuffle_each_epoch(order):
   np.testing.assert_array_equal(np.concatenate(replay), np.array(epochs[1]) % 1000)
   if order == "text":  # 9 pairs per text on average: a batch holds ~15 texts, not ~110
     assert np.mean(distinct_texts) < 20
+
+
+def test_pair_batches_never_exceed_the_planned_items():
+  rng = np.random.default_rng(0)
+  for trial in range(60):
+    n = int(rng.integers(2, 40))
+    labels = rng.integers(0, int(rng.integers(1, 4)) + 1, size=n)
+    labels[:2] = [0, 1]  # two classes at least
+    pos = int(rng.integers(1, n + 1))
+    sizes = np.bincount(labels)
+    neg = int(rng.integers(1, np.sum(sizes * (n - sizes)) + 1))
+    pairs = sampling.sample_pairs(labels, pos, neg, seed=trial)
+    batch = int(rng.integers(1, len(pairs) + 1))
+    multiple = int(rng.choice([1, 2, 8]))
+    for order in sampling.PAIR_ORDERS:
+      mi, mt = sampling.max_items_per_batch(pairs, batch, order, multiple)
+      got = list(sampling.pair_batches(pairs, batch, trial, 0, order, mi, mt))  # raises if over
+      assert len(got) == len(pairs) // batch
 
 
 # --------------------------------------------------------------------------------------
@@ -166,6 +194,49 @@ def test_blockwise_scores_equal_the_per_pair_forward_pass(dataset, layers, scale
   assert np.std(got) > 0
 
 
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_co_attention_follows_the_papers_equations(dataset, layers):
+  """Eqs. 4-9 in numpy from the parameters: text re-weighted by the image's attention
+  and the image by the text's, each layer with its own W_T^k, W_I^k."""
+  _, method, variables = _method(dataset, attention_layers=layers, attention_scale="softmax")
+  p = jax.tree.map(np.asarray, variables["params"])
+  image_enc = method.encode_image(variables, dataset.test["image"][:5])
+  text_enc = method.encode_text(variables, dataset.test["bow"][:4])
+  att = lambda name, f: _softmax(np.maximum(f @ p[name]["kernel"] + p[name]["bias"], 0))
+  want = np.zeros((5, 4))
+  for i in range(5):
+    for t in range(4):
+      f_image, f_text = np.asarray(image_enc["f"][i]), np.asarray(text_enc["f"][t])
+      for k in range(layers):
+        p_text = att(f"text_attention_{k}", f_text)
+        p_image = att(f"image_attention_{k}", f_image)
+        f_text, f_image = p_image * f_text, p_text * f_image
+      want[i, t] = (f_image * f_text) @ p["head_kernel"][:, 0] + p["head_bias"][0]
+  got = method.score(variables, image_enc, text_enc)
+  np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-9)
+
+
+def test_loss_equals_the_global_loss_of_the_per_pair_forward(dataset):
+  config, method, variables = _method(dataset, dropout=0.0)
+  batch = next(iter(method.batches(dataset.train, 64, 0, 0)))
+  loss, _ = method.loss(variables, batch, jax.random.key(0), None)
+  logits = method.module.apply(
+      variables,
+      batch["image"][batch["pair_image"]],
+      batch["bow"][batch["pair_text"]],
+      method.graph,
+  )
+  want = losses.global_loss(
+      jax.nn.sigmoid(logits), batch["pair_positive"], config.model.margin, config.model.lam
+  )
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+
+
 def test_each_co_attention_layer_has_its_own_weights(dataset):
   _, _, variables = _method(dataset, attention_layers=3)
   params = variables["params"]
@@ -197,7 +268,7 @@ def test_training_moves_every_layer_and_lowers_the_loss(dataset):
     return optax.apply_updates(params, updates), opt_state, loss, grads
 
   first_grads, losses_seen = None, []
-  for epoch in range(10):
+  for epoch in range(20):
     for batch in method.batches(dataset.train, 64, 0, epoch):
       params, opt_state, loss, grads = step(params, opt_state, batch)
       first_grads = first_grads or grads
@@ -218,6 +289,9 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     assert jax.device_count() == 8, jax.devices()
     ds = small_dataset()
     cfg = small_config(dropout=0.0)
+    # Plain SGD: Adam's update is blind to a gradient's scale, so it would hide a
+    # collective that scales a gradient by the device count.
+    cfg.train.optimizer, cfg.train.learning_rate, cfg.train.weight_decay = "sgd", 0.5, 0.0
     method = methods.get_method(cfg, ds.dims(), ds.meta)
     opt = method.optimizer(cfg.train, 3)
     batches = list(method.batches(ds.train, 64, 0, 0))[:3]
@@ -265,7 +339,7 @@ def test_paper_preset_has_the_papers_hyperparameters():
   }
   assert changed == {
       "model.attention_scale", "model.gcn_init", "model.text_input", "train.learning_rate",
-      "train.weight_decay", "train.num_epochs",
+      "train.weight_decay", "train.num_epochs", "model.pair_order",
   }  # fmt: skip
 
 

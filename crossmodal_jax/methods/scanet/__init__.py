@@ -18,9 +18,10 @@ Choices the paper leaves open (decided here, with the reason):
 - Dense layers initialised as Keras/TensorFlow do (Glorot uniform, zero bias), the
   framework of the authors' code; L2 is `train.weight_decay` (coupled, on every
   parameter: 5e-3 x tf.nn.l2_loss in the paper preset).
-- Batches group each text's pairs (`model.pair_order="text"`): a batch of 256 pairs
-  holds about 8 distinct texts, so the GCN and the V x N Dense run per text; "shuffled"
-  draws pairs uniformly (about 240 distinct texts per batch).
+- Layer k >= 2 re-weights the previous layer's attended features (eq. 9 writes f^{k-1};
+  with the tilde dropped, layer k would discard layers 1..k-1's attention).
+- L2 5e-3 (paper) is read as 5e-3 x tf.nn.l2_loss over every parameter; if the code
+  used Keras' l2(0.005) on kernels only it is 2x that, on fewer parameters.
 - Retrieval ranks by the head's logit (the sigmoid is monotone; logits do not tie where
   the sigmoid saturates).
 
@@ -33,6 +34,11 @@ validation split; the "paper" preset keeps the paper's):
 - The graph signal log(1 + counts) and LeCun-normal filter taps with zero bias instead
   of raw counts and cnn_graph's N(0, 0.1) taps with bias 0.1: one filter of 3 taps per
   layer is fragile; these kept the text path alive and learned fastest.
+- Batches group each text's pairs (`model.pair_order="text"`; the paper preset draws
+  them uniformly, "shuffled"): a batch of 256 pairs holds about 8 distinct texts instead
+  of about 240, so the GCN and the V x N Dense run per text. The global loss is a
+  statistic of the batch, so this changes the objective's batches, not only its cost:
+  its means and variances are over ~8 texts' pairs.
 - Adam 3e-4 with L2 5e-4 for 12 epochs instead of 1e-4 with L2 5e-3 for 80: the L2 term
   dominates the small gradients of the global loss under Adam and shrinks the text
   path to a constant at 5e-3; at 1e-3 the text path's ReLUs die.

@@ -30,6 +30,11 @@ class SCANetMethod(base.Method):
           "scanet needs the word graph and bag-of-words counts: set "
           "--config.data.word_graph=True."
       )
+    if not config.train.get("drop_remainder", True):
+      raise ValueError(
+          "scanet drops each epoch's last partial batch of pairs: train.drop_remainder "
+          "must be True."
+      )
     if not 0 <= c.attention_layers <= 3:
       raise ValueError(f"model.attention_layers must be 0..3, got {c.attention_layers}.")
     if self.dims["bow"] != (graph.num_nodes,):
@@ -58,16 +63,19 @@ class SCANetMethod(base.Method):
 
   def pairs(self, split, seed: int) -> sampling.PairSet:
     """The run's fixed training pairs of `split` (drawn once from `seed`)."""
-    key = (id(split), seed)
-    if key not in self._pair_sets:
+    cached = self._pair_sets.get(seed)
+    if cached is None or cached[0] is not split:
       c = self.config.model
-      self._pair_sets[key] = sampling.sample_pairs(
-          split["label"], c.num_positive, c.num_negative, seed
-      )
-    return self._pair_sets[key]
+      pairs = sampling.sample_pairs(split["label"], c.num_positive, c.num_negative, seed)
+      self._pair_sets[seed] = (split, pairs)
+    return self._pair_sets[seed][1]
 
   def num_batches(self, split, batch_size):
-    return len(self.pairs(split, self.config.seed)) // batch_size
+    """Whole batches of the num_positive + num_negative pairs (the last partial one is
+    dropped; the next epoch's shuffle differs)."""
+    del split
+    c = self.config.model
+    return (c.num_positive + c.num_negative) // batch_size
 
   def batches(self, split, batch_size, seed, epoch):
     """Batches of `batch_size` pairs; each distinct image and text appears once, so the
