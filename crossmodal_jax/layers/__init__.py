@@ -5,5 +5,7 @@
 - `text_cnn`: a Kim-style text CNN over word-id sequences;
 - `pairwise`: the fused all-pairs ReLU-dot kernel of a separable relation network;
 - `chebyshev`: a Chebyshev graph convolution (Defferrard et al., 2016) over one jraph graph
-  shared by a batch of signals.
+  shared by a batch of signals;
+- `attention_lstm`: MCSM's recurrent attention encoder (optional conv front-end -> scanned,
+  masked LSTM stack -> per-step Dense -> attention over real steps -> L2 normalise).
 """
