@@ -61,3 +61,63 @@ def global_loss(scores: jax.Array, positive: jax.Array, margin: float, lam: floa
   mean_pos, var_pos = moments(pos)
   mean_neg, var_neg = moments(neg)
   return var_pos + var_neg + lam * jnp.maximum(0.0, margin - (mean_pos - mean_neg))
+
+
+def different_label_negatives(key: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One random item of a different label for each item of a batch (MCSM's negatives).
+
+  Row k's negative is drawn uniformly from {j : S[k, j] == 0}, S = `label_agreement`
+  (int labels: a different label; multi-hot: no shared label), by one uniform number per
+  (k, j) from `key`: the draw is a function of (key, labels) only.
+
+  Args:
+    key: a PRNG key.
+    labels: [n] int labels or [n, C] multi-hot labels of the batch.
+
+  Returns:
+    (negative [n] int32, found [n] bool): negative[k] indexes the batch; where row k has
+    no item of a different label, found[k] is False and negative[k] is k itself.
+  """
+  different = label_agreement(labels, labels) == 0
+  u = jax.random.uniform(key, different.shape)
+  # u >= 0 beats -1, so the argmax is a candidate whenever there is one.
+  negative = jnp.argmax(jnp.where(different, u, -1.0), axis=1).astype(jnp.int32)
+  found = jnp.any(different, axis=1)
+  return jnp.where(found, negative, jnp.arange(labels.shape[0], dtype=jnp.int32)), found
+
+
+def bidirectional_hinge(
+    image: jax.Array,
+    text: jax.Array,
+    negative_text: jax.Array,
+    negative_image: jax.Array,
+    margin: float,
+    negative_text_found: jax.Array | None = None,
+    negative_image_found: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """MCSM's bidirectional hinge with one sampled negative per anchor, per anchor.
+
+  Row k of `image` and `text` is a matching pair; s(a, b) = a . b (the cosine when the
+  rows are unit vectors). Image anchor k: max(0, m - s(image_k, text_k) +
+  s(image_k, negative_text_k)); text anchor k: max(0, m - s(image_k, text_k) +
+  s(negative_image_k, text_k)). An anchor whose `*_found` is False contributes 0.
+
+  Args:
+    image, text: [n, D] the anchors' encodings (matching rows).
+    negative_text: [n, D] the sampled negative text of each image anchor.
+    negative_image: [n, D] the sampled negative image of each text anchor.
+    margin: m.
+    negative_text_found, negative_image_found: [n] bool, whether each anchor has a
+      negative (None: all do).
+
+  Returns:
+    (image-anchor hinges [n], text-anchor hinges [n]); the caller sums or averages them.
+  """
+  positive = jnp.sum(image * text, axis=-1)
+  i2t = jnp.maximum(0.0, margin - positive + jnp.sum(image * negative_text, axis=-1))
+  t2i = jnp.maximum(0.0, margin - positive + jnp.sum(negative_image * text, axis=-1))
+  if negative_text_found is not None:
+    i2t = jnp.where(negative_text_found, i2t, 0.0)
+  if negative_image_found is not None:
+    t2i = jnp.where(negative_image_found, t2i, 0.0)
+  return i2t, t2i

@@ -277,6 +277,11 @@ def train(
           "epoch_seconds": time.perf_counter() - t0,
       }
       if has_validation:
+        # Choices made on validation (a fusion weight) go into the state's non-param
+        # collections, so the mAP below and the checkpoints saved after carry them.
+        calibrated = method.calibrate(state.variables, dataset.validation, config.eval)
+        _, collections = ckpt.split_variables(calibrated)
+        state = state.replace(collections=jax.device_put(collections, replicated))
         val = evaluate_lib.evaluate_split(
             method, state.variables, dataset.validation, config.eval, full=False
         )

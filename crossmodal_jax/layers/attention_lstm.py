@@ -362,7 +362,9 @@ class AttentionLSTMEncoder(nn.Module):
       cell = nn.OptimizedLSTMCell(
           self.hidden, name=f"lstm_{i}", **_lstm_inits(self.param_init, self.hidden)
       )
-      zeros = jnp.zeros((h.shape[0], self.hidden), h.dtype)
+      # zeros_like: inside shard_map the initial carry must vary over the axes h varies
+      # over, as the carry the scan returns does.
+      zeros = jnp.zeros_like(h, shape=(h.shape[0], self.hidden))
       _, h = _ScannedLSTM(cell, (zeros, zeros), (h, mask))  # [B, L, H]
 
     p = nn.Dense(self.out_dim, name="project", **initializers.dense(self.param_init, self.hidden))(

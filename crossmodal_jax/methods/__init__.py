@@ -7,10 +7,11 @@ which registers it.
 """
 
 from crossmodal_jax.methods import drsl
+from crossmodal_jax.methods import mcsm
 from crossmodal_jax.methods import scanet
 from crossmodal_jax.methods.registry import REGISTRY
 from crossmodal_jax.methods.registry import get_method
 from crossmodal_jax.methods.registry import names
 from crossmodal_jax.methods.registry import register
 
-__all__ = ["REGISTRY", "get_method", "names", "register", "drsl", "scanet"]
+__all__ = ["REGISTRY", "get_method", "names", "register", "drsl", "mcsm", "scanet"]

@@ -23,6 +23,9 @@ What it may override, with these defaults:
   by default the one channel, so t2i is the transpose of i2t);
 - `pair_bytes(image_enc, text_enc)`: the peak bytes of intermediates per scored pair, from
   which blockwise scoring sizes its tiles within the memory budget;
+- `calibrate(variables, validation_split, eval_config)`: settings chosen on the
+  validation split after training steps, kept in non-param collections (MCSM's fusion
+  weight); by default none;
 - `optimizer(train_config, steps_per_epoch)`: `optimizers.from_config`;
 - `batches(split, batch_size, seed, epoch)` and `num_batches(split, batch_size)`: the
   training sampler, by default a seeded permutation of the split's rows. Any sampler that
@@ -160,6 +163,16 @@ class Method(abc.ABC):
         math.prod(x.shape[1:]) for x in jax.tree.leaves(image_enc) + jax.tree.leaves(text_enc)
     )
     return 4 * max(width, 1)
+
+  def calibrate(
+      self, variables: Variables, validation_split: common.Split, eval_config
+  ) -> Variables:
+    """`variables` with settings chosen on the validation split (e.g. a fusion weight in
+    a non-param collection); default: unchanged. Training calls it before each
+    validation evaluation, so the validation mAP is measured with the choice and every
+    checkpoint carries it. Only non-param collections may change (same structure)."""
+    del validation_split, eval_config
+    return variables
 
   def optimizer(self, train_config, steps_per_epoch: int) -> optax.GradientTransformation:
     """The optimizer (default: built from `train_config`, see `optimizers`)."""

@@ -1,0 +1,409 @@
+"""MCSM: the sampled-negative hinge, the adaptive fusion and the choice of its weight,
+the two spaces' wiring, blockwise scoring, training, data parallelism and the config.
+
+Shapes are tiny (the CPU is shared with long runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import REPO
+from configs import default
+from configs.default import get_config
+from crossmodal_jax import evaluate
+from crossmodal_jax import losses
+from crossmodal_jax import methods
+from crossmodal_jax import scoring
+from crossmodal_jax import train
+from crossmodal_jax.data import synthetic
+from crossmodal_jax.methods import mcsm
+
+TESTS = pathlib.Path(__file__).resolve().parent
+ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", JAX_PLATFORMS="cpu")
+
+
+def small_dataset(num_train=80):
+  return synthetic.make_dataset(
+      synthetic.SyntheticConfig(
+          num_train=num_train, num_validation=30, num_test=30, image_dim=8, num_regions=3,
+          vocab_size=60, word_dim=8, max_words=8, min_words=3, image_noise=0.3,
+          text_group_strength=0.8, image_detail_strength=0.8,
+      )
+  )  # fmt: skip
+
+
+def small_config(**model):
+  config = get_config("mcsm,synthetic,ci")
+  config.model.update(hidden=8, dim=8, dropout=0.0, score_dropout=0.0)
+  config.model.front_end_kernels = (3, 2)
+  config.model.front_end_channels = (4, 4)
+  config.model.front_end_pools = (2, 2)
+  config.model.update(model)
+  config.train.batch_size = 16
+  config.train.progress_bar = False
+  config.eval.memory_budget_mb = 0.001  # ~1 kB: forces chunked scoring
+  return config
+
+
+def small_eval_config():
+  config = default.eval_config()
+  config.update(batch_size=16, query_block=7, gallery_block=5, memory_budget_mb=1e-4)
+  return config
+
+
+@pytest.fixture(scope="module")
+def dataset():
+  return small_dataset()
+
+
+def _method(dataset, **model):
+  config = small_config(**model)
+  method = methods.get_method(config, dataset.dims(), dataset.meta)
+  variables = method.init(jax.random.key(0), method.init_batch(dataset.train))
+  return config, method, variables
+
+
+def _unit(x):
+  x = np.asarray(x, np.float64)
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------
+# The loss
+# --------------------------------------------------------------------------------------
+
+
+def test_bidirectional_hinge_on_a_hand_computed_batch():
+  # Three pairs of 2-d unit vectors; angles in degrees.
+  deg = lambda a: np.array([np.cos(np.radians(a)), np.sin(np.radians(a))], np.float32)
+  image = np.stack([deg(0), deg(90), deg(180)])
+  text = np.stack([deg(60), deg(90), deg(0)])
+  neg_text = np.stack([deg(0), deg(0), deg(60)])  # image anchor k's sampled text
+  neg_image = np.stack([deg(90), deg(180), deg(0)])  # text anchor k's sampled image
+  i2t, t2i = losses.bidirectional_hinge(image, text, neg_text, neg_image, 0.5)
+  # positives: cos 60 = 0.5, cos 0 = 1, cos 180 = -1.
+  # i2t: 0.5 - 0.5 + cos 0 = 1; 0.5 - 1 + cos 90 = max(0, -0.5); 0.5 + 1 + cos 120 = 1.
+  np.testing.assert_allclose(i2t, [1.0, 0.0, 1.0], atol=1e-6)
+  # t2i: 0.5 - 0.5 + cos 30; 0.5 - 1 + cos 90 -> 0; 0.5 + 1 + cos 0 = 2.5.
+  np.testing.assert_allclose(t2i, [np.cos(np.radians(30)), 0.0, 2.5], atol=1e-6)
+  # Anchors without a negative contribute 0.
+  i2t, t2i = losses.bidirectional_hinge(
+      image, text, neg_text, neg_image, 0.5, np.array([True, True, False]),
+      np.array([False, True, True]),
+  )  # fmt: skip
+  np.testing.assert_allclose(i2t, [1.0, 0.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(t2i, [0.0, 0.0, 2.5], atol=1e-6)
+
+
+@pytest.mark.parametrize("multi_hot", [False, True])
+def test_negatives_always_have_a_different_label(multi_hot):
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, size=12)
+  labels[:4] = 0
+  if multi_hot:
+    labels = np.eye(4, dtype=np.float32)[labels]
+    labels[0, 1] = 1.0  # shares with class 0 and class 1: only classes 2 and 3 differ
+  agree = np.asarray(losses.label_agreement(jnp.asarray(labels), jnp.asarray(labels)))
+  draw = jax.jit(losses.different_label_negatives)
+  seen = np.zeros_like(agree, dtype=bool)
+  for seed in range(200):
+    neg, found = map(np.asarray, draw(jax.random.key(seed), jnp.asarray(labels)))
+    np.testing.assert_array_equal(found, (agree == 0).any(1))
+    assert np.all(agree[np.arange(12), neg][found] == 0)
+    seen[np.arange(12), neg] = True
+  # Every different-label item is drawn for some key (uniform over the candidates).
+  np.testing.assert_array_equal(seen & (agree == 0), agree == 0)
+  # The same key draws the same negatives.
+  a, b = draw(jax.random.key(3), jnp.asarray(labels)), draw(jax.random.key(3), jnp.asarray(labels))
+  np.testing.assert_array_equal(a[0], b[0])
+  # A batch of one class has no negative: found is False and the index is the row.
+  neg, found = draw(jax.random.key(0), jnp.zeros(5, jnp.int32))
+  assert not np.any(found) and np.array_equal(neg, np.arange(5))
+
+
+def test_method_loss_is_both_spaces_hinge_with_the_keys_negatives(dataset):
+  config, method, variables = _method(dataset, front_end=True)
+  batch = {k: dataset.train[k][:16] for k in method.batch_keys}
+  key = jax.random.key(7)
+  loss, (collections, logs) = jax.jit(lambda v, b: method.loss(v, b, key, None))(variables, batch)
+  assert set(collections) == {"fusion", "batch_stats"}
+  assert float(collections["fusion"]["weight"]) == 0.5
+  # Encodings in training mode (dropout 0: only the batch-norm moments differ).
+  (image, text), _ = method.module.apply(
+      {k: v for k, v in variables.items() if k != "fusion"},
+      *method._image_args(method.image_input(batch)),
+      *method._text_args(method.text_input(batch)),
+      train=True, mutable=["batch_stats"],
+  )  # fmt: skip
+  key_text, key_image = jax.random.split(key)
+  neg_text, _ = losses.different_label_negatives(key_text, jnp.asarray(batch["label"]))
+  neg_image, _ = losses.different_label_negatives(key_image, jnp.asarray(batch["label"]))
+  labels = batch["label"]
+  assert np.all(labels[np.asarray(neg_text)] != labels)
+  want = 0.0
+  for space in ("image_space", "text_space"):
+    i, t = np.asarray(image[space], np.float64), np.asarray(text[space], np.float64)
+    np.testing.assert_allclose(np.linalg.norm(i, axis=1), 1.0, rtol=1e-5)
+    pos = np.sum(i * t, 1)
+    i2t = np.maximum(0, 0.5 - pos + np.sum(i * t[np.asarray(neg_text)], 1))
+    t2i = np.maximum(0, 0.5 - pos + np.sum(i[np.asarray(neg_image)] * t, 1))
+    space_loss = i2t.mean() + t2i.mean()
+    np.testing.assert_allclose(logs[f"loss_{space}"], space_loss, rtol=1e-4)
+    want += space_loss
+  np.testing.assert_allclose(loss, want, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------
+# The adaptive fusion
+# --------------------------------------------------------------------------------------
+
+W1 = np.array([[0.2, 0.8, 0.5], [0.3, 0.3, 0.3], [-0.4, 0.1, 0.6]], np.float32)
+W2 = np.array([[0.9, 0.1, 0.4], [0.0, 1.0, 0.5], [0.7, 0.7, 0.7]], np.float32)
+
+
+def _numpy_fusion(w1, w2, i):
+  """The formula, element by element."""
+  out = np.zeros(w1.shape)
+  for r in range(w1.shape[0]):
+    for c in range(w1.shape[1]):
+      m1 = (w1[r, c] - w1[r].min()) / (w1[r].max() - w1[r].min()) if np.ptp(w1[r]) else 0.0
+      m2 = (w2[r, c] - w2[r].min()) / (w2[r].max() - w2[r].min()) if np.ptp(w2[r]) else 0.0
+      out[r, c] = i * m1 * w2[r, c] + (1 - i) * m2 * w1[r, c]
+  return out
+
+
+@pytest.mark.parametrize("i", [0.0, 0.3, 1.0])
+def test_fusion_formula_against_numpy(i):
+  got = mcsm.adaptive_fusion(W1, W2, i)
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, _numpy_fusion(W1, W2, i), rtol=1e-6, atol=1e-7)
+  # Row 1 of W1 and row 2 of W2 are constant: mnorm is 0 there, no NaN.
+  assert np.all(np.isfinite(got))
+  np.testing.assert_allclose(got[1], (1 - i) * np.array([0.0, 1.0, 0.5]) * 0.3, atol=1e-7)
+
+
+def test_retrieval_scores_use_the_stored_weight_and_reduce_to_the_formulas_ends(dataset):
+  config, method, variables = _method(dataset)
+  scores = {"image_space": W1, "text_space": W2}
+  ends = {1.0: mcsm.row_min_max(W1) * W2, 0.0: mcsm.row_min_max(W2) * W1}
+  for i, want in ends.items():
+    got = method.retrieval_scores(mcsm.with_fusion_weight(variables, i), scores, "t2i")
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+  mid = method.retrieval_scores(variables, scores, "i2t")  # init: i = 0.5
+  np.testing.assert_allclose(mid, 0.5 * ends[1.0] + 0.5 * ends[0.0], rtol=1e-6)
+  for space, w in (("image_space", W1), ("text_space", W2)):
+    config.model.retrieval = space
+    np.testing.assert_array_equal(method.retrieval_scores(variables, scores, "i2t"), w)
+  config.model.retrieval = "fusion"
+  with pytest.raises(ValueError, match="Unknown model.retrieval"):
+    _method(dataset, retrieval="sum")
+
+
+def test_choose_fusion_weight_returns_the_grid_value_with_the_best_map(dataset):
+  _, method, variables = _method(dataset)
+  split, eval_config = dataset.validation, small_eval_config()
+  grid = np.linspace(0, 1, 11)
+  best, table = mcsm.choose_fusion_weight(method, variables, split, eval_config, grid)
+  assert best in grid.tolist()
+  k = int(np.argmax(table["avg"]))
+  assert best == grid[k] and table["avg"][k] == table["avg"].max()
+  assert np.ptp(table["avg"]) > 0  # the weight matters on this split
+  # The table's mAPs are what evaluation ranks by with that weight stored.
+  for j in (0, k, len(grid) - 1):
+    got = evaluate.evaluate_split(
+        method, mcsm.with_fusion_weight(variables, grid[j]), split, eval_config, full=False
+    )["map_all"]
+    for d in ("i2t", "t2i", "avg"):
+      np.testing.assert_allclose(got[d], table[d][j], rtol=1e-9)
+  # calibrate stores the chosen weight (on the default 101-point grid).
+  calibrated = method.calibrate(variables, split, eval_config)
+  full_best, full_table = mcsm.choose_fusion_weight(method, variables, split, eval_config)
+  assert mcsm.fusion_weight(calibrated) == pytest.approx(full_best)
+  assert full_table["avg"].max() >= table["avg"].max()
+  # Each space alone, as `model.retrieval` ranks it.
+  for space in ("image_space", "text_space"):
+    method.config.model.retrieval = space
+    got = evaluate.evaluate_split(method, variables, split, eval_config, full=False)["map_all"]
+    np.testing.assert_allclose(got["avg"], table[space]["avg"], rtol=1e-9)
+  method.config.model.retrieval = "fusion"
+
+
+# --------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------
+
+
+def test_blockwise_score_equals_per_pair_cosines(dataset):
+  _, method, variables = _method(dataset, front_end=True)
+  x_image = method.image_input({k: v[:13] for k, v in dataset.test.arrays.items()})
+  x_text = method.text_input({k: v[:11] for k, v in dataset.test.arrays.items()})
+  image_enc = method.encode_image(variables, x_image)
+  text_enc = method.encode_text(variables, x_text)
+  assert method.pair_bytes(image_enc, text_enc) == 8
+  got = scoring.score_matrix(
+      method.score, variables, image_enc, text_enc, pair_bytes=8, memory_budget=8 * 12
+  )
+  for space in ("image_space", "text_space"):
+    i, t = np.asarray(image_enc[space]), np.asarray(text_enc[space])
+    want = np.array([[i[p] @ t[q] / np.linalg.norm(i[p]) / np.linalg.norm(t[q])
+                      for q in range(11)] for p in range(13)])  # fmt: skip
+    np.testing.assert_allclose(got[space], want, rtol=1e-5, atol=1e-6)
+    assert np.std(got[space]) > 0
+
+
+def test_each_space_reads_its_inputs_with_disjoint_parameters(dataset):
+  _, method, variables = _method(dataset)
+  params = variables["params"]
+  assert set(params) == {"image_space", "text_space"}
+  assert "attention" in params["image_space"]["encoder"]  # W_a in the image space ...
+  assert "attention" not in params["text_space"]["encoder"]  # ... not in the text space
+  x = method.image_input(dataset.test.arrays)
+  enc = method.encode_image(variables, x)
+  # The image space reads the regions, the text space the global feature.
+  moved = method.encode_image(variables, dict(x, regions=x["regions"][:, ::-1] * 2.0))
+  assert not np.allclose(moved["image_space"], enc["image_space"])
+  np.testing.assert_array_equal(moved["text_space"], enc["text_space"])
+  moved = method.encode_image(variables, dict(x, image=x["image"] + 1.0))
+  np.testing.assert_array_equal(moved["image_space"], enc["image_space"])
+  assert np.all(np.asarray(enc["text_space"]) > 0)  # sigmoid, then L2 normalised
+  y = method.text_input(dataset.test.arrays)
+  enc = method.encode_text(variables, y)
+  moved = method.encode_text(variables, dict(y, text=y["text"] + 1.0))
+  assert not np.allclose(moved["image_space"], enc["image_space"])
+  np.testing.assert_array_equal(moved["text_space"], enc["text_space"])
+  # The text space reads the word vectors of the ids: other words, other encodings.
+  ids, mask = y["word_ids"], y["word_mask"]
+  other = np.where(mask, 2 + (ids - 1) % 60, 0).astype(np.int32)  # word w -> w + 1 mod 60
+  moved = method.encode_text(variables, dict(y, word_ids=other))
+  assert not np.allclose(moved["text_space"], enc["text_space"])
+  np.testing.assert_array_equal(moved["image_space"], enc["image_space"])
+  for e in (enc["image_space"], enc["text_space"]):
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
+  # Without region sequences the global feature is a one-step sequence.
+  config = small_config(image_regions=False)
+  flat = methods.get_method(config, dataset.dims(), dataset.meta)
+  assert "image_regions" not in flat.batch_keys and flat.image_key == "image"
+  v = flat.init(jax.random.key(0), flat.init_batch(dataset.train))
+  enc = flat.encode_image(v, flat.image_input(dataset.test.arrays))
+  assert enc["image_space"].shape == (30, 8)
+
+
+def test_training_lowers_the_loss_with_finite_grads_for_every_parameter(dataset):
+  config, method, variables = _method(dataset, front_end=True)
+  config.train.learning_rate = 3e-3
+  opt = method.optimizer(config.train, 5)
+  params = variables["params"]
+  collections = {k: v for k, v in variables.items() if k != "params"}
+  opt_state = opt.init(params)
+
+  @jax.jit
+  def step(params, collections, opt_state, batch, key):
+    (loss, (collections, _)), grads = jax.value_and_grad(
+        lambda p: method.loss({"params": p, **collections}, batch, key, None), has_aux=True
+    )(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), collections, opt_state, loss, grads
+
+  seen, first_grads = [], None
+  for epoch in range(8):
+    for b, batch in enumerate(method.batches(dataset.train, 16, 0, epoch)):
+      key = jax.random.key(100 * epoch + b)
+      params, collections, opt_state, loss, grads = step(params, collections, opt_state, batch, key)
+      first_grads = first_grads or grads
+      seen.append(float(loss))
+  for path, g in jax.tree_util.tree_leaves_with_path(first_grads):
+    norm = float(jnp.linalg.norm(g))
+    assert np.isfinite(norm) and norm > 0, jax.tree_util.keystr(path)
+  assert float(collections["fusion"]["weight"]) == 0.5
+  assert np.mean(seen[-5:]) < 0.8 * np.mean(seen[:5]), seen
+
+
+def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset):
+  config = small_config()
+  config.train.num_epochs = 2
+  workdir = str(tmp_path / "wd")
+  state, method = train.train(config, workdir, dataset=dataset)
+  assert float(state.collections["fusion"]["weight"]) == 0.5
+  variables, _ = evaluate.restore_variables(workdir, method, dataset.train, "latest")
+  assert mcsm.fusion_weight(variables) == 0.5
+  results = evaluate.evaluate(workdir, config=config, dataset=dataset, plots=False)
+  assert 0 < results["map_all"]["avg"] <= 1
+
+
+_PARALLEL_SCRIPT = textwrap.dedent("""
+    import json
+    import jax, numpy as np
+    from test_mcsm import small_config, small_dataset
+    from crossmodal_jax import methods, train
+    from sharded_steps import run_steps
+
+    assert jax.device_count() == 8, jax.devices()
+    ds = small_dataset()
+    cfg = small_config(front_end=True)
+    # Plain SGD: Adam's or RMSprop's update is blind to a gradient's scale, so it would
+    # hide a collective that scales a gradient by the device count.
+    cfg.train.optimizer, cfg.train.learning_rate = "sgd", 0.5
+    method = methods.get_method(cfg, ds.dims(), ds.meta)
+    opt = method.optimizer(cfg.train, 3)
+    batches = list(method.batches(ds.train, 16, 0, 0))[:3]
+    one, losses1 = run_steps(method, opt, ds, jax.devices()[:1], batches)
+    eight, losses8 = run_steps(method, opt, ds, jax.devices(), batches)
+    start = jax.device_get(train.initial_state(method, opt, ds, 0))
+    diff = lambda a, b: jax.tree.leaves(jax.tree.map(lambda x, y: float(np.abs(x - y).max()), a, b))
+    print(json.dumps({"diff": max(diff(one.params, eight.params)),
+                      "stats": max(diff(one.collections, eight.collections)),
+                      "moved": max(diff(one.params, start.params)),
+                      "weight": float(eight.collections["fusion"]["weight"]),
+                      "loss": max(abs(a - b) for a, b in zip(losses1, losses8))}))
+""")
+
+
+def test_sharded_steps_equal_single_device():
+  env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = subprocess.run(
+      [sys.executable, "-c", _PARALLEL_SCRIPT], cwd=TESTS, env=env, capture_output=True,
+      text=True, timeout=600,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  r = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert r["moved"] > 1e-4 and r["diff"] < 1e-5 and r["loss"] < 1e-5, r
+  assert r["stats"] < 1e-5 and r["weight"] == 0.5, r
+
+
+# --------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------
+
+
+def test_config_has_the_codes_recipe_and_no_paper_preset():
+  c = get_config("mcsm,wikipedia")
+  assert (c.train.optimizer, c.train.learning_rate, c.train.batch_size) == ("rmsprop", 1e-4, 40)
+  assert (c.model.margin, c.model.hidden, c.model.dim, c.model.dropout) == (0.5, 512, 1024, 0.5)
+  assert c.data.word_sequences and not c.model.front_end and c.model.retrieval == "fusion"
+  assert (c.model.front_end_kernels, c.model.front_end_pools) == ((15, 9, 7), (5, 5, 6))
+  assert c.model.front_end_channels == (384, 512, 256)
+  synthetic_c, ci = get_config("mcsm,synthetic"), get_config("mcsm,synthetic,ci")
+  assert ci.model.dim < synthetic_c.model.dim < c.model.dim
+  assert ci.train.num_epochs < synthetic_c.train.num_epochs
+  with pytest.raises(ValueError, match="mcsm has no 'paper' preset"):
+    get_config("mcsm,wikipedia,paper")
+
+
+def test_method_asks_for_word_sequences(dataset):
+  config = small_config()
+  dims = {k: v for k, v in dataset.dims().items() if k not in ("word_ids", "word_mask")}
+  with pytest.raises(ValueError, match="data.word_sequences=True"):
+    methods.get_method(config, dims, dataset.meta)
+  with pytest.raises(ValueError, match="word_vectors"):
+    methods.get_method(config, dataset.dims(), {})
