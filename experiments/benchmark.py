@@ -18,6 +18,7 @@ achieved GFLOP/s.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -56,8 +57,10 @@ _ONLY = flags.DEFINE_list(
     "only",
     [],
     "Run only benchmarks whose name starts with one of "
-    "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot, text_first_layer).",
+    "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot, text_first_layer, "
+    "scanet).",
 )
+_SCANET_STEPS = flags.DEFINE_integer("scanet_steps", 20, "Timed SCANet training steps per order.")
 _GALLERY = flags.DEFINE_integer("gallery", 4096, "Items per modality in the scoring test.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Repetitions of each scoring measurement.")
 
@@ -345,6 +348,138 @@ def bench_text_layer(cache: dict) -> list[dict]:
   return out
 
 
+def scanet_step_flops(model_cfg, graph, d_img: int, texts: int, images: int, pairs: int):
+  """Analytic forward FLOPs of one SCANet step over `texts` / `images` distinct items and
+  `pairs` pairs (a multiply-add = 2 FLOPs); training ~ 3x forward."""
+  n, k = model_cfg.dim, model_cfg.cheb_order
+  filters = (1, *model_cfg.gcn_filters)
+  gcn = sum(
+      2 * graph.num_edges * (k - 1) * f_in + 2 * graph.num_nodes * k * f_in * f_out
+      for f_in, f_out in zip(filters[:-1], filters[1:])
+  )
+  att = model_cfg.attention_layers
+  text = gcn + 2 * graph.num_nodes * filters[-1] * n + (2 * n * n if att else 0)
+  image = _mlp_flops((d_img, *model_cfg.image_layers, n)) + (2 * n * n if att else 0)
+  pair = 2 * 2 * n * n * max(att - 1, 0) + 2 * n
+  forward = texts * text + images * image + pairs * pair
+  return {"forward": int(forward), "train_step": int(3 * forward), "text": text, "pair": pair}
+
+
+def _scanet_data(config, cache: dict) -> common.Dataset:
+  """Wikipedia with its word graph (--wikipedia_dir), or a stand-in of the same shape: a
+  random 10,055-word kNN graph and ~200-word random bags of words."""
+  if "scanet" not in cache:
+    if _WIKI.value:
+      from crossmodal_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+
+      config.data.manual_dir = _WIKI.value
+      config.data.data_dir = _DATA_DIR.value
+      cache["scanet"] = data_lib.load_dataset(config.data)
+    else:
+      from crossmodal_jax.data import word_graph  # pylint: disable=g-import-not-at-top
+
+      rng = np.random.default_rng(0)
+      vocab = config.data.graph_vocab_size
+      base = _wikipedia_like(10)
+
+      def with_bow(split):
+        bow = np.zeros((len(split), vocab), np.float32)
+        for row in bow:
+          np.add.at(row, rng.zipf(1.3, 200) % vocab, 1.0)
+        return common.Split({**split.arrays, "bow": bow})
+
+      cache["scanet"] = common.Dataset(
+          base.name,
+          with_bow(base.train),
+          with_bow(base.validation),
+          with_bow(base.test),
+          10,
+          meta={"word_graph": word_graph.build_word_graph(rng.standard_normal((vocab, 50)))},
+      )
+  return cache["scanet"]
+
+
+def bench_scanet(cache: dict) -> list[dict]:
+  """SCANet: training steps with pairs grouped by text (each text encoded once per batch)
+  against uniformly shuffled pairs (about one text per pair), and all-pairs scoring of
+  the 462 x 462 test split."""
+  config = default_configs.get_config("scanet,wikipedia")
+  dataset = _scanet_data(config, cache)
+  graph = dataset.meta["word_graph"]
+  tc = config.train
+  out = []
+  for order in ("text", "shuffled"):
+    config.model.pair_order = order
+    method = methods.get_method(config, dataset.dims(), dataset.meta)
+    steps = method.num_batches(dataset.train, tc.batch_size)
+    optimizer = method.optimizer(tc, steps)
+    mesh = parallel.create_mesh()
+    state = jax.device_put(
+        train_lib.initial_state(method, optimizer, dataset, 0),
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+    )
+    step_fn = train_lib.make_train_step(method, optimizer, mesh)
+    key = jax.random.key(0)
+    raw = list(
+        itertools.islice(
+            method.batches(dataset.train, tc.batch_size, 0, 0), _SCANET_STEPS.value + 1
+        )
+    )
+    batches = [parallel.shard_batch(b, mesh) for b in raw]
+    with jax.set_mesh(mesh):
+      state, _ = jax.block_until_ready(step_fn(state, batches[0], key))  # compile
+      t0 = time.perf_counter()
+      for b in batches[1:]:
+        state, metrics = step_fn(state, b, key)
+      jax.block_until_ready(metrics)
+    per_step = (time.perf_counter() - t0) / (len(batches) - 1)
+    texts = float(np.mean([len(np.unique(b["pair_text"])) for b in raw]))
+    images = float(np.mean([len(np.unique(b["pair_image"])) for b in raw]))
+    flops = scanet_step_flops(
+        config.model, graph, dataset.dims()["image"][0], texts, images, tc.batch_size
+    )
+    params = train_lib.num_params(state.params)
+    out.append(
+        {
+            "name": f"train_steps/scanet/wikipedia/pairs_by_{order}",
+            "data": dataset.name,
+            "batch_pairs": tc.batch_size,
+            "text_slots_per_batch": int(raw[0]["bow"].shape[0]),
+            "distinct_texts_per_batch": texts,
+            "distinct_images_per_batch": images,
+            "seconds_per_step": per_step,
+            "steps_per_epoch": steps,
+            "seconds_per_epoch": per_step * steps,
+            "minutes_full_schedule": per_step * steps * tc.num_epochs / 60,
+            "flops_per_step": flops["train_step"],
+            "gflops_per_s": flops["train_step"] / per_step / 1e9,
+            "params": params,
+            "adam_bytes_per_step": 7 * 4 * params,
+        }
+    )
+  out[1]["slowdown_vs_pairs_by_text"] = out[1]["seconds_per_step"] / out[0]["seconds_per_step"]
+  config.model.pair_order = "text"
+  method = methods.get_method(config, dataset.dims(), dataset.meta)
+  variables = state.variables
+  test = dataset.test
+  seconds = _timeit(
+      lambda: evaluate.score_split(method, variables, test, config.eval), _REPEATS.value
+  )
+  n = len(test)
+  flops = scanet_step_flops(config.model, graph, dataset.dims()["image"][0], n, n, n * n)
+  out.append(
+      {
+          "name": "score_all_pairs/scanet/wikipedia_test",
+          "items": n,
+          "pairs": n * n,
+          "seconds": seconds,
+          "flops": flops["forward"],
+          "gflops_per_s": flops["forward"] / seconds / 1e9,
+      }
+  )
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -369,6 +504,7 @@ def main(argv):
       (bench_scoring() if wanted("score_all_pairs") else [])
       + (bench_kernel() if wanted("pairwise_relu_dot") else [])
       + (bench_text_layer(cache) if wanted("text_first_layer") else [])
+      + (bench_scanet(cache) if wanted("scanet") else [])
   )
   for r in more:
     results.append(r)
