@@ -45,16 +45,7 @@ def score_channels(
   Returns:
     The score channels as `score` returns them, each [n_images, n_texts] (numpy).
   """
-  return scoring.score_matrix(
-      method.score,
-      variables,
-      image_enc,
-      text_enc,
-      eval_config.query_block,
-      eval_config.gallery_block,
-      pair_bytes=method.pair_bytes(image_enc, text_enc),
-      memory_budget=int(eval_config.memory_budget_mb * 2**20),
-  )
+  return scoring.method_channels(method, variables, image_enc, text_enc, eval_config)
 
 
 def score_split(
@@ -65,14 +56,9 @@ def score_split(
   Returns:
     {"i2t": [n_images, n_texts], "t2i": [n_texts, n_images]} float32 arrays.
   """
-  encode_image, encode_text = _jitted_encoders(method)
-  image_enc = scoring.encode(
-      lambda x: encode_image(variables, x), method.image_input(split.arrays), eval_config.batch_size
+  channels = scoring.split_channels(
+      method, variables, split.arrays, eval_config, _jitted_encoders(method)
   )
-  text_enc = scoring.encode(
-      lambda x: encode_text(variables, x), method.text_input(split.arrays), eval_config.batch_size
-  )
-  channels = score_channels(method, variables, image_enc, text_enc, eval_config)
   oriented = {"i2t": channels, "t2i": jax.tree.map(np.transpose, channels)}
   return {
       d: np.asarray(method.retrieval_scores(variables, oriented[d], d), np.float32)

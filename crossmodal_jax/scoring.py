@@ -266,3 +266,31 @@ def encode(encode_fn: Callable[[Any], Any], inputs: Any, batch_size: int) -> Any
   for start in range(0, n, batch_size):
     parts.append(encode_fn(jax.tree.map(lambda x: x[start : start + batch_size], padded)))
   return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0)[:n], *parts)
+
+
+def method_channels(method: Any, variables: Any, image_enc: Any, text_enc: Any, eval_config) -> Any:
+  """`method.score` over every (image, text) pair of the encodings, chunked within
+  `eval_config.memory_budget_mb` by the method's `pair_bytes`; channels [n_images, n_texts]."""
+  return score_matrix(
+      method.score,
+      variables,
+      image_enc,
+      text_enc,
+      eval_config.query_block,
+      eval_config.gallery_block,
+      pair_bytes=method.pair_bytes(image_enc, text_enc),
+      memory_budget=int(eval_config.memory_budget_mb * 2**20),
+  )
+
+
+def split_channels(method: Any, variables: Any, arrays: Any, eval_config, encoders) -> Any:
+  """A split's score channels: every item encoded once by `encoders` (jitted
+  (encode_image, encode_text)), then `method_channels`."""
+  encode_image, encode_text = encoders
+  image_enc = encode(
+      lambda x: encode_image(variables, x), method.image_input(arrays), eval_config.batch_size
+  )
+  text_enc = encode(
+      lambda x: encode_text(variables, x), method.text_input(arrays), eval_config.batch_size
+  )
+  return method_channels(method, variables, image_enc, text_enc, eval_config)

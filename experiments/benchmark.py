@@ -124,19 +124,24 @@ def _load_wikipedia(method_name: str, text_feature: str, cache: dict):
   return config, cache[text_feature]
 
 
-def bench_training(method_name: str, text_feature: str, cache: dict) -> dict:
-  """Seconds per training epoch (training steps only; no validation pass)."""
-  config, dataset = _load_wikipedia(method_name, text_feature, cache)
+def _training_setup(config, dataset: common.Dataset):
+  """(method, steps per epoch, mesh, replicated initial state, jitted step) of a config."""
   method = methods.get_method(config, dataset.dims(), dataset.meta)
-  tc = config.train
-  steps = method.num_batches(dataset.train, tc.batch_size)
-  optimizer = method.optimizer(tc, steps)
+  steps = method.num_batches(dataset.train, config.train.batch_size)
+  optimizer = method.optimizer(config.train, steps)
   mesh = parallel.create_mesh()
   state = jax.device_put(
       train_lib.initial_state(method, optimizer, dataset, 0),
       jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
   )
-  step_fn = train_lib.make_train_step(method, optimizer, mesh)
+  return method, steps, mesh, state, train_lib.make_train_step(method, optimizer, mesh)
+
+
+def bench_training(method_name: str, text_feature: str, cache: dict) -> dict:
+  """Seconds per training epoch (training steps only; no validation pass)."""
+  config, dataset = _load_wikipedia(method_name, text_feature, cache)
+  tc = config.train
+  method, steps, mesh, state, step_fn = _training_setup(config, dataset)
   key = jax.random.key(0)
   epoch_times = []
   epochs = _EPOCHS.value if method_name == "drsl" else _CODE_EPOCHS.value
@@ -410,15 +415,7 @@ def bench_scanet(cache: dict) -> list[dict]:
   out = []
   for order in ("text", "shuffled"):
     config.model.pair_order = order
-    method = methods.get_method(config, dataset.dims(), dataset.meta)
-    steps = method.num_batches(dataset.train, tc.batch_size)
-    optimizer = method.optimizer(tc, steps)
-    mesh = parallel.create_mesh()
-    state = jax.device_put(
-        train_lib.initial_state(method, optimizer, dataset, 0),
-        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
-    )
-    step_fn = train_lib.make_train_step(method, optimizer, mesh)
+    method, steps, mesh, state, step_fn = _training_setup(config, dataset)
     key = jax.random.key(0)
     raw = list(
         itertools.islice(

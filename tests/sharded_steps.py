@@ -4,6 +4,12 @@ Used inside subprocesses that force 8 CPU devices (XLA_FLAGS must be set before 
 starts), to compare a run on 8 devices with the same run on 1.
 """
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 
 from crossmodal_jax import parallel
@@ -26,3 +32,21 @@ def run_steps(method, optimizer, dataset, devices, batches, seed=0):
       state, metrics = step(state, parallel.shard_batch(batch, mesh), jax.random.key(seed))
       losses.append(float(metrics["loss"]))
   return jax.device_get(state), losses
+
+
+def run_on_8_devices(script: str) -> dict:
+  """Runs `script` in a fresh Python with 8 forced CPU devices (from tests/, with the
+  repository importable) and returns the JSON object its last output line prints."""
+  tests = pathlib.Path(__file__).resolve().parent
+  env = dict(
+      os.environ,
+      PYTHONPATH=f"{tests.parent}{os.pathsep}{tests}",
+      JAX_PLATFORMS="cpu",
+      XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", script], cwd=tests, env=env, capture_output=True, text=True,
+      timeout=600,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -5,11 +5,6 @@ Shapes are tiny (the CPU is shared with long runs)."""
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -18,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import REPO
+import sharded_steps
 from configs import default
 from configs.default import get_config
 from crossmodal_jax import evaluate
@@ -28,9 +23,6 @@ from crossmodal_jax import scoring
 from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.methods import mcsm
-
-TESTS = pathlib.Path(__file__).resolve().parent
-ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", JAX_PLATFORMS="cpu")
 
 
 def small_dataset(num_train=80):
@@ -374,13 +366,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_steps_equal_single_device():
-  env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run(
-      [sys.executable, "-c", _PARALLEL_SCRIPT], cwd=TESTS, env=env, capture_output=True,
-      text=True, timeout=600,
-  )  # fmt: skip
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  r = json.loads(proc.stdout.strip().splitlines()[-1])
+  r = sharded_steps.run_on_8_devices(_PARALLEL_SCRIPT)
   assert r["moved"] > 1e-4 and r["diff"] < 1e-5 and r["loss"] < 1e-5, r
   assert r["stats"] < 1e-5 and r["weight"] == 0.5, r
 

@@ -3,7 +3,6 @@ evaluate through the library's shared code, with no edit to it."""
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import signal
@@ -19,6 +18,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
+import sharded_steps
 import toy_methods
 from conftest import REPO
 from configs.default import get_config
@@ -382,17 +382,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 
 
 def test_toy_methods_sharded_steps_equal_single_device():
-  env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run(
-      [sys.executable, "-c", _PARALLEL_SCRIPT],
-      cwd=TESTS,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = sharded_steps.run_on_8_devices(_PARALLEL_SCRIPT)
   for name, r in result.items():
     assert r["moved"] > 1e-3, (name, r)
     assert r["diff"] < 1e-5, (name, r)

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+import sharded_steps
 from conftest import REPO
 from conftest import WIKI_DIR
 from configs.default import get_config
@@ -25,7 +26,6 @@ from crossmodal_jax import sampling
 from crossmodal_jax import scoring
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.data import word_graph
-from crossmodal_jax.methods.scanet import SCANet
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", JAX_PLATFORMS="cpu")
@@ -306,13 +306,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_steps_equal_single_device():
-  env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run(
-      [sys.executable, "-c", _PARALLEL_SCRIPT], cwd=TESTS, env=env, capture_output=True,
-      text=True, timeout=600,
-  )  # fmt: skip
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  r = json.loads(proc.stdout.strip().splitlines()[-1])
+  r = sharded_steps.run_on_8_devices(_PARALLEL_SCRIPT)
   assert r["moved"] > 1e-4 and r["diff"] < 1e-5 and r["loss"] < 1e-5, r
 
 

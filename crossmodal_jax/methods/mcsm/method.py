@@ -283,23 +283,9 @@ class MCSMMethod(base.Method):
 
 def score_channels(method: MCSMMethod, variables, split, eval_config) -> dict[str, np.ndarray]:
   """Both spaces' [n_images, n_texts] cosines of a split (encoded once, scored blockwise
-  as `evaluate.score_channels` does)."""
-  encode_image, encode_text = method.jitted_encoders()
-  image_enc = scoring.encode(
-      lambda x: encode_image(variables, x), method.image_input(split.arrays), eval_config.batch_size
-  )
-  text_enc = scoring.encode(
-      lambda x: encode_text(variables, x), method.text_input(split.arrays), eval_config.batch_size
-  )
-  return scoring.score_matrix(
-      method.score,
-      variables,
-      image_enc,
-      text_enc,
-      eval_config.query_block,
-      eval_config.gallery_block,
-      pair_bytes=method.pair_bytes(image_enc, text_enc),
-      memory_budget=int(eval_config.memory_budget_mb * 2**20),
+  as evaluation does)."""
+  return scoring.split_channels(
+      method, variables, split.arrays, eval_config, method.jitted_encoders()
   )
 
 
