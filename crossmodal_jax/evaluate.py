@@ -37,17 +37,6 @@ def _jitted_encoders(method: base.Method):
   return jax.jit(method.encode_image), jax.jit(method.encode_text)
 
 
-def score_channels(
-    method: base.Method, variables: Any, image_enc: Any, text_enc: Any, eval_config
-) -> Any:
-  """`method.score` over every (image, text) pair, chunked within the eval memory budget.
-
-  Returns:
-    The score channels as `score` returns them, each [n_images, n_texts] (numpy).
-  """
-  return scoring.method_channels(method, variables, image_enc, text_enc, eval_config)
-
-
 def score_split(
     method: base.Method, variables: Any, split: common.Split, eval_config
 ) -> dict[str, np.ndarray]:

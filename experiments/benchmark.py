@@ -35,6 +35,7 @@ from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
+from crossmodal_jax import scoring
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
 from crossmodal_jax.layers import pairwise
@@ -198,7 +199,7 @@ def bench_scoring() -> list[dict]:
   k = config.model.relation_layers[0]
   pair_flops = 2 * k + 2 * k  # add + ReLU, then the K-long dot
   seconds = _timeit(
-      lambda: evaluate.score_channels(method, variables, enc_i, enc_t, ce),
+      lambda: scoring.method_channels(method, variables, enc_i, enc_t, ce),
       _REPEATS.value,
   )
   results = [

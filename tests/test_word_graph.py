@@ -348,27 +348,21 @@ def test_synthetic_word_graph_leaves_data_unchanged():
 
 
 def _wiki_config(data_dir, **overrides):
-  ml_collections = pytest.importorskip("ml_collections")
-  config = ml_collections.ConfigDict(
-      dict(
-          name="wikipedia",
-          manual_dir=os.fspath(REAL_WIKI),
-          data_dir=os.fspath(data_dir),
-          text_feature="lda",
-          vocab_size=100,
-          min_count=2,
-          svd_dim=2,
-          sublinear_tf=True,
-          stopwords="dataset",
-          word_sequences=False,
-          max_words=5,
-          standardize_image=False,
-          num_validation=0,
-          word_graph=True,
-          graph_vocab_size=2000,
-          graph_neighbors=8,
-          graph_lambda_max=0.0,
-      )
+  """The project's data defaults for Wikipedia, small and fast, with the word graph."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+
+  config = default.data_config("wikipedia")
+  config.update(
+      manual_dir=os.fspath(REAL_WIKI),
+      data_dir=os.fspath(data_dir),
+      text_feature="lda",
+      vocab_size=100,
+      svd_dim=2,
+      max_words=5,
+      standardize_image=False,
+      num_validation=0,
+      word_graph=True,
+      graph_vocab_size=2000,
   )
   config.update(overrides)
   return config

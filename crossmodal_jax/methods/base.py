@@ -99,6 +99,25 @@ class Method(abc.ABC):
       return arrays[self.text_keys[0]]
     return tuple(arrays[k] for k in self.text_keys)
 
+  def word_vector_table(self, who: str) -> np.ndarray:
+    """The dataset's word-vector table, for a text path over word-id sequences.
+
+    Raises:
+      ValueError: naming `who` and what is missing: the word_ids / word_mask arrays (the
+        data.word_sequences switch) or meta["word_vectors"].
+    """
+    if "word_ids" not in self.dims or "word_mask" not in self.dims:
+      raise ValueError(
+          f"{who} needs word sequences: set --config.data.word_sequences=True (arrays "
+          "word_ids, word_mask)."
+      )
+    table = self.meta.get("word_vectors")
+    if table is None:
+      raise ValueError(
+          f"{who} needs meta['word_vectors'] (the word-vector table) from the dataset."
+      )
+    return table
+
   # --- What every method defines --------------------------------------------------------
 
   @abc.abstractmethod

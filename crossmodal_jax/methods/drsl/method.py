@@ -23,14 +23,7 @@ class DRSLMethod(base.Method):
     c = config.model
     self._cnn = {}
     if c.text_encoder == "cnn":
-      if "word_ids" not in self.dims:
-        raise ValueError(
-            "text_encoder='cnn' needs word sequences: set "
-            "--config.data.word_sequences=True (arrays word_ids, word_mask)."
-        )
-      table = self.meta.get("word_vectors")
-      if table is None:
-        raise ValueError("text_encoder='cnn' needs meta['word_vectors'] from the dataset.")
+      table = self.word_vector_table("text_encoder='cnn'")
       self._cnn = dict(
           cnn_vocab_size=table.shape[0],
           cnn_embed_dim=table.shape[1],

@@ -96,14 +96,7 @@ class MCSMMethod(base.Method):
   def __init__(self, config, dims, meta=None):
     super().__init__(config, dims, meta)
     c = config.model
-    if "word_ids" not in self.dims or "word_mask" not in self.dims:
-      raise ValueError(
-          "mcsm needs word sequences: set --config.data.word_sequences=True (arrays "
-          "word_ids, word_mask)."
-      )
-    table = self.meta.get("word_vectors")
-    if table is None:
-      raise ValueError("mcsm needs meta['word_vectors'] (the word-vector table) from the dataset.")
+    table = self.word_vector_table("mcsm")
     if c.retrieval not in RETRIEVALS:
       raise ValueError(f"Unknown model.retrieval {c.retrieval!r}; choose one of {RETRIEVALS}.")
     # Frozen word vectors: a constant of the encoder, not a parameter (nothing trains or
