@@ -33,6 +33,8 @@ def model_config() -> ml_collections.ConfigDict:
   model.dropout = 0.5  # between LSTM layers (training only)
   model.score_dropout = 0.5  # on the attention's tanh features M_j (training only)
   model.attention_dim = 0  # W_a's output width in the image space (0: D)
+  # Ablation: both spaces weigh every real step of a sequence the same (no attention).
+  model.uniform_attention = False
   # Use the dataset's image_regions [n, R, d] as the image's sequence when it has them;
   # False (or a dataset without them) uses the global image feature as one step.
   model.image_regions = True

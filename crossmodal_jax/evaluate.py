@@ -37,6 +37,28 @@ def _jitted_encoders(method: base.Method):
   return jax.jit(method.encode_image), jax.jit(method.encode_text)
 
 
+def split_channels(method: base.Method, variables: Any, split: common.Split, eval_config) -> Any:
+  """The score channels of every (image, text) pair of a split: `method.score`'s pytree,
+  each channel [n_images, n_texts], every item encoded once (the encoders jitted once per
+  method)."""
+  return scoring.split_channels(
+      method, variables, split.arrays, eval_config, _jitted_encoders(method)
+  )
+
+
+def ranking_scores(method: base.Method, variables: Any, channels: Any) -> dict[str, np.ndarray]:
+  """Each direction's ranking scores from a split's score channels.
+
+  Returns:
+    {"i2t": [n_images, n_texts], "t2i": [n_texts, n_images]} float32 arrays.
+  """
+  oriented = {"i2t": channels, "t2i": jax.tree.map(np.transpose, channels)}
+  return {
+      d: np.asarray(method.retrieval_scores(variables, oriented[d], d), np.float32)
+      for d in DIRECTIONS
+  }
+
+
 def score_split(
     method: base.Method, variables: Any, split: common.Split, eval_config
 ) -> dict[str, np.ndarray]:
@@ -45,24 +67,26 @@ def score_split(
   Returns:
     {"i2t": [n_images, n_texts], "t2i": [n_texts, n_images]} float32 arrays.
   """
-  channels = scoring.split_channels(
-      method, variables, split.arrays, eval_config, _jitted_encoders(method)
-  )
-  oriented = {"i2t": channels, "t2i": jax.tree.map(np.transpose, channels)}
-  return {
-      d: np.asarray(method.retrieval_scores(variables, oriented[d], d), np.float32)
-      for d in DIRECTIONS
-  }
+  return ranking_scores(method, variables, split_channels(method, variables, split, eval_config))
 
 
 def evaluate_split(
-    method: base.Method, variables: Any, split: common.Split, eval_config, full: bool = True
+    method: base.Method,
+    variables: Any,
+    split: common.Split,
+    eval_config,
+    full: bool = True,
+    channels: Any = None,
 ) -> dict[str, Any]:
   """mAP@ALL (i2t, t2i, avg) and, if `full`, mAP@R, P@K and the curves.
 
-  Each direction's scores are sorted once per query for all of its metrics.
+  Each direction's scores are sorted once per query for all of its metrics. `channels`,
+  if given, are the split's score channels already computed with `variables`
+  (`split_channels`), so a split scored for calibration is not scored again.
   """
-  scores = score_split(method, variables, split, eval_config)
+  if channels is None:
+    channels = split_channels(method, variables, split, eval_config)
+  scores = ranking_scores(method, variables, channels)
   labels = split["label"]
   n = len(split)
   r = min(eval_config.map_r, n)

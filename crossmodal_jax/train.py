@@ -279,11 +279,20 @@ def train(
       if has_validation:
         # Choices made on validation (a fusion weight) go into the state's non-param
         # collections, so the mAP below and the checkpoints saved after carry them.
-        calibrated = method.calibrate(state.variables, dataset.validation, config.eval)
+        # The split is encoded and scored once, for both.
+        channels = evaluate_lib.split_channels(
+            method, state.variables, dataset.validation, config.eval
+        )
+        calibrated = method.calibrate(state.variables, channels, dataset.validation["label"])
         _, collections = ckpt.split_variables(calibrated)
         state = state.replace(collections=jax.device_put(collections, replicated))
         val = evaluate_lib.evaluate_split(
-            method, state.variables, dataset.validation, config.eval, full=False
+            method,
+            state.variables,
+            dataset.validation,
+            config.eval,
+            full=False,
+            channels=channels,
         )
         record.update(
             {

@@ -206,7 +206,8 @@ def test_choose_fusion_weight_returns_the_grid_value_with_the_best_map(dataset):
   _, method, variables = _method(dataset)
   split, eval_config = dataset.validation, small_eval_config()
   grid = np.linspace(0, 1, 11)
-  best, table = mcsm.choose_fusion_weight(method, variables, split, eval_config, grid)
+  channels = evaluate.split_channels(method, variables, split, eval_config)
+  best, table = mcsm.choose_fusion_weight(channels, split["label"], grid)
   assert best in grid.tolist()
   k = int(np.argmax(table["avg"]))
   assert best == grid[k] and table["avg"][k] == table["avg"].max()
@@ -219,8 +220,8 @@ def test_choose_fusion_weight_returns_the_grid_value_with_the_best_map(dataset):
     for d in ("i2t", "t2i", "avg"):
       np.testing.assert_allclose(got[d], table[d][j], rtol=1e-9)
   # calibrate stores the chosen weight (on the default 101-point grid).
-  calibrated = method.calibrate(variables, split, eval_config)
-  full_best, full_table = mcsm.choose_fusion_weight(method, variables, split, eval_config)
+  calibrated = method.calibrate(variables, channels, split["label"])
+  full_best, full_table = mcsm.choose_fusion_weight(channels, split["label"])
   assert mcsm.fusion_weight(calibrated) == pytest.approx(full_best)
   assert full_table["avg"].max() >= table["avg"].max()
   # Each space alone, as `model.retrieval` ranks it.
@@ -291,6 +292,29 @@ def test_each_space_reads_its_inputs_with_disjoint_parameters(dataset):
   assert enc["image_space"].shape == (30, 8)
 
 
+def test_uniform_attention_switch_reaches_both_spaces(dataset):
+  # The ablation drops every attention parameter and weighs the real steps equally.
+  _, method, variables = _method(dataset, uniform_attention=True)
+  for space in ("image_space", "text_space"):
+    encoder = variables["params"][space]["encoder"]
+    assert "score" not in encoder and "attention" not in encoder, space
+  x = method.image_input(dataset.test.arrays)
+  regions = np.asarray(x["regions"])
+  mask = np.ones(regions.shape[:2], bool)
+  mask[::2, -1] = False  # some padded steps
+  enc = method.encode_image(variables, x)["image_space"]
+  # Every real step weighs the same; padding none.
+  _, steps = method.module.apply(
+      {"params": variables["params"]},
+      regions,
+      mask,
+      method=lambda m, r, k: m.image_space.encoder(r, k, return_attention=True),
+  )
+  want = np.where(mask, 1.0 / mask.sum(axis=1, keepdims=True), 0.0)
+  np.testing.assert_allclose(np.asarray(steps), want, rtol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(enc, axis=1), 1.0, rtol=1e-5)
+
+
 def test_training_lowers_the_loss_with_finite_grads_for_every_parameter(dataset):
   config, method, variables = _method(dataset, front_end=True)
   config.train.learning_rate = 3e-3
@@ -329,7 +353,8 @@ def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset)
   # Training calibrated the weight on validation before each validation pass; the
   # checkpoint of the last epoch carries the weight chosen for its parameters.
   chosen = float(state.collections["fusion"]["weight"])
-  best, _ = mcsm.choose_fusion_weight(method, state.variables, dataset.validation, config.eval)
+  channels = evaluate.split_channels(method, state.variables, dataset.validation, config.eval)
+  best, _ = mcsm.choose_fusion_weight(channels, dataset.validation["label"])
   assert chosen == pytest.approx(best)
   variables, _ = evaluate.restore_variables(workdir, method, dataset.train, "latest")
   assert mcsm.fusion_weight(variables) == pytest.approx(chosen)

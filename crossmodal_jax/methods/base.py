@@ -23,8 +23,8 @@ What it may override, with these defaults:
   by default the one channel, so t2i is the transpose of i2t);
 - `pair_bytes(image_enc, text_enc)`: the peak bytes of intermediates per scored pair, from
   which blockwise scoring sizes its tiles within the memory budget;
-- `calibrate(variables, validation_split, eval_config)`: settings chosen on the
-  validation split after training steps, kept in non-param collections (MCSM's fusion
+- `calibrate(variables, channels, labels)`: settings chosen on the validation split's
+  score channels after training steps, kept in non-param collections (MCSM's fusion
   weight); by default none;
 - `optimizer(train_config, steps_per_epoch)`: `optimizers.from_config`;
 - `batches(split, batch_size, seed, epoch)` and `num_batches(split, batch_size)`: the
@@ -183,14 +183,19 @@ class Method(abc.ABC):
     )
     return 4 * max(width, 1)
 
-  def calibrate(
-      self, variables: Variables, validation_split: common.Split, eval_config
-  ) -> Variables:
+  def calibrate(self, variables: Variables, channels: Any, labels: np.ndarray) -> Variables:
     """`variables` with settings chosen on the validation split (e.g. a fusion weight in
-    a non-param collection); default: unchanged. Training calls it before each
-    validation evaluation, so the validation mAP is measured with the choice and every
-    checkpoint carries it. Only non-param collections may change (same structure)."""
-    del validation_split, eval_config
+    a non-param collection); default: unchanged.
+
+    Training calls it before each validation evaluation, so the validation mAP is
+    measured with the choice and every checkpoint carries it. The split is encoded and
+    scored once for both: `channels` is `score`'s pytree over every (image, text) pair of
+    the validation split ([n_images, n_texts] each, computed with `variables`) and
+    `labels` its labels. So only what `retrieval_scores` reads may be chosen here, never
+    what `encode_*` or `score` read; only non-param collections may change (same
+    structure).
+    """
+    del channels, labels
     return variables
 
   def optimizer(self, train_config, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -57,10 +57,11 @@ Interpretation choices (where the notes and the code leave it open, or where we 
   variables["fusion"]["weight"] (0.5 at `init`, `model.fusion_weight`), so every
   checkpoint carries it; `loss` passes it through unchanged.
 - The weight is chosen on the VALIDATION split (the code grid-searched it on the test
-  set): `choose_fusion_weight` scores the split once and takes the first grid value
-  (0, 0.01, ..., 1) with the highest average mAP@ALL of both directions;
-  `MCSMMethod.calibrate(variables, validation_split, eval_config)` returns the variables
-  with that weight stored. `model.retrieval = "image_space" | "text_space"` ranks by one
+  set): `choose_fusion_weight` takes the split's two score channels (encoded and scored
+  once) and returns the first grid value (0, 0.01, ..., 1) with the highest average
+  mAP@ALL of both directions; `MCSMMethod.calibrate(variables, channels, labels)`, which
+  training calls with the validation split's channels, returns the variables with that
+  weight stored. `model.retrieval = "image_space" | "text_space"` ranks by one
   space's cosines alone, to report each space's mAP.
 - Scoring is separable (two matmuls of per-item unit vectors): `pair_bytes` is the two
   float32 scores of a pair.

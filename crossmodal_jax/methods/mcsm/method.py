@@ -13,7 +13,6 @@ import numpy as np
 from crossmodal_jax import losses
 from crossmodal_jax import metrics
 from crossmodal_jax import parallel
-from crossmodal_jax import scoring
 from crossmodal_jax.methods import base
 from crossmodal_jax.methods import registry
 from crossmodal_jax.methods.mcsm.model import MCSM
@@ -105,7 +104,6 @@ class MCSMMethod(base.Method):
     self.use_regions = bool(c.image_regions) and "image_regions" in self.dims
     self.image_key = "image_regions" if self.use_regions else "image"
     self.module = self._module(axis_name=None)
-    self._jitted = None
 
   def _module(self, axis_name: str | None) -> MCSM:
     c = self.config.model
@@ -116,6 +114,7 @@ class MCSMMethod(base.Method):
         dropout=c.dropout,
         score_dropout=c.score_dropout,
         param_init=c.init,
+        uniform_attention=c.uniform_attention,
     )
     front_end = {}
     if c.front_end:
@@ -260,46 +259,28 @@ class MCSMMethod(base.Method):
 
   # --- The fusion weight ----------------------------------------------------------------
 
-  def jitted_encoders(self):
-    """(jit(encode_image), jit(encode_text)), built once per method."""
-    if self._jitted is None:
-      self._jitted = (jax.jit(self.encode_image), jax.jit(self.encode_text))
-    return self._jitted
-
-  def calibrate(self, variables, validation_split, eval_config):
-    """`variables` with the fusion weight chosen on `validation_split` (the hook a
-    training loop calls before validating and checkpointing)."""
+  def calibrate(self, variables, channels, labels):
+    """`variables` with the fusion weight chosen on the validation split's score channels
+    (the hook a training loop calls before validating and checkpointing)."""
     grid = np.linspace(0.0, 1.0, int(self.config.model.fusion_grid_points))
-    best, _ = choose_fusion_weight(self, variables, validation_split, eval_config, grid)
+    best, _ = choose_fusion_weight(channels, labels, grid)
     return with_fusion_weight(variables, best)
 
 
-def score_channels(method: MCSMMethod, variables, split, eval_config) -> dict[str, np.ndarray]:
-  """Both spaces' [n_images, n_texts] cosines of a split (encoded once, scored blockwise
-  as evaluation does)."""
-  return scoring.split_channels(
-      method, variables, split.arrays, eval_config, method.jitted_encoders()
-  )
-
-
 def choose_fusion_weight(
-    method: MCSMMethod,
-    variables,
-    validation_split,
-    eval_config,
-    grid: Sequence[float] = DEFAULT_GRID,
+    channels: Mapping[str, Any], labels: np.ndarray, grid: Sequence[float] = DEFAULT_GRID
 ) -> tuple[float, dict[str, Any]]:
   """The fusion weight i of the grid with the best average mAP@ALL on a split.
 
-  The split is encoded and scored once; for each i the two directions' fused scores
-  (`adaptive_fusion`, exactly what `retrieval_scores` ranks by) are ranked over the whole
-  split (queries = its items of one modality, gallery = its items of the other).
+  For each i the two directions' fused scores (`adaptive_fusion`, exactly what
+  `retrieval_scores` ranks by) are ranked over the whole split (queries = its items of
+  one modality, gallery = its items of the other).
 
   Args:
-    method: the MCSM method.
-    variables: its variables (the stored fusion weight is not read).
-    validation_split: the split to choose on (the validation split, never the test one).
-    eval_config: the `eval` config (encoding batch, scoring blocks and memory budget).
+    channels: the split's score channels, {"image_space", "text_space"} [n_images,
+      n_texts] cosines (`evaluate.split_channels`; the stored fusion weight plays no part).
+      Choose on the validation split, never the test one.
+    labels: the split's labels.
     grid: the candidate weights (default 0, 0.01, ..., 1, the code's grid).
 
   Returns:
@@ -311,8 +292,6 @@ def choose_fusion_weight(
   grid = np.asarray(grid, np.float64)
   if grid.ndim != 1 or grid.size == 0:
     raise ValueError(f"grid must be a non-empty 1-D sequence, got shape {grid.shape}.")
-  channels = score_channels(method, variables, validation_split, eval_config)
-  labels = validation_split["label"]
   oriented = {"i2t": channels, "t2i": {k: np.transpose(v) for k, v in channels.items()}}
   table: dict[str, Any] = {"weight": grid}
   for d in base.DIRECTIONS:

@@ -39,6 +39,7 @@ class ImageSpace(nn.Module):
     attention_dim: W_a's output width (None: D).
     text_dim: the document vector's width (the Dense layer's fan-in).
     param_init: "flax", "pytorch" or "glorot" (`layers.initializers`).
+    uniform_attention: ablation: every real step weighs the same (no learned attention).
   """
 
   hidden: int
@@ -49,6 +50,7 @@ class ImageSpace(nn.Module):
   attention_dim: int | None = None
   text_dim: int = 1
   param_init: str = "pytorch"
+  uniform_attention: bool = False
 
   def setup(self):
     self.encoder = attention_lstm.AttentionLSTMEncoder(
@@ -60,6 +62,7 @@ class ImageSpace(nn.Module):
         attention_dim=self.attention_dim,
         score_dropout=self.score_dropout,
         param_init=self.param_init,
+        uniform_attention=self.uniform_attention,
     )
     self.text_projection = nn.Dense(self.dim, **initializers.dense(self.param_init, self.text_dim))
 
@@ -78,7 +81,8 @@ class TextSpace(nn.Module):
   through Dense -> sigmoid.
 
   Attributes:
-    hidden, dim, num_layers, dropout, score_dropout, param_init: as `ImageSpace`.
+    hidden, dim, num_layers, dropout, score_dropout, param_init, uniform_attention: as
+      `ImageSpace`.
     image_dim: the global image feature's width (the Dense layer's fan-in).
     front_end_kernels, front_end_channels, front_end_pools: the conv front-end's blocks
       (`ConvFrontEnd`); empty: no front-end.
@@ -99,6 +103,7 @@ class TextSpace(nn.Module):
   front_end_batch_norm: bool = True
   axis_name: str | None = None
   param_init: str = "pytorch"
+  uniform_attention: bool = False
 
   def setup(self):
     front_end = None
@@ -120,6 +125,7 @@ class TextSpace(nn.Module):
         score_dropout=self.score_dropout,
         front_end=front_end,
         param_init=self.param_init,
+        uniform_attention=self.uniform_attention,
     )
     self.image_projection = nn.Dense(
         self.dim, **initializers.dense(self.param_init, self.image_dim)
