@@ -47,26 +47,25 @@ def method_names() -> tuple[str, ...]:
 def data_config(dataset: str) -> ml_collections.ConfigDict:
   """Common data defaults."""
   data = ml_collections.ConfigDict()
-  data.name = dataset
+  data.name = dataset  # the dataset: "synthetic", "wikipedia" or "features" (from --config)
   # Raw files of a real dataset (wikipedia, features).
   data.manual_dir = ""
-  # Where built TFDS datasets are cached.
+  # Where built TFDS datasets are cached (built once per source folder).
   data.data_dir = os.path.join(os.path.expanduser("~"), ".cache", "crossmodal_jax", "tfds")
-  # Synthetic benchmark.
-  data.synthetic_preset = "default"
-  data.synthetic_seed = 0
-  data.synthetic_num_train = -1  # -1: the preset's size
+  data.synthetic_preset = "default"  # synthetic benchmark: "default" or "xmedianet" (sized)
+  data.synthetic_seed = 0  # seed that generates the synthetic benchmark
+  data.synthetic_num_train = -1  # synthetic training pairs (-1: the preset's size)
   # Wikipedia text features: "tfidf_svd", "tfidf", "bow", "lda".
   data.text_feature = "tfidf_svd"
-  data.vocab_size = 10000
-  data.min_count = 2
-  data.svd_dim = 300
-  data.sublinear_tf = True
+  data.vocab_size = 10000  # Wikipedia vocabulary: the most frequent training words
+  data.min_count = 2  # a vocabulary word occurs at least this often in training articles
+  data.svd_dim = 300  # width of tfidf_svd (truncated SVD fit on train)
+  data.sublinear_tf = True  # TF-IDF with 1 + log(tf)
   data.stopwords = "dataset"  # "dataset": the folder's stopwords.txt if present, "builtin"
   # Word-id sequences (+ GloVe 6B-50d table) for a text CNN: the first max_words
   # in-vocabulary words of each article.
   data.word_sequences = False
-  data.max_words = 400
+  data.max_words = 400  # length of the word-id sequences
   # SCANet's word graph: add "bow" counts over the graph vocabulary and meta["word_graph"].
   data.word_graph = False
   data.graph_vocab_size = 10055  # vertices: the most frequent training words with GloVe
@@ -88,30 +87,30 @@ def train_config() -> ml_collections.ConfigDict:
   # Drop the last partial batch of an epoch (static shapes); False keeps it, as PyTorch's
   # DataLoader does (one more compile; it must divide among the devices too).
   train.drop_remainder = True
-  train.num_epochs = 20
+  train.num_epochs = 20  # epochs to train (may grow when resuming, to train longer)
   # Optimizer (crossmodal_jax.optimizers): "adam", "adamw", "rmsprop" or "sgd".
   train.optimizer = "adam"
-  train.learning_rate = 1e-3
+  train.learning_rate = 1e-3  # peak learning rate (after warm-up)
   # "constant", "exponential" (x lr_decay_per_epoch each epoch) or "cosine" (to 0).
   train.schedule = "exponential"
-  train.lr_decay_per_epoch = 1.0
+  train.lr_decay_per_epoch = 1.0  # factor per epoch of the "exponential" schedule
   train.warmup_epochs = 0.0  # linear warm-up from 0 first
-  train.b1 = 0.9  # Adam / AdamW
-  train.b2 = 0.999
+  train.b1 = 0.9  # Adam / AdamW first-moment decay
+  train.b2 = 0.999  # Adam / AdamW second-moment decay
   train.eps = 1e-8  # Adam / AdamW / RMSprop
   train.momentum = 0.0  # SGD / RMSprop (0: none)
-  train.rmsprop_decay = 0.9
+  train.rmsprop_decay = 0.9  # RMSprop's decay of the squared-gradient average
   train.adamw_weight_decay = 1e-4  # AdamW's decoupled decay
   train.weight_decay = 0.0  # coupled L2 (added to the gradient, as torch.optim.Adam)
   train.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
   # ("REGEX=MULT", ...): scale the learning rate of parameters whose path
   # ("image_tower/dense_0/kernel") matches REGEX by MULT (0 freezes them).
   train.param_groups = ()
-  train.checkpoint_every_epochs = 1
-  train.keep_checkpoints = 2
-  train.log_every_steps = 10
-  train.multi_host = False
-  train.progress_bar = True
+  train.checkpoint_every_epochs = 1  # save checkpoints/latest every this many epochs
+  train.keep_checkpoints = 2  # latest checkpoints kept (the best one is kept apart)
+  train.log_every_steps = 10  # write training metrics every this many steps
+  train.multi_host = False  # call jax.distributed.initialize() (run on every host)
+  train.progress_bar = True  # a tqdm bar of training steps
   return train
 
 
@@ -120,10 +119,10 @@ def eval_config() -> ml_collections.ConfigDict:
   evaluation = ml_collections.ConfigDict()
   evaluation.batch_size = 1024  # items encoded at a time
   evaluation.query_block = 512  # largest scoring chunk: queries ...
-  evaluation.gallery_block = 512  # ... x gallery items
+  evaluation.gallery_block = 512  # largest scoring chunk: ... x gallery items
   evaluation.memory_budget_mb = 256.0  # a scoring chunk's intermediates stay within this
-  evaluation.map_r = 50
-  evaluation.precision_ks = (1, 5, 10, 50, 100)
+  evaluation.map_r = 50  # R of mAP@R in results.json
+  evaluation.precision_ks = (1, 5, 10, 50, 100)  # K of P@K in results.json
   evaluation.select_by = "validation_map"  # which checkpoint evaluate() restores: best
   return evaluation
 
@@ -150,9 +149,9 @@ def parse(spec: str | None) -> tuple[str, str, str]:
 def common_config(method: str, dataset: str, preset: str = "full") -> ml_collections.ConfigDict:
   """The defaults every method starts from (no `model` section yet)."""
   config = ml_collections.ConfigDict()
-  config.method = method
+  config.method = method  # the method (from --config=configs/default.py:METHOD,DATASET)
   config.preset = preset  # "full", "ci" or "paper"; read by the method's config file
-  config.seed = 0
+  config.seed = 0  # seeds initialisation, batch order and dropout
   config.data = data_config(dataset)
   config.train = train_config()
   config.eval = eval_config()

@@ -16,7 +16,7 @@ def model_config() -> ml_collections.ConfigDict:
   model.text_layers = (1024, 300)  # text tower widths
   model.relation_layers = (1024,)  # hidden widths of the relation MLP (output 1 implicit)
   model.fusion = "concat"  # "concat", "multiply", "add" or "subtract"
-  model.tower_batch_norm = True
+  model.tower_batch_norm = True  # batch norm in both towers (synced over devices)
   model.relation_batch_norm = True  # over all pairs of the batch
   model.dropout = 0.0  # after each tower layer
   # Text input: "mlp" = fixed text features (data.text_feature); "cnn" = a Kim text CNN

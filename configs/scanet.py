@@ -38,7 +38,7 @@ def model_config() -> ml_collections.ConfigDict:
   model.margin = 0.6  # m of the global loss
   model.lam = 0.35  # lambda, the weight of its mean-gap hinge
   model.num_positive = 40000  # training pairs, drawn once per seed
-  model.num_negative = 40000
+  model.num_negative = 40000  # different-label pairs, drawn once per seed
   # "text": a batch groups each text's pairs, so texts are encoded once per batch;
   # "shuffled": pairs drawn uniformly (about one text per pair).
   model.pair_order = "text"

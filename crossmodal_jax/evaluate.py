@@ -20,6 +20,7 @@ from absl import logging
 
 from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import data as data_lib
+from crossmodal_jax import errors
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
 from crossmodal_jax import scoring
@@ -124,7 +125,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a training workdir was run with (its config.json)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
+    raise errors.MissingError(f"{path} not found: is {workdir!r} a training workdir?")
   with open(path) as f:
     return ml_collections.ConfigDict(_tuplify(json.load(f)))
 
@@ -148,14 +149,25 @@ def restore_variables(
   """(variables, step) of `checkpoint` ("best", "latest" or a step number) in workdir.
 
   Only the model variables are read: no optimizer is built or restored.
+
+  Raises:
+    MissingError: (a FileNotFoundError) when there is no such checkpoint;
+    UserError: when `checkpoint` is none of "best", "latest" or a number.
   """
-  directory, step = ckpt.locate(workdir, checkpoint)
+  try:
+    directory, step = ckpt.locate(workdir, checkpoint)
+  except FileNotFoundError as e:
+    raise errors.MissingError(str(e)) from e
+  except ValueError as e:
+    raise errors.UserError(str(e)) from e
   if checkpoint == ckpt.BEST and not directory.endswith(ckpt.BEST):
     logging.warning(
         "No best-by-validation checkpoint in %s (no validation split?); using the latest.",
         os.path.dirname(directory),
     )
-  return ckpt.restore_variables(directory, step, abstract_variables(method, split)), step
+  with errors.config_values():  # the method's initialisation checks the model fields
+    target = abstract_variables(method, split)
+  return ckpt.restore_variables(directory, step, target), step
 
 
 def evaluate(
@@ -168,10 +180,13 @@ def evaluate(
 ) -> dict[str, Any]:
   """Evaluates a trained workdir on `split`; writes results.json and plots there."""
   config = config if config is not None else load_config(workdir)
-  dataset = dataset if dataset is not None else data_lib.load_dataset(config.data)
+  if dataset is None:
+    with errors.config_values():
+      dataset = data_lib.load_dataset(config.data)
   if split not in dataset.splits:
-    raise ValueError(f"Unknown split {split!r}; choose one of {tuple(dataset.splits)}.")
-  method = methods.get_method(config, dataset.dims(), dataset.meta)
+    raise errors.UserError(f"Unknown split {split!r}; choose one of {tuple(dataset.splits)}.")
+  with errors.config_values():
+    method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
     checkpoint = ckpt.BEST if config.eval.select_by == "validation_map" else ckpt.LATEST
   variables, step = restore_variables(workdir, method, dataset.train, checkpoint)

@@ -14,6 +14,10 @@ dropout key of step s is fold_in(key(seed), s), so a run resumed from an epoch-e
 checkpoint replays exactly what an unbroken run does. Resuming a workdir with a config
 that differs in anything but RESUMABLE_FIELDS is an error naming the fields.
 
+Nothing is written to `workdir` before the config is known to be good: the dataset is
+loaded, the method built and initialised, the batch checked against the devices and the
+workdir's earlier config compared first. A bad value is a `errors.UserError` naming it.
+
 Outputs in `workdir`: config.json, metrics.jsonl (per step and per epoch), TensorBoard
 event files under tb/, orbax checkpoints under checkpoints/latest (the last
 `keep_checkpoints`) and checkpoints/best (the best validation mAP), results.json.
@@ -38,6 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import data as data_lib
+from crossmodal_jax import errors
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
@@ -128,10 +133,23 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+def check_resumable(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    defaults: ml_collections.ConfigDict | None = None,
+) -> None:
   """Raises if workdir's checkpoints were trained with a different model, data or recipe.
 
   Only fields in RESUMABLE_FIELDS may differ from the workdir's config.json.
+
+  A field missing from config.json was added to the code after that run was started; the
+  run behaved as the field's default, so the field counts as unchanged when `config` has
+  it at its default: its value in `defaults` (the config as its file gives it, before
+  command-line overrides: the entry point passes it). Without `defaults` such a field
+  always counts as unchanged.
+
+  Raises:
+    UserError: naming each differing field with its value before and now.
   """
   path = os.path.join(workdir, "config.json")
   if not ckpt.has_steps(os.path.join(workdir, "checkpoints", ckpt.LATEST)):
@@ -140,6 +158,9 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
     return
   before = _flatten(evaluate_lib.load_config(workdir).to_dict())
   now = _flatten(config.to_dict())
+  default = _flatten(defaults.to_dict()) if defaults is not None else {}
+  # Absent from the old config.json: compared with its default (see the docstring).
+  before.update({k: default.get(k, now[k]) for k in set(now) - set(before)})
   changed = sorted(
       k
       for k in set(before) | set(now)
@@ -147,7 +168,7 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
   )
   if changed:
     diffs = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-    raise ValueError(
+    raise errors.UserError(
         f"{workdir} holds checkpoints of a different run ({diffs}). Resume with its "
         f"config.json, or train in a new workdir."
     )
@@ -190,46 +211,62 @@ class _Logger:
 
 def _check_batch(batch_size: int, devices: int, what: str = "train.batch_size"):
   if batch_size % devices:
-    raise ValueError(
+    raise errors.UserError(
         f"{what}={batch_size} is not divisible by the {devices} devices of the data axis; "
         f"choose a multiple of {devices}"
         + (" (or train.drop_remainder=True)." if what == "last batch" else ".")
     )
   if batch_size % jax.process_count():
-    raise ValueError(f"{what}={batch_size} must divide among {jax.process_count()} processes.")
+    raise errors.UserError(
+        f"{what}={batch_size} must divide among {jax.process_count()} processes."
+    )
 
 
 def train(
     config: ml_collections.ConfigDict, workdir: str, dataset: common.Dataset | None = None
 ) -> tuple[TrainState, base.Method]:
-  """Trains (resuming from workdir's latest checkpoint); returns (final state, method)."""
+  """Trains (resuming from workdir's latest checkpoint); returns (final state, method).
+
+  Raises:
+    UserError: for a bad config value (also one that the method, its optimizer or its
+      initialisation rejects with a ValueError), a batch size that the devices or the
+      training split do not allow, or a workdir whose checkpoints are of another run;
+      then nothing has been written to `workdir`.
+  """
   if config.train.multi_host:
     jax.distributed.initialize()
-  dataset = dataset if dataset is not None else data_lib.load_dataset(config.data)
-  logging.info("%s", dataset.summary())
-  method = methods.get_method(config, dataset.dims(), dataset.meta)
   tc = config.train
   if tc.num_epochs < 1:
-    raise ValueError(f"train.num_epochs must be >= 1, got {tc.num_epochs}.")
+    raise errors.UserError(f"train.num_epochs must be >= 1, got {tc.num_epochs}.")
+  if dataset is None:
+    with errors.config_values():  # e.g. data.graph_neighbors beyond the vocabulary
+      dataset = data_lib.load_dataset(config.data)
+  logging.info("%s", dataset.summary())
+  with errors.config_values():
+    method = methods.get_method(config, dataset.dims(), dataset.meta)
   mesh = parallel.create_mesh()
   _check_batch(tc.batch_size, mesh.size)
   steps_per_epoch = method.num_batches(dataset.train, tc.batch_size)
   if steps_per_epoch < 1:
-    raise ValueError(
+    raise errors.UserError(
         f"train.batch_size={tc.batch_size} gives no training batch: the train split has "
         f"{len(dataset.train)} pairs."
     )
   if not tc.get("drop_remainder", True):
     _check_batch(len(dataset.train) % tc.batch_size or tc.batch_size, mesh.size, "last batch")
   check_resumable(config, workdir)
+  replicated = NamedSharding(mesh, P())
+  # The method, its optimizer and its initialisation read the model and train fields;
+  # what they reject is a bad config value ("Unknown fusion 'foo'").
+  with errors.config_values():
+    optimizer = method.optimizer(tc, steps_per_epoch)
+    state = initial_state(method, optimizer, dataset, config.seed)
+  state = jax.device_put(state, replicated)
+  # The config is good: only now is anything written.
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  optimizer = method.optimizer(tc, steps_per_epoch)
-  replicated = NamedSharding(mesh, P())
-
-  state = jax.device_put(initial_state(method, optimizer, dataset, config.seed), replicated)
   latest, best = ckpt.managers(workdir, tc.keep_checkpoints)
   start_step = 0
   if latest.latest_step() is not None:
@@ -253,82 +290,87 @@ def train(
         total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True
     )
   step = start_step
-  with jax.set_mesh(mesh):
-    for epoch in range(start_epoch, tc.num_epochs):
-      t0 = time.perf_counter()
-      epoch_losses = []
-      for batch in method.batches(dataset.train, tc.batch_size, config.seed, epoch):
-        state, metrics = train_step(state, parallel.shard_batch(batch, mesh), key)
-        step += 1
-        epoch_losses.append(metrics["loss"])
-        if step % tc.log_every_steps == 0 or step == total:
-          logger.write("train", step, {k: float(v) for k, v in metrics.items()})
+  try:
+    with jax.set_mesh(mesh):
+      for epoch in range(start_epoch, tc.num_epochs):
+        t0 = time.perf_counter()
+        epoch_losses = []
+        for batch in method.batches(dataset.train, tc.batch_size, config.seed, epoch):
+          state, metrics = train_step(state, parallel.shard_batch(batch, mesh), key)
+          step += 1
+          epoch_losses.append(metrics["loss"])
+          if step % tc.log_every_steps == 0 or step == total:
+            logger.write("train", step, {k: float(v) for k, v in metrics.items()})
+          if progress is not None:
+            progress.update(1)
+        if len(epoch_losses) != steps_per_epoch:
+          raise ValueError(
+              f"{type(method).__name__}.batches gave {len(epoch_losses)} batches in epoch "
+              f"{epoch}, but num_batches says {steps_per_epoch}."
+          )
+        epoch_loss = float(np.mean(jax.device_get(epoch_losses)))
+        record = {
+            "epoch": epoch + 1,
+            "loss": epoch_loss,
+            "epoch_seconds": time.perf_counter() - t0,
+        }
+        if has_validation:
+          # Choices made on validation (a fusion weight) go into the state's non-param
+          # collections, so the mAP below and the checkpoints saved after carry them.
+          # The split is encoded and scored once, for both.
+          channels = evaluate_lib.split_channels(
+              method, state.variables, dataset.validation, config.eval
+          )
+          calibrated = method.calibrate(state.variables, channels, dataset.validation["label"])
+          _, collections = ckpt.split_variables(calibrated)
+          state = state.replace(collections=jax.device_put(collections, replicated))
+          val = evaluate_lib.evaluate_split(
+              method,
+              state.variables,
+              dataset.validation,
+              config.eval,
+              full=False,
+              channels=channels,
+          )
+          record.update(
+              {
+                  "validation_map": val["map_all"]["avg"],
+                  "validation_map_i2t": val["map_all"]["i2t"],
+                  "validation_map_t2i": val["map_all"]["t2i"],
+              }
+          )
+        logger.write("epoch", step, record)
         if progress is not None:
-          progress.update(1)
-      if len(epoch_losses) != steps_per_epoch:
-        raise ValueError(
-            f"{type(method).__name__}.batches gave {len(epoch_losses)} batches in epoch "
-            f"{epoch}, but num_batches says {steps_per_epoch}."
-        )
-      epoch_loss = float(np.mean(jax.device_get(epoch_losses)))
-      record = {
-          "epoch": epoch + 1,
-          "loss": epoch_loss,
-          "epoch_seconds": time.perf_counter() - t0,
-      }
-      if has_validation:
-        # Choices made on validation (a fusion weight) go into the state's non-param
-        # collections, so the mAP below and the checkpoints saved after carry them.
-        # The split is encoded and scored once, for both.
-        channels = evaluate_lib.split_channels(
-            method, state.variables, dataset.validation, config.eval
-        )
-        calibrated = method.calibrate(state.variables, channels, dataset.validation["label"])
-        _, collections = ckpt.split_variables(calibrated)
-        state = state.replace(collections=jax.device_put(collections, replicated))
-        val = evaluate_lib.evaluate_split(
-            method,
-            state.variables,
-            dataset.validation,
-            config.eval,
-            full=False,
-            channels=channels,
-        )
-        record.update(
-            {
-                "validation_map": val["map_all"]["avg"],
-                "validation_map_i2t": val["map_all"]["i2t"],
-                "validation_map_t2i": val["map_all"]["t2i"],
-            }
-        )
-      logger.write("epoch", step, record)
-      if progress is not None:
-        progress.set_postfix(
-            epoch=epoch + 1,
-            loss=f"{epoch_loss:.4f}",
-            val_map=f"{record.get('validation_map', float('nan')):.4f}",
-        )
-      last = epoch + 1 == tc.num_epochs
-      if (epoch + 1) % tc.checkpoint_every_epochs == 0 or last:
-        latest.save(step, args=ckpt.save_args(state))
-      # The best-by-validation copy is written only when validation improves (orbax
-      # would otherwise write every epoch and delete the loser).
-      if has_validation and record["validation_map"] > best_map:
-        best_map = record["validation_map"]
-        best.save(step, args=ckpt.save_args(state), metrics={ckpt.METRIC: best_map}, force=True)
-  if progress is not None:
-    progress.close()
-  latest.wait_until_finished()
-  best.wait_until_finished()
-  latest.close()
-  best.close()
-  logger.close()
+          progress.set_postfix(
+              epoch=epoch + 1,
+              loss=f"{epoch_loss:.4f}",
+              val_map=f"{record.get('validation_map', float('nan')):.4f}",
+          )
+        last = epoch + 1 == tc.num_epochs
+        if (epoch + 1) % tc.checkpoint_every_epochs == 0 or last:
+          latest.save(step, args=ckpt.save_args(state))
+        # The best-by-validation copy is written only when validation improves (orbax
+        # would otherwise write every epoch and delete the loser).
+        if has_validation and record["validation_map"] > best_map:
+          best_map = record["validation_map"]
+          best.save(step, args=ckpt.save_args(state), metrics={ckpt.METRIC: best_map}, force=True)
+  finally:
+    # Also on Ctrl-C: the bar ends its line, and a checkpoint still being written in the
+    # background is finished (exiting would cut it off), so the last one is kept whole.
+    if progress is not None:
+      progress.close()
+    latest.wait_until_finished()
+    best.wait_until_finished()
+    latest.close()
+    best.close()
+    logger.close()
   return state, method
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, then evaluates the selected checkpoint on the test split (results.json)."""
-  dataset = data_lib.load_dataset(config.data)
+  with errors.config_values():
+    dataset = data_lib.load_dataset(config.data)
   train(config, workdir, dataset=dataset)
   return evaluate_lib.evaluate(workdir, config=config, dataset=dataset)
 

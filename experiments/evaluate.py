@@ -2,22 +2,23 @@ r"""Evaluates a trained workdir: restores a checkpoint, writes results.json and 
 
   python -m experiments.evaluate --workdir=/tmp/drsl [--checkpoint=best|latest|STEP]
 
-The config is read from WORKDIR/config.json unless --config is given.
+The config is read from WORKDIR/config.json unless --config is given (then its fields
+are listed below; `python -m experiments.train --help` lists the default config's). A bad
+input is one line `error: ...` (CROSSMODAL_TRACEBACK=1 shows its traceback).
 """
 
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs
-from experiments import overrides
+from experiments import cli
 
 if __name__ == "__main__":
   # Before DEFINE_config_file, which applies the overrides as it is defined.
-  overrides.check(sys.argv[1:], None)
+  cli.before_flags(sys.argv[1:], None)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -42,8 +43,7 @@ _SPLIT = flags.DEFINE_enum(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.unexpected_arguments(argv)
   logs.quiet_library_logs()
   results = evaluate.evaluate(
       _WORKDIR.value, config=_CONFIG.value, checkpoint=_CHECKPOINT.value, split=_SPLIT.value
@@ -56,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, lambda: "no results were written; re-run the same command.")

@@ -1,9 +1,10 @@
 """Checks --config=FILE[:ARG] and its --config.FIELD=VALUE overrides before absl parses them.
 
 ml_collections reports a bad config argument or an unknown field as a traceback ending
-in a bare `AttributeError: "'nope'"`; this exits with one line naming the problem and
-listing the valid choices instead. It works for any config file that defines
-`get_config(arg)` (as ml_collections' config_flags expects).
+in a bare `AttributeError: "'nope'"`, and an override given before `--config=` as a
+"FATAL Flags parsing error"; this exits with one line naming the problem (and listing the
+valid choices) instead. It works for any config file that defines `get_config(arg)` (as
+ml_collections' config_flags expects).
 """
 
 from __future__ import annotations
@@ -12,10 +13,21 @@ import importlib.util
 import os
 import sys
 
+import ml_collections
+
 DEFAULT_CONFIG = "configs/default.py"
+# The exit status of a bad command line (absl's flag errors exit with it too, via cli).
+USAGE_EXIT = 2
 
 
-def _config_arg(argv: list[str], default: str | None) -> str | None:
+def fail(message: str, status: int = USAGE_EXIT):
+  """Exits with `error: message` as the one line on stderr."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
+def config_arg(argv: list[str], default: str | None = DEFAULT_CONFIG) -> str | None:
+  """The value of --config in argv (`FILE[:ARG]`), or `default`."""
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
       return arg.split("=", 1)[1]
@@ -31,19 +43,44 @@ def _load(path: str):
   return module
 
 
-def check(argv: list[str], default: str | None = DEFAULT_CONFIG) -> None:
-  """Exits with a clear message if the config argument or an override is invalid."""
-  value = _config_arg(argv, default)
-  if value is None:
-    return
+def load(value: str) -> ml_collections.ConfigDict:
+  """The config that `--config=value` names, without overrides (its fields' defaults).
+
+  Raises:
+    ValueError: the file's get_config rejects the argument (an unknown method).
+    FileNotFoundError: there is no such file.
+  """
   path, _, arg = value.partition(":")
   if not os.path.isfile(path):
-    sys.exit(f"Bad --config: no config file {path!r}.")
+    raise FileNotFoundError(f"no config file {path!r}")
+  module = _load(path)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def check(
+    argv: list[str], default: str | None = DEFAULT_CONFIG
+) -> ml_collections.ConfigDict | None:
+  """Exits with one clear line if the config argument or an override is invalid.
+
+  Returns:
+    The config that --config (or `default`) names, before overrides; None without one.
+  """
+  value = config_arg(argv, default)
+  if value is None:
+    return None
+  first = next((i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), 0)
+  early = [a for a in argv[:first] if a.startswith(("--config.", "--noconfig."))]
+  if early:
+    fail(
+        f"{early[0]} comes before --config={value}: put --config.FIELD=VALUE overrides "
+        "after --config=..."
+    )
   try:
-    module = _load(path)
-    config = module.get_config(arg) if arg else module.get_config()
+    config = load(value)
+  except FileNotFoundError as e:
+    fail(f"Bad --config: {e}.")
   except ValueError as e:
-    sys.exit(f"Bad --config: {e}")
+    fail(f"Bad --config: {e}")
   for arg in argv:
     if not arg.startswith("--config."):
       continue
@@ -53,9 +90,10 @@ def check(argv: list[str], default: str | None = DEFAULT_CONFIG) -> None:
       if not hasattr(node, "keys") or part not in node:
         where = ".".join(walked) or "config"
         choices = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a leaf)"
-        sys.exit(
+        fail(
             f"Unknown config field {field!r}: {where} has no {part!r}. "
-            f"Fields of {where}: {choices}."
+            f"Fields of {where}: {choices}. (--help lists them all.)"
         )
       node = node[part]
       walked.append(part)
+  return config

@@ -23,6 +23,7 @@ from crossmodal_jax.data.tfds_io import (
 )
 from crossmodal_jax.data.wikipedia import WikipediaCrossModal, parse_text_xml
 
+from configs import default as default_configs
 from conftest import WIKI_DIR as REAL_WIKI
 
 
@@ -530,6 +531,21 @@ FEAT_BAD_CASES = {
         DatasetFileError,
         ["test_txt.mat"],
     ),
+    # Labels must be 0..C-1 or 1..C over all splits: a single 999 among classes 1..3 is
+    # no "999 classes".
+    "label_far_out": (
+        _feat_save("test_img_lab", lambda x: np.where(np.arange(len(x))[:, None] == 4, 999, x)),
+        DatasetFileError,
+        ["test_img_lab.mat", "label 999", "classes 4-998", "classes seen: 1-3, 999"],
+    ),
+    "label_gap": (  # class 2 of 1..3 renamed 4 in both splits
+        lambda r: [
+            _feat_save(f"{p}_img_lab", lambda x: np.where(x == 2, 4, x))(r)
+            for p in ("train", "test")
+        ],
+        DatasetFileError,
+        ["train_img_lab.mat", "label 3", "class 2 ", "classes seen: 1, 3-4"],
+    ),
 }
 
 
@@ -550,6 +566,21 @@ def test_features_bad_input(case, tmp_path):
   _write_features(src)
   b = prepare(CrossModalFeatures, src, data_dir)
   assert read_split(b, "train")["image"].shape == (40, 7)
+
+
+def test_features_build_is_quiet(tmp_path, capfd, caplog):
+  """A fresh build logs one line per split: no TFDS banner, bars or variant warning."""
+  src = tmp_path / "src"
+  _write_features(src, n_valid=6)
+  with caplog.at_level("INFO"):
+    prepare(CrossModalFeatures, src, tmp_path / "data")
+  out, err = capfd.readouterr()
+  assert "Downloading and preparing" not in out + err
+  assert "downloaded and prepared" not in out + err
+  assert "examples/s" not in err and "splits/s" not in err  # TFDS's tqdm bars
+  built = [r.getMessage() for r in caplog.records if "built split" in r.getMessage()]
+  assert len(built) == 3 and "built split train (40 examples)" in built[0], built
+  assert tfds.core.utils.tqdm_utils._active  # bars are on again after the build
 
 
 # =========================================================================== load_dataset
@@ -578,23 +609,18 @@ def loadable_wiki(tmp_path):
 
 
 def _data_config(name: str, manual_dir: Path | str, data_dir: Path, **overrides):
-  ml_collections = pytest.importorskip("ml_collections")
-  config = ml_collections.ConfigDict(
-      dict(
-          name=name,
-          manual_dir=os.fspath(manual_dir),
-          data_dir=os.fspath(data_dir),
-          text_feature="tfidf",
-          vocab_size=100,
-          min_count=1,
-          svd_dim=2,
-          sublinear_tf=True,
-          stopwords="builtin",
-          word_sequences=False,
-          max_words=5,
-          standardize_image=False,
-          num_validation=0,
-      )
+  """The project's data defaults (configs/default.py), made small for the toy folders."""
+  config = default_configs.data_config(name)
+  config.update(
+      manual_dir=os.fspath(manual_dir),
+      data_dir=os.fspath(data_dir),
+      text_feature="tfidf",
+      vocab_size=100,
+      min_count=1,
+      svd_dim=2,
+      stopwords="builtin",
+      max_words=5,
+      standardize_image=False,
   )
   config.update(overrides)
   return config

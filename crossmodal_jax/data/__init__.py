@@ -22,6 +22,7 @@ import dataclasses
 
 import numpy as np
 
+from crossmodal_jax import errors
 from crossmodal_jax.data import common
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.data import wikipedia_features
@@ -43,7 +44,7 @@ def load_dataset(data_config) -> common.Dataset:
 
     dataset = features.load(data_config)
   else:
-    raise ValueError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
+    raise errors.UserError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
   if data_config.get("standardize_image", False):
     dataset = standardize(dataset, "image")
   return dataset

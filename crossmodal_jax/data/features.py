@@ -12,8 +12,10 @@ the file::
 Labels are either an integer class column (``n x 1``, ``1 x n`` or ``n``) or an
 ``n x C`` one-hot / multi-hot 0/1 matrix; all splits must use the same form. Integer
 classes are 1-based when the smallest label over all splits is 1, else 0-based (a
-negative label is an error); C is then the largest 0-based class + 1. For 0/1 matrices
-C is the number of columns.
+negative label is an error), and over the union of the splits they must be exactly
+0..C-1 or 1..C: a label that leaves a class below it without any row (a test label of
+999 among classes 1..5) is an error naming its file, the value and the classes seen. For
+0/1 matrices C is the number of columns.
 
 Splits: ``train``, ``test`` and ``validation`` -- from the ``valid_*`` files when they
 exist, otherwise the LAST ``num_validation`` training rows (constructor argument,
@@ -53,6 +55,7 @@ import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
 
+from crossmodal_jax import errors
 from crossmodal_jax.data import common
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
@@ -149,6 +152,40 @@ def _raw_labels(path: Path, var: str, n: int) -> tuple[str, np.ndarray]:
   return "multi", y.astype(np.float32)
 
 
+def _ranges(values: np.ndarray) -> str:
+  """Sorted distinct integers as runs: [1, 2, 3, 5, 999] -> "1-3, 5, 999"."""
+  runs, start = [], None
+  for i, v in enumerate(values):
+    if start is None:
+      start = v
+    if i + 1 == len(values) or values[i + 1] != v + 1:
+      runs.append(f"{start}" if start == v else f"{start}-{v}")
+      start = None
+  return ", ".join(runs)
+
+
+def _contiguous_classes(parts: dict[str, dict[str, Any]]) -> tuple[int, int]:
+  """(base, C) of integer labels that are 0..C-1 or 1..C over the union of the splits.
+
+  Raises:
+    DatasetFileError: naming the label file of the first value that leaves a class
+      empty below it (a single test label of 999 among classes 1..5), and the classes seen.
+  """
+  seen = np.unique(np.concatenate([p["y"] for p in parts.values()]))
+  base = 1 if seen[0] == 1 else 0
+  expected = np.arange(base, base + len(seen))
+  if not np.array_equal(seen, expected):
+    bad = int(seen[np.argmax(seen != expected)])
+    path = next(p["lab_path"] for p in parts.values() if np.any(p["y"] == bad))
+    missing = np.setdiff1d(np.arange(base, bad), seen)
+    raise DatasetFileError(
+        f"{path}: label {bad} leaves class{'es' if len(missing) > 1 else ''} "
+        f"{_ranges(missing)} without any row; labels over all splits must be 0..C-1 or "
+        f"1..C with every class used (classes seen: {_ranges(seen)})"
+    )
+  return base, len(seen)
+
+
 class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
   """Pre-extracted image/text features with class labels, from .mat files.
 
@@ -184,7 +221,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
         )
       num_validation = int(num_validation)
       if num_validation < 0:
-        raise ValueError(f"num_validation must be >= 0, got {num_validation}")
+        raise errors.UserError(f"num_validation must be >= 0, got {num_validation}")
       root = resolve_dir(manual_dir)
       fp = source_fingerprint(root, SOURCE_FILES, num_validation)
       config = FeaturesConfig(
@@ -222,7 +259,10 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     src = self.load_source()
-    return {name: self._generate_examples(part) for name, part in src["splits"].items()}
+    return {
+        name: self.announced(name, self._generate_examples(part))
+        for name, part in src["splits"].items()
+    }
 
   def _generate_examples(self, part: dict[str, np.ndarray]):
     for r in range(len(part["index"])):
@@ -253,7 +293,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
     has_valid = bool(present)
     k = self.builder_config.num_validation
     if has_valid and k:
-      raise ValueError(
+      raise errors.UserError(
           f"{root}: num_validation={k} but valid_*.mat files are present; "
           "use num_validation=0 with explicit validation files"
       )
@@ -295,8 +335,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
     kind = parts["train"]["kind"]
     base = None
     if kind == "int":
-      base = 1 if min(int(p["y"].min()) for p in parts.values()) == 1 else 0
-      num_classes = max(int(p["y"].max()) for p in parts.values()) - base + 1
+      base, num_classes = _contiguous_classes(parts)
       for p in parts.values():
         cls = p["y"] - base
         p["label"] = cls
@@ -320,7 +359,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
     elif k:
       n = train["index"].shape[0]
       if k >= n:
-        raise ValueError(
+        raise errors.UserError(
             f"{root / 'train_img.mat'}: num_validation={k} leaves no training "
             f"rows (the file has {n})"
         )
@@ -349,7 +388,7 @@ def load(data_config) -> common.Dataset:
     empty, with the right shapes.
 
   Raises:
-    ValueError: if ``manual_dir`` is not set; DatasetFileError for bad files.
+    UserError: if ``manual_dir`` is not set; DatasetFileError for bad files.
   """
   manual_dir = require_manual_dir(data_config)
   builder = prepare(

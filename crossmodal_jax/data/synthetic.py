@@ -28,6 +28,7 @@ import dataclasses
 
 import numpy as np
 
+from crossmodal_jax import errors
 from crossmodal_jax.data import common
 from crossmodal_jax.data import word_graph as word_graph_lib
 
@@ -93,7 +94,7 @@ def load(data_config) -> common.Dataset:
   try:
     preset = PRESETS[data_config.synthetic_preset]
   except KeyError:
-    raise ValueError(
+    raise errors.UserError(
         f"Unknown synthetic preset {data_config.synthetic_preset!r}; choose "
         f"one of {tuple(PRESETS)}."
     ) from None

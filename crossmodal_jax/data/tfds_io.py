@@ -12,8 +12,9 @@ Public API:
 * :func:`read_split` -- read a whole split into stacked numpy arrays, in row order.
 * :func:`require_manual_dir` -- the source folder named by a dataset config.
 * :class:`DatasetFileError` -- the one error raised for bad source files (a
-  ``ValueError``); :class:`DatasetFileNotFoundError` is the flavour raised for a missing
-  folder or file (also a ``FileNotFoundError``).
+  :class:`crossmodal_jax.errors.UserError`, so a ``ValueError``);
+  :class:`DatasetFileNotFoundError` is the flavour raised for a missing folder or file
+  (also a ``FileNotFoundError``).
 
 Where a build lives. Each builder of this package takes the source folder as a
 constructor argument (``manual_dir=``) and derives its builder-config name from a
@@ -31,6 +32,11 @@ any directory (:func:`prepare` calls ``builder.load_source()`` first), and TFDS 
 writes into a temporary ``incomplete.*`` directory that is renamed only on success.
 :func:`prepare` additionally removes leftovers of interrupted earlier builds and the
 empty directories a failed build created, so the next call rebuilds cleanly.
+
+Quiet builds. A build logs one INFO line per split it writes (the builders of this package
+announce their splits through :meth:`SourceBuilderMixin.announced`); TFDS's own output
+(the "Downloading and preparing dataset Unknown size" and "downloaded and prepared"
+lines, its nested progress bars) is switched off while :func:`prepare` builds.
 """
 
 from __future__ import annotations
@@ -39,13 +45,17 @@ import hashlib
 import inspect
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
+from tensorflow_datasets.core.utils import tqdm_utils
+
+from crossmodal_jax import errors
 
 __all__ = [
     "DatasetFileError",
@@ -60,14 +70,14 @@ FILE_FORMAT = "array_record"
 _INCOMPLETE_PREFIX = "incomplete."
 
 
-class DatasetFileError(ValueError):
+class DatasetFileError(errors.UserError):
   """A source file of a dataset is missing, unreadable or inconsistent.
 
   The message always names the offending file (and the line for text list files).
   """
 
 
-class DatasetFileNotFoundError(DatasetFileError, FileNotFoundError):
+class DatasetFileNotFoundError(DatasetFileError, errors.MissingError):
   """A required source folder or file does not exist."""
 
 
@@ -93,10 +103,12 @@ def require_manual_dir(data_config) -> str:
     :func:`prepare`).
 
   Raises:
-    ValueError: if ``data_config.manual_dir`` is empty.
+    UserError: if ``data_config.manual_dir`` is empty.
   """
   if not data_config.manual_dir:
-    raise ValueError(f"Dataset {data_config.name!r} reads files: set --config.data.manual_dir=DIR.")
+    raise errors.UserError(
+        f"Dataset {data_config.name!r} reads files: set --config.data.manual_dir=DIR."
+    )
   return os.path.expanduser(data_config.manual_dir)
 
 
@@ -161,6 +173,25 @@ class SourceBuilderMixin:
   def clear_source(self) -> None:
     """Drops the cached source arrays (prepare() calls this after a build)."""
     self._source_cache = None
+
+  def announced(self, split: str, examples: Iterable[Any]) -> Iterator[Any]:
+    """Yields ``examples`` (a split's generator), then logs one line for the split.
+
+    The builders wrap each split's generator in it, so a build logs one line per split.
+    """
+    n = 0
+    for n, example in enumerate(examples, 1):
+      yield example
+    logging.info("%s: built split %s (%d examples).", self.name, split, n)
+
+  # TFDS prints these two through termcolor, to stdout: "Downloading and preparing dataset
+  # Unknown size (download: Unknown size, ...)" and "Dataset ... downloaded and prepared
+  # to ...". A build announces its splits instead (announced()).
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
 
   def _source_dir(self) -> Path:  # pragma: no cover - overridden
     raise NotImplementedError
@@ -234,9 +265,13 @@ def prepare(
       if not d.exists() and data_root in d.parents
   ]
   _remove_leftovers(data_path)
+  # TFDS's nested progress bars (splits, examples, shuffling) are off while it builds.
+  bars = getattr(tqdm_utils, "_active", True)
   try:
     if isinstance(builder, SourceBuilderMixin):
       builder.load_source(root)  # validate everything before TFDS writes
+    tfds.display_progress_bar(False)
+    logging.info("Building %s from %s into %s (once).", builder.name, root, data_path)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(root)),
         file_format=FILE_FORMAT,
@@ -248,6 +283,7 @@ def prepare(
     _prune_empty(sorted(created, key=lambda p: len(p.parts), reverse=True))
     raise
   finally:
+    tfds.display_progress_bar(bars)
     if isinstance(builder, SourceBuilderMixin):
       builder.clear_source()
   return builder

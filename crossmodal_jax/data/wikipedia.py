@@ -46,6 +46,7 @@ import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
 
+from crossmodal_jax import errors
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
     SourceBuilderMixin,
@@ -240,7 +241,7 @@ class WikipediaCrossModal(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
     if config is None:
       num_validation = int(num_validation)
       if num_validation < 0:
-        raise ValueError(f"num_validation must be >= 0, got {num_validation}")
+        raise errors.UserError(f"num_validation must be >= 0, got {num_validation}")
       if manual_dir is not None:
         root = resolve_dir(manual_dir)
         fp = source_fingerprint(
@@ -330,7 +331,7 @@ class WikipediaCrossModal(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
     if k > 0:
       splits["validation"] = self._generate_examples(src["test"], slice(0, k))
     splits["test"] = self._generate_examples(src["test"], slice(k, n_test))
-    return splits
+    return {name: self.announced(name, examples) for name, examples in splits.items()}
 
   def _generate_examples(self, part: dict[str, Any], rows: slice):
     idx = part["index"][rows]

@@ -37,6 +37,7 @@ import os
 import numpy as np
 from absl import logging
 
+from crossmodal_jax import errors
 from crossmodal_jax.data import common
 from crossmodal_jax.data import glove
 from crossmodal_jax.data import svd
@@ -69,7 +70,7 @@ def load(data_config) -> common.Dataset:
     ``word_vectors``), and with ``word_graph`` also ``graph_vocab`` and ``word_graph``.
 
   Raises:
-    ValueError: if ``manual_dir`` is not set, the text feature is unknown, or word
+    UserError: if ``manual_dir`` is not set, the text feature is unknown, or word
       sequences are asked for with the "lda" feature; DatasetFileError for bad files.
   """
   # TFDS is imported only when a file-backed dataset is loaded.
@@ -79,10 +80,12 @@ def load(data_config) -> common.Dataset:
   manual_dir = tfds_io.require_manual_dir(data_config)
   feature = data_config.text_feature
   if feature not in TEXT_FEATURES:
-    raise ValueError(f"Unknown text_feature {feature!r}; choose one of {TEXT_FEATURES}.")
+    raise errors.UserError(f"Unknown text_feature {feature!r}; choose one of {TEXT_FEATURES}.")
   word_sequences = data_config.get("word_sequences", False)
   if word_sequences and feature == "lda":
-    raise ValueError("word_sequences needs a vocabulary: use a text_feature other than 'lda'.")
+    raise errors.UserError(
+        "word_sequences needs a vocabulary: use a text_feature other than 'lda'."
+    )
   builder = tfds_io.prepare(wikipedia.WikipediaCrossModal, manual_dir, data_config.data_dir)
   raw = {s: tfds_io.read_split(builder, s) for s in _SPLITS}
   class_names = list(builder.info.features["label"].names)
@@ -92,6 +95,12 @@ def load(data_config) -> common.Dataset:
   graph_arrays = {}
   use_graph = data_config.get("word_graph", False)
   if feature != "lda" or use_graph:
+    # Tokenising the articles and fitting on train take a while: say so.
+    logging.info(
+        "Wikipedia text feature %s: fitting on the %d training articles.",
+        feature,
+        len(raw["train"]["text"]),
+    )
     tokens = {s: [tokens_lib.tokenize(t) for t in raw[s]["text"]] for s in raw}
   if feature == "lda":
     texts = {s: raw[s]["lda"].astype(np.float32) for s in raw}

@@ -1,0 +1,86 @@
+"""What the entry points share: one-line errors, Ctrl-C, and the config fields in --help.
+
+    if __name__ == "__main__":
+      cli.before_flags(sys.argv[1:])  # before DEFINE_config_file applies the overrides
+    ...
+    if __name__ == "__main__":
+      cli.run(main, interrupted=lambda: "...")
+
+- A bad command line (an unknown field or flag, an override before --config=, a value
+  of the wrong type) is one line `error: ...` on stderr, exit status 2.
+- A `crossmodal_jax.errors.UserError` from main (a bad data file, a bad config value,
+  a batch the devices do not divide, a missing checkpoint) is one line `error: ...`,
+  exit status 1; `CROSSMODAL_TRACEBACK=1` shows its traceback. Any other exception keeps
+  its traceback: it is a bug, not a bad input.
+- Ctrl-C is one line `interrupted: ...` (what was kept, how to go on), exit status 130.
+- `--help` lists the config's fields with their values and meanings (`config_help`),
+  for the config that --config names.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable
+
+from absl import app
+from absl import flags
+
+from crossmodal_jax import errors
+from experiments import config_help
+from experiments import overrides
+
+HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull")
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+
+def before_flags(argv: list[str], default: str | None = overrides.DEFAULT_CONFIG):
+  """Checks the config argument and overrides (one line and exit if bad); with --help,
+  appends the config's fields to the __main__ docstring that absl prints.
+
+  Returns:
+    The config --config names before overrides (None when there is none).
+  """
+  config = overrides.check(argv, default)
+  if config is not None and any(arg.split("=", 1)[0] in HELP_FLAGS for arg in argv):
+    main = sys.modules["__main__"]
+    listing = config_help.listing(config, overrides.config_arg(argv, default))
+    main.__doc__ = (main.__doc__ or "") + listing
+  return config
+
+
+def one_line(error: BaseException) -> str:
+  """The error's message on one line."""
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    overrides.fail(one_line(e))
+
+
+def _guarded(main: Callable[[list[str]], None], interrupted: Callable[[], str] | None, argv):
+  try:
+    return main(argv)
+  except errors.UserError as e:
+    if os.environ.get(errors.TRACEBACK_ENV):
+      raise
+    overrides.fail(one_line(e), 1)
+  except KeyboardInterrupt:
+    message = interrupted() if interrupted is not None else "nothing was written"
+    print(f"interrupted: {message}", file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)
+
+
+def run(main: Callable[[list[str]], None], interrupted: Callable[[], str] | None = None):
+  """`app.run(main)` with one-line errors; `interrupted()` says what a Ctrl-C kept."""
+  app.run(functools.partial(_guarded, main, interrupted), flags_parser=_parse_flags)
+
+
+def unexpected_arguments(argv: list[str]) -> None:
+  """Exits with one line if absl left positional arguments (argv[0] is the program)."""
+  if len(argv) > 1:
+    overrides.fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
