@@ -11,7 +11,11 @@ Measures, on whatever devices JAX sees:
 - all-pairs scoring of a 4k x 4k synthetic gallery (paper sizes), with the separable
   first layer + fused kernel, and the naive formulation (concatenate each pair, run the
   600-1024-1 MLP) on a sub-block, so their ratio is measured in the same run;
-- the fused pairwise kernel alone against the naive [P, Q, K] grid, forward + backward.
+- the fused pairwise kernel alone against the naive [P, Q, K] grid, forward + backward;
+- SCANet's training steps with pairs grouped by text against shuffled pairs, and its
+  all-pairs scoring (`--only=scanet`);
+- MCSM's training steps on Wikipedia at the code's LSTM width and the CPU one
+  (`--only=mcsm`, with --wikipedia_dir).
 Every entry carries its FLOP count (analytic, counting a multiply-add as 2 FLOPs) and the
 achieved GFLOP/s.
 """
@@ -59,9 +63,17 @@ _ONLY = flags.DEFINE_list(
     [],
     "Run only benchmarks whose name starts with one of "
     "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot, text_first_layer, "
-    "scanet).",
+    "scanet, mcsm; mcsm needs --wikipedia_dir and runs only with it).",
 )
 _SCANET_STEPS = flags.DEFINE_integer("scanet_steps", 20, "Timed SCANet training steps per order.")
+# MCSM's timed configs (spec, then model fields and data.max_words over it): the
+# authors' code (the `paper` preset), its LSTM width over 400 words without the conv
+# front-end, and the default chosen for the CPU.
+MCSM_CONFIGS = {
+    "code_recipe": ("mcsm,wikipedia,paper", {}),
+    "hidden512_words400": ("mcsm,wikipedia", {"hidden": 512, "max_words": 400}),
+    "default": ("mcsm,wikipedia", {}),
+}
 _GALLERY = flags.DEFINE_integer("gallery", 4096, "Items per modality in the scoring test.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Repetitions of each scoring measurement.")
 
@@ -478,6 +490,96 @@ def bench_scanet(cache: dict) -> list[dict]:
   return out
 
 
+def _lstm_flops(d_in: int, hidden: int, layers: int, steps: int) -> int:
+  """Forward FLOPs of a stacked LSTM over `steps` steps (4 gates: input and recurrent
+  matmuls; elementwise work not counted)."""
+  total, width = 0, d_in
+  for _ in range(layers):
+    total += 2 * 4 * hidden * (width + hidden) * steps
+    width = hidden
+  return total
+
+
+def mcsm_item_flops(model_cfg, dims, word_dim: int) -> dict[str, int]:
+  """Analytic forward FLOPs of encoding one image and one text in both MCSM spaces: the
+  text's conv front-end (if on), the LSTMs over R regions / L (pooled) words, the per-step
+  projection to D and the attention, and the two cross-modal Dense layers."""
+  h, d, layers = model_cfg.hidden, model_cfg.dim, model_cfg.num_layers
+  regions, d_img = dims.get("image_regions", (1, dims["image"][0]))
+  words = dims["word_ids"][0]
+  d_att = model_cfg.attention_dim or d
+  image = (
+      _lstm_flops(d_img, h, layers, regions)
+      + regions * (2 * h * d + 2 * d * d_att + 2 * d_att)
+      + 2 * dims["image"][0] * d
+  )
+  front_end, width = 0, word_dim
+  if model_cfg.front_end:
+    for k, c, pool in zip(
+        model_cfg.front_end_kernels, model_cfg.front_end_channels, model_cfg.front_end_pools
+    ):
+      front_end += 2 * words * k * width * c
+      words, width = words // pool, c
+  text_lstm = _lstm_flops(width, h, layers, words)
+  text = front_end + text_lstm + words * (2 * h * d + 2 * d) + 2 * dims["text"][0] * d
+  return {"image": image, "text": text, "text_lstm": text_lstm, "text_front_end": front_end}
+
+
+def bench_mcsm(configs: dict[str, tuple[str, dict]]) -> list[dict]:
+  """MCSM on Wikipedia (--wikipedia_dir; word sequences need the real texts): seconds per
+  training step and epoch of each named config ((spec, model field overrides)),
+  with the analytic FLOPs, of which the text space's LSTM is most."""
+  if not _WIKI.value:
+    raise app.UsageError("--only=mcsm needs --wikipedia_dir (MCSM reads the texts' words).")
+  from crossmodal_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+
+  out, datasets = [], {}
+  for name, (spec, fields) in configs.items():
+    config = default_configs.get_config(spec)
+    config.data.manual_dir = _WIKI.value
+    config.data.data_dir = _DATA_DIR.value
+    config.data.max_words = fields.get("max_words", config.data.max_words)
+    config.model.update({k: v for k, v in fields.items() if k != "max_words"})
+    if config.data.max_words not in datasets:
+      datasets[config.data.max_words] = data_lib.load_dataset(config.data)
+    dataset = datasets[config.data.max_words]
+    tc = config.train
+    method, steps, mesh, state, step_fn = _training_setup(config, dataset)
+    key = jax.random.key(0)
+    raw = list(itertools.islice(method.batches(dataset.train, tc.batch_size, 0, 0), 6))
+    batches = [parallel.shard_batch(b, mesh) for b in raw]
+    with jax.set_mesh(mesh):
+      state, _ = jax.block_until_ready(step_fn(state, batches[0], key))  # compile
+      t0 = time.perf_counter()
+      for b in batches[1:]:
+        state, metrics = step_fn(state, b, key)
+      jax.block_until_ready(metrics)
+    per_step = (time.perf_counter() - t0) / (len(batches) - 1)
+    dims = dataset.dims()
+    flops = mcsm_item_flops(config.model, dims, dataset.meta["word_vectors"].shape[1])
+    step_flops = 3 * tc.batch_size * (flops["image"] + flops["text"])
+    out.append(
+        {
+            "name": f"train_steps/mcsm/wikipedia/{name}",
+            "data": dataset.name,
+            "model": {k: config.model[k] for k in ("hidden", "dim", "num_layers", "front_end")},
+            "max_words": config.data.max_words,
+            "batch_size": tc.batch_size,
+            "seconds_per_step": per_step,
+            "steps_per_epoch": steps,
+            "seconds_per_epoch": per_step * steps,
+            "flops_per_step": step_flops,
+            "text_lstm_share_of_flops": flops["text_lstm"] / (flops["image"] + flops["text"]),
+            "text_front_end_share_of_flops": (
+                flops["text_front_end"] / (flops["image"] + flops["text"])
+            ),
+            "gflops_per_s": step_flops / per_step / 1e9,
+            "params": train_lib.num_params(state.params),
+        }
+    )
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -496,6 +598,8 @@ def main(argv):
         ("drsl", "tfidf"),
         ("drsl_code", "tfidf_svd"),
     ):
+      if (_EPOCHS.value if method_name == "drsl" else _CODE_EPOCHS.value) < 1:
+        continue  # --epochs=0 / --code_epochs=0: no timed epoch, no row
       results.append(bench_training(method_name, text_feature, cache))
       print(json.dumps(results[-1]))
   more = (
@@ -503,6 +607,7 @@ def main(argv):
       + (bench_kernel() if wanted("pairwise_relu_dot") else [])
       + (bench_text_layer(cache) if wanted("text_first_layer") else [])
       + (bench_scanet(cache) if wanted("scanet") else [])
+      + (bench_mcsm(MCSM_CONFIGS) if wanted("mcsm") and (_WIKI.value or _ONLY.value) else [])
   )
   for r in more:
     results.append(r)
