@@ -7,6 +7,7 @@ which registers it.
 """
 
 from crossmodal_jax.methods import drsl
+from crossmodal_jax.methods import hcmsl
 from crossmodal_jax.methods import mcsm
 from crossmodal_jax.methods import scanet
 from crossmodal_jax.methods.registry import REGISTRY
@@ -14,4 +15,4 @@ from crossmodal_jax.methods.registry import get_method
 from crossmodal_jax.methods.registry import names
 from crossmodal_jax.methods.registry import register
 
-__all__ = ["REGISTRY", "get_method", "names", "register", "drsl", "mcsm", "scanet"]
+__all__ = ["REGISTRY", "get_method", "names", "register", "drsl", "hcmsl", "mcsm", "scanet"]
