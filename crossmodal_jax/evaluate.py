@@ -81,6 +81,8 @@ def evaluate_split(
 ) -> dict[str, Any]:
   """mAP@ALL (i2t, t2i, avg) and, if `full`, mAP@R, P@K and the curves.
 
+  With `full`, a method whose `score` gives several named channels (MCSM's two spaces)
+  also gets each channel's mAP@ALL, ranked by that channel alone ("map_all_by_channel").
   Each direction's scores are sorted once per query for all of its metrics. `channels`,
   if given, are the split's score channels already computed with `variables`
   (`split_channels`), so a split scored for calibration is not scored again.
@@ -118,6 +120,17 @@ def evaluate_split(
   result["map_all"]["avg"] = float(np.mean([result["map_all"][d] for d in DIRECTIONS]))
   if full:
     result[f"map_at_{r}"]["avg"] = float(np.mean([result[f"map_at_{r}"][d] for d in DIRECTIONS]))
+    if isinstance(channels, dict) and len(channels) > 1:
+      # Several named score channels (MCSM's two spaces): each one's mAP@ALL on its own,
+      # next to the ranking that combines them.
+      result["map_all_by_channel"] = {}
+      for name, channel in channels.items():
+        maps = {
+            "i2t": metrics.map_at_all(np.asarray(channel, np.float32), labels, labels),
+            "t2i": metrics.map_at_all(np.asarray(channel, np.float32).T, labels, labels),
+        }
+        maps["avg"] = float(np.mean([maps[d] for d in DIRECTIONS]))
+        result["map_all_by_channel"][name] = maps
   return result
 
 

@@ -53,6 +53,8 @@ def main(argv):
       f"{_SPLIT.value} mAP@ALL  i2t {m['i2t']:.4f}  t2i {m['t2i']:.4f}  avg {m['avg']:.4f}  "
       f"(checkpoint step {results['checkpoint_step']})"
   )
+  for name, c in results.get("map_all_by_channel", {}).items():
+    print(f"  {name} alone:  i2t {c['i2t']:.4f}  t2i {c['t2i']:.4f}  avg {c['avg']:.4f}")
 
 
 if __name__ == "__main__":
