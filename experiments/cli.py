@@ -71,8 +71,13 @@ def _guarded(main: Callable[[list[str]], None], interrupted: Callable[[], str] |
     overrides.fail(one_line(e), 1)
   except KeyboardInterrupt:
     message = interrupted() if interrupted is not None else "nothing was written"
-    print(f"interrupted: {message}", file=sys.stderr)
-    sys.exit(INTERRUPTED_EXIT)
+    sys.stdout.flush()
+    print(f"interrupted: {message}", file=sys.stderr, flush=True)
+    # Training has already waited for its checkpoint writes (its `finally`); a normal
+    # interpreter exit would now tear down orbax's background event loop mid-flight and
+    # print "RuntimeError: Event loop is closed" after the line above. Nothing is left to
+    # flush or save, so leave at once.
+    os._exit(INTERRUPTED_EXIT)  # pylint: disable=protected-access
 
 
 def run(main: Callable[[list[str]], None], interrupted: Callable[[], str] | None = None):

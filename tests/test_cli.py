@@ -84,6 +84,43 @@ def test_bad_field_value_is_one_line_and_writes_nothing(tmp_path):
   assert not workdir.exists()
 
 
+@pytest.mark.parametrize(
+    "case",
+    ["batch_not_divisible", "missing_workdir", "override_before_config"],
+)
+def test_more_bad_inputs_are_one_line_through_the_entry_points(tmp_path, case):
+  workdir = tmp_path / "wd"
+  env = None
+  if case == "batch_not_divisible":
+    args = ["experiments.train", f"--workdir={workdir}", "--config.train.batch_size=100"]
+    env = {**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    want, status_want = "error: train.batch_size=100 is not divisible by the 8 devices", 1
+  elif case == "missing_workdir":
+    args = ["experiments.evaluate", f"--workdir={workdir}"]
+    want, status_want = f"error: {workdir / 'config.json'} not found", 1
+  else:
+    args = [
+        "experiments.train",
+        f"--workdir={workdir}",
+        "--config.train.num_epochs=1",
+        "--config=configs/default.py:drsl,synthetic",
+    ]
+    want, status_want = "error: --config.train.num_epochs=1 comes before --config=", 2
+  proc = subprocess.run(
+      [sys.executable, "-m", *args],
+      cwd=REPO,
+      env=env or ENV,
+      capture_output=True,
+      text=True,
+      timeout=180,
+  )
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == status_want, proc.stderr
+  assert lines and lines[-1].startswith(want), proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not workdir.exists()
+
+
 def test_bad_labels_are_one_line_and_leave_no_data(tmp_path):
   src, data_dir, workdir = tmp_path / "src", tmp_path / "data", tmp_path / "wd"
   src.mkdir()
