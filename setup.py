@@ -6,9 +6,9 @@ setuptools.setup(
     name="crossmodal_jax",
     version="0.1.0",
     description=(
-        "Learned-similarity cross-modal (image <-> text) retrieval in JAX/Flax: DRSL "
-        "today (SCANet, MCSM and HCMSL planned), behind one method face and one harness "
-        "that trains, checkpoints and evaluates them."
+        "Learned-similarity cross-modal (image <-> text) retrieval in JAX/Flax: SCANet, "
+        "DRSL, MCSM and HCMSL behind one method face and one harness that trains, "
+        "checkpoints and evaluates them."
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -28,6 +28,7 @@ setuptools.setup(
         "absl-py>=2.1",
         "numpy>=2.0",
         "scipy>=1.13",  # reading MATLAB .mat feature files
+        "scikit-learn>=1.5",  # the classical baselines' logistic regression (baselines.py)
         "matplotlib>=3.9",
         "tqdm>=4.66",
         # TensorBoard event files without TensorFlow (clu.metric_writers imports TF).

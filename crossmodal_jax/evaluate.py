@@ -28,8 +28,6 @@ from crossmodal_jax.data import common
 from crossmodal_jax.methods import base
 
 DIRECTIONS = base.DIRECTIONS
-SCOPES = (10, 25, 50, 100, 200, 300, 400, 500, 750, 1000)
-PR_POINTS = 11
 
 
 @functools.lru_cache(maxsize=16)
@@ -91,46 +89,17 @@ def evaluate_split(
     channels = split_channels(method, variables, split, eval_config)
   scores = ranking_scores(method, variables, channels)
   labels = split["label"]
-  n = len(split)
-  r = min(eval_config.map_r, n)
-  ks = tuple(k for k in eval_config.precision_ks if k <= n)
-  scopes = tuple(s for s in SCOPES if s <= n)
-  result: dict[str, Any] = {"map_all": {}}
-  if full:
-    result.update(
-        {
-            f"map_at_{r}": {},
-            "precision_at_k": {},
-            "pr_curve": {},
-            "precision_scope": {"scopes": list(scopes)},
-        }
-    )
-  for d in DIRECTIONS:
-    if not full:
-      result["map_all"][d] = metrics.map_at_all(scores[d], labels, labels)
-      continue
-    m = metrics.retrieval_metrics(
-        scores[d], labels, labels, r=r, ks=ks, scopes=scopes, pr_points=PR_POINTS
-    )
-    result["map_all"][d] = m["map_all"]
-    result[f"map_at_{r}"][d] = m["map_r"]
-    result["precision_at_k"][d] = m["precision_at_k"]
-    result["pr_curve"][d] = m["pr_curve"]
-    result["precision_scope"][d] = m["precision_scope"]
-  result["map_all"]["avg"] = float(np.mean([result["map_all"][d] for d in DIRECTIONS]))
-  if full:
-    result[f"map_at_{r}"]["avg"] = float(np.mean([result[f"map_at_{r}"][d] for d in DIRECTIONS]))
-    if isinstance(channels, dict) and len(channels) > 1:
-      # Several named score channels (MCSM's two spaces): each one's mAP@ALL on its own,
-      # next to the ranking that combines them.
-      result["map_all_by_channel"] = {}
-      for name, channel in channels.items():
-        maps = {
-            "i2t": metrics.map_at_all(np.asarray(channel, np.float32), labels, labels),
-            "t2i": metrics.map_at_all(np.asarray(channel, np.float32).T, labels, labels),
-        }
-        maps["avg"] = float(np.mean([maps[d] for d in DIRECTIONS]))
-        result["map_all_by_channel"][name] = maps
+  result = metrics.split_metrics(
+      scores, labels, eval_config.map_r, eval_config.precision_ks, full=full
+  )
+  if full and isinstance(channels, dict) and len(channels) > 1:
+    # Several named score channels (MCSM's two spaces): each one's mAP@ALL on its own,
+    # next to the ranking that combines them.
+    result["map_all_by_channel"] = {}
+    for name, channel in channels.items():
+      channel = np.asarray(channel, np.float32)
+      one = {"i2t": channel, "t2i": channel.T}
+      result["map_all_by_channel"][name] = metrics.split_metrics(one, labels, full=False)["map_all"]
   return result
 
 

@@ -683,3 +683,59 @@ def retrieval_metrics(
         "precision": precision.tolist(),
     }
   return out
+
+
+SCOPES = (10, 25, 50, 100, 200, 300, 400, 500, 750, 1000)  # precision-scope cut-offs
+PR_POINTS = 11  # recall levels of the PR curve
+
+
+def split_metrics(
+    scores: dict[str, np.ndarray],
+    labels,
+    map_r: int = 50,
+    precision_ks: Sequence[int] = (1, 5, 10, 50, 100),
+    full: bool = True,
+) -> dict:
+  """A split's retrieval metrics in both directions, as results.json holds them.
+
+  Queries and gallery are the split's items of each modality (the same labels).
+
+  Args:
+    scores: {"i2t": [n, n] image x text, "t2i": [n, n] text x image} ranking scores.
+    labels: the split's labels ([n] ints or [n, C] multi-hot).
+    map_r: R of mAP@R (capped at n); precision_ks: K of P@K (those <= n).
+    full: False gives mAP@ALL alone (one sort per query all the same).
+
+  Returns:
+    {"map_all": {"i2t", "t2i", "avg"}} and, if `full`, "map_at_{R}" (with "avg"),
+    "precision_at_k", "pr_curve" and "precision_scope" (with its "scopes").
+  """
+  n = len(labels)
+  r = min(map_r, n)
+  ks = tuple(k for k in precision_ks if k <= n)
+  scopes = tuple(s for s in SCOPES if s <= n)
+  directions = ("i2t", "t2i")
+  result: dict = {"map_all": {}}
+  if full:
+    result.update(
+        {
+            f"map_at_{r}": {},
+            "precision_at_k": {},
+            "pr_curve": {},
+            "precision_scope": {"scopes": list(scopes)},
+        }
+    )
+  for d in directions:
+    if not full:
+      result["map_all"][d] = map_at_all(scores[d], labels, labels)
+      continue
+    m = retrieval_metrics(scores[d], labels, labels, r=r, ks=ks, scopes=scopes, pr_points=PR_POINTS)
+    result["map_all"][d] = m["map_all"]
+    result[f"map_at_{r}"][d] = m["map_r"]
+    result["precision_at_k"][d] = m["precision_at_k"]
+    result["pr_curve"][d] = m["pr_curve"]
+    result["precision_scope"][d] = m["precision_scope"]
+  keys = ("map_all", f"map_at_{r}") if full else ("map_all",)
+  for key in keys:
+    result[key]["avg"] = float(np.mean([result[key][d] for d in directions]))
+  return result

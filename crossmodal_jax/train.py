@@ -123,11 +123,12 @@ def initial_state(
   )
 
 
-def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
+  """{"section.field": value} of a nested config dict (lists as tuples, comparable)."""
   flat = {}
   for k, v in config.items():
     if isinstance(v, dict):
-      flat.update(_flatten(v, f"{prefix}{k}."))
+      flat.update(flatten_config(v, f"{prefix}{k}."))
     else:
       flat[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
   return flat
@@ -156,9 +157,9 @@ def check_resumable(
     return
   if not os.path.exists(path):
     return
-  before = _flatten(evaluate_lib.load_config(workdir).to_dict())
-  now = _flatten(config.to_dict())
-  default = _flatten(defaults.to_dict()) if defaults is not None else {}
+  before = flatten_config(evaluate_lib.load_config(workdir).to_dict())
+  now = flatten_config(config.to_dict())
+  default = flatten_config(defaults.to_dict()) if defaults is not None else {}
   # Absent from the old config.json: compared with its default (see the docstring).
   before.update({k: default.get(k, now[k]) for k in set(now) - set(before)})
   changed = sorted(

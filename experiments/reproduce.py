@@ -1,0 +1,922 @@
+r"""Reproduces the comparison table: every method x dataset x seed, and the classical
+baselines, trained, evaluated on test and summarised in one table.
+
+  python -m experiments.reproduce --workdir=/tmp/table \
+    --methods=drsl,scanet,mcsm,hcmsl --datasets=wikipedia,synthetic --seeds=5 \
+    --manual_dir=wikipedia=/path/to/wikipedia_dataset
+
+  python -m experiments.reproduce --workdir=/tmp/ci --methods=drsl,hcmsl \
+    --datasets=synthetic --seeds=2 --preset=ci          # a few minutes on 2 CPU cores
+
+Each run is `configs/default.py:METHOD,DATASET,PRESET` with `config.seed` = 0 .. N-1 (and
+any --override), trained in WORKDIR/runs/DATASET/METHOD/seed_S and evaluated with its
+best-by-validation checkpoint on the test split (test queries against the test gallery,
+mAP@ALL), exactly as `experiments.train` does. A run whose results.json exists and whose
+config.json equals its config is reused, not retrained; a half-finished one resumes from
+its last checkpoint. The baselines (CCA, semantic matching, semantic correlation matching:
+`crossmodal_jax.baselines`, scikit-learn) run once per dataset on the same features and
+splits (they have no seed), their hyperparameters chosen on validation.
+
+Written to WORKDIR: results.json (every run and row, mean and sample standard deviation
+over seeds), results.md (one table per dataset: mAP@ALL i2t / t2i / avg as mean ± std,
+training time per run, parameter count) and pr_DATASET.png (every row's precision-recall
+curves, mean over seeds). A progress line says which run of how many is going and the
+time left. A bad input is one line `error: ...`; Ctrl-C keeps every finished run and the
+running one's last checkpoint, and re-running the same command goes on from there.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import flags
+
+from configs import default as default_configs
+from crossmodal_jax import baselines as baselines_lib
+from crossmodal_jax import data as data_lib
+from crossmodal_jax import errors
+from crossmodal_jax import evaluate as evaluate_lib
+from crossmodal_jax import logs
+from crossmodal_jax import methods as methods_lib
+from crossmodal_jax import train as train_lib
+from crossmodal_jax.data import common
+from experiments import cli
+
+DIRECTIONS = ("i2t", "t2i")
+FILE_DATASETS = ("wikipedia", "features")
+NAMES = {"drsl": "DRSL", "drsl_code": "DRSL (authors' code)", "scanet": "SCANet"}
+NAMES.update({"mcsm": "MCSM", "hcmsl": "HCMSL", "cca": "CCA", "sm": "SM", "scm": "SCM"})
+# Config fields that do not change a run's result: a finished run with other values for
+# them is still reused (the paths of the data, logging, checkpoint cadence, scoring
+# chunks). num_epochs is not among them: a longer schedule is another result.
+NEUTRAL_FIELDS = (
+    "data.data_dir",
+    "data.manual_dir",
+    "train.checkpoint_every_epochs",
+    "train.keep_checkpoints",
+    "train.log_every_steps",
+    "train.multi_host",
+    "train.progress_bar",
+    "eval.batch_size",
+    "eval.query_block",
+    "eval.gallery_block",
+    "eval.memory_budget_mb",
+)
+# Per run workdir: what the table needs beyond results.json.
+RUN_INFO = "reproduce_run.json"
+# The baselines' grids with --preset=ci (unless given): a quick selection.
+CI_COMPONENTS = (4, 16)
+CI_C_GRID = (0.1, 10.0)
+
+_METHODS = flags.DEFINE_list(
+    "methods", ["drsl", "scanet", "mcsm", "hcmsl"], "Methods to train (registered names)."
+)
+_DATASETS = flags.DEFINE_list(
+    "datasets",
+    ["wikipedia", "synthetic"],
+    "Datasets: synthetic (no files), wikipedia, features (both need --manual_dir).",
+)
+_SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds per method and dataset: 0 .. N-1.", lower_bound=1)
+_WORKDIR = flags.DEFINE_string(
+    "workdir",
+    None,
+    "Directory of the runs (runs/DATASET/METHOD/seed_S), results.json, results.md and the "
+    "PR plots; finished runs in it are reused.",
+    required=True,
+)
+_PRESET = flags.DEFINE_enum(
+    "preset",
+    "full",
+    list(default_configs.PRESETS),
+    "full: each method's schedule; ci: a small, quick version for CI; paper: the "
+    "published hyperparameters (methods that have them).",
+)
+_MANUAL_DIR = flags.DEFINE_multi_string(
+    "manual_dir",
+    [],
+    "The raw files of a file-backed dataset: DATASET=DIR (e.g. "
+    "wikipedia=/data/wikipedia_dataset), or DIR for every file-backed dataset named.",
+)
+_OVERRIDE = flags.DEFINE_multi_string(
+    "override",
+    [],
+    "A config field for every run, FIELD=VALUE (data.data_dir=/cache, "
+    "train.num_epochs=3; data.* fields also reach the baselines), or for one method's "
+    "runs, METHOD:FIELD=VALUE (drsl:model.dropout=0.4). Repeatable.",
+)
+_BASELINES = flags.DEFINE_list(
+    "baselines",
+    list(baselines_lib.BASELINES),
+    f"Classical baselines per dataset, of {baselines_lib.BASELINES} (empty: none).",
+)
+_BASELINE_TEXT = flags.DEFINE_list(
+    "baseline_text",
+    [],
+    "Wikipedia text features the baselines run on, each a row "
+    f"({', '.join(data_lib.TEXT_FEATURES)}); empty: the config's data.text_feature.",
+)
+_CCA_COMPONENTS = flags.DEFINE_list(
+    "cca_components",
+    [],
+    "Grid of CCA / SCM components k chosen on validation (one value fixes it); empty: "
+    "powers of two up to the smaller feature size (at most 32; "
+    f"{','.join(str(k) for k in CI_COMPONENTS)} with --preset=ci).",
+)
+_CCA_SOLVER = flags.DEFINE_enum(
+    "cca_solver",
+    "exact",
+    list(baselines_lib.CCA_SOLVERS),
+    "CCA of the cca / scm baselines: exact (closed form) or sklearn (NIPALS, slow).",
+)
+_SM_C = flags.DEFINE_list(
+    "sm_c",
+    [],
+    "Grid of the logistic regressions' C (SM, SCM; each modality's chosen on validation); "
+    f"empty: {','.join(f'{c:g}' for c in baselines_lib.DEFAULT_C_GRID)} "
+    f"({','.join(f'{c:g}' for c in CI_C_GRID)} with --preset=ci).",
+)
+
+
+@dataclasses.dataclass
+class Run:
+  """One training run of the table."""
+
+  method: str
+  dataset: str
+  seed: int
+  config: ml_collections.ConfigDict
+  workdir: str
+
+
+# --------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------
+
+
+def _parse_value(text: str, current: Any) -> Any:
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected True or False, got {text!r}")
+  if isinstance(current, int):
+    return int(text)
+  if isinstance(current, float):
+    return float(text)
+  if isinstance(current, str):
+    return text
+  value = ast.literal_eval(text)
+  return tuple(value) if isinstance(value, list) else value
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str | None, str, str]]:
+  """ "[METHOD:]FIELD=VALUE" strings -> (method or None, field, value)."""
+  parsed = []
+  for item in overrides:
+    spec, sep, value = item.partition("=")
+    if not sep or not spec:
+      raise errors.UserError(f"--override={item!r} is not [METHOD:]FIELD=VALUE.")
+    method, _, field = spec.rpartition(":")
+    parsed.append((method or None, field, value))
+  return parsed
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict,
+    overrides: Sequence[tuple[str | None, str, str]],
+    method: str | None,
+    prefix: str = "",
+) -> None:
+  """Sets, in place, the overrides whose field starts with `prefix` and that are unscoped
+  or scoped to `method` (a config of no method, `method=None`, takes the unscoped ones)."""
+  for scope, field, value in overrides:
+    if scope is not None and scope != method:
+      continue
+    if not field.startswith(prefix):
+      continue
+    node = config
+    parts = field.split(".")
+    for i, part in enumerate(parts):
+      if not hasattr(node, "keys") or part not in node:
+        where = ".".join(parts[:i]) or "config"
+        choices = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a leaf)"
+        raise errors.UserError(
+            f"--override {field}: {where} of the {method or 'baselines'} config has no "
+            f"{part!r}; its fields: {choices}."
+        )
+      if i < len(parts) - 1:
+        node = node[part]
+    try:
+      node[parts[-1]] = _parse_value(value, node[parts[-1]])
+    except (ValueError, TypeError, SyntaxError) as e:
+      raise errors.UserError(f"--override {field}={value}: {e}") from None
+
+
+def parse_manual_dirs(values: Sequence[str], datasets: Sequence[str]) -> dict[str, str]:
+  """--manual_dir values ("DATASET=DIR", or "DIR" for every file-backed dataset of
+  `datasets` not named explicitly) -> {dataset: dir}."""
+  generic, named = {}, {}
+  for value in values:
+    name, sep, path = value.partition("=")
+    if sep and name in data_lib.DATASETS:
+      named[name] = path
+    else:
+      generic.update({d: value for d in datasets if d in FILE_DATASETS})
+  return {**generic, **named}
+
+
+def run_config(
+    method: str,
+    dataset: str,
+    preset: str,
+    seed: int,
+    overrides: Sequence[tuple[str | None, str, str]],
+    manual_dirs: dict[str, str],
+) -> ml_collections.ConfigDict:
+  """`configs/default.py:METHOD,DATASET,PRESET` with the seed, data folder and overrides."""
+  with errors.config_values(f"{method},{dataset},{preset}"):
+    config = default_configs.get_config(f"{method},{dataset},{preset}")
+  config.seed = seed
+  if dataset in manual_dirs:
+    config.data.manual_dir = manual_dirs[dataset]
+  apply_overrides(config, overrides, method)
+  return config
+
+
+def baseline_data_config(
+    dataset: str,
+    preset: str,
+    overrides: Sequence[tuple[str | None, str, str]],
+    manual_dirs: dict[str, str],
+    text_feature: str | None = None,
+) -> ml_collections.ConfigDict:
+  """The common data config of `dataset` (what every method starts from), with the data
+  folder, the unscoped data.* overrides and, if given, the text feature."""
+  config = default_configs.common_config("baselines", dataset, preset)
+  if dataset in manual_dirs:
+    config.data.manual_dir = manual_dirs[dataset]
+  apply_overrides(config, overrides, None, prefix="data.")
+  if text_feature:
+    config.data.text_feature = text_feature
+  return config.data
+
+
+def config_differences(before: dict, now: dict) -> list[str]:
+  """Fields (not NEUTRAL_FIELDS) whose values differ; a field absent from `before` (added
+  to the code since) counts as equal."""
+  b = train_lib.flatten_config(before)
+  n = train_lib.flatten_config(now)
+  return sorted(
+      k for k in n if k in b and b[k] != n[k] and not k.startswith(NEUTRAL_FIELDS)
+  ) + sorted(k for k in b if k not in n and not k.startswith(NEUTRAL_FIELDS))
+
+
+def _json_roundtrip(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def is_finished(run: Run) -> bool:
+  """Its results.json exists and its config.json is this run's config."""
+  if not os.path.exists(os.path.join(run.workdir, "results.json")):
+    return False
+  path = os.path.join(run.workdir, "config.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    before = json.load(f)
+  return not config_differences(before, _json_roundtrip(run.config))
+
+
+def check_run(run: Run) -> None:
+  """Raises (before anything is trained) if the run's workdir holds another run."""
+  train_lib.check_resumable(run.config, run.workdir)
+  path = os.path.join(run.workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      epochs = json.load(f).get("train", {}).get("num_epochs", 0)
+    if epochs > run.config.train.num_epochs:
+      raise errors.UserError(
+          f"{run.workdir} holds a run of {epochs} epochs, longer than the "
+          f"{run.config.train.num_epochs} asked for: use another --workdir."
+      )
+
+
+def plan(
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    seeds: int,
+    workdir: str,
+    preset: str = "full",
+    overrides: Sequence[str] = (),
+    manual_dirs: dict[str, str] | None = None,
+) -> list[Run]:
+  """Every run's config, checked: unknown names, bad overrides, missing data folders
+  and workdirs holding other runs are one error before anything runs."""
+  manual_dirs = manual_dirs or {}
+  parsed = parse_overrides(overrides)
+  known = methods_lib.names()
+  for scope, field, _ in parsed:
+    if scope is not None and scope not in methods:
+      raise errors.UserError(
+          f"--override {scope}:{field}: {scope!r} is not among --methods {list(methods)}."
+      )
+  for m in methods:
+    if m not in known:
+      raise errors.UserError(f"Unknown method {m!r}; choose from {known}.")
+  for d in datasets:
+    if d not in data_lib.DATASETS:
+      raise errors.UserError(f"Unknown dataset {d!r}; choose from {data_lib.DATASETS}.")
+  if not methods and not datasets:
+    raise errors.UserError("Nothing to do: give --methods and --datasets.")
+  runs = []
+  for d in datasets:
+    for m in methods:
+      for s in range(seeds):
+        config = run_config(m, d, preset, s, parsed, manual_dirs)
+        if d in FILE_DATASETS and not config.data.manual_dir:
+          raise errors.UserError(
+              f"The {d} dataset needs its folder: --manual_dir={d}=DIR "
+              f"(or --override=data.manual_dir=DIR)."
+          )
+        run = Run(m, d, s, config, os.path.join(workdir, "runs", d, m, f"seed_{s}"))
+        check_run(run)
+        runs.append(run)
+  return runs
+
+
+# --------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------
+
+
+class DatasetCache:
+  """Each (dataset, data config) loaded once."""
+
+  def __init__(self):
+    self._cache: dict[str, common.Dataset] = {}
+
+  def get(self, data_config: ml_collections.ConfigDict) -> common.Dataset:
+    key = json.dumps(
+        train_lib.flatten_config(_json_roundtrip(data_config)), sort_keys=True, default=str
+    )
+    if key not in self._cache:
+      with errors.config_values():
+        self._cache[key] = data_lib.load_dataset(data_config)
+    return self._cache[key]
+
+
+def _format_seconds(seconds: float | None) -> str:
+  if seconds is None or not np.isfinite(seconds):
+    return "?"
+  if seconds < 60:
+    return f"{seconds:.1f} s"
+  if seconds < 3600:
+    return f"{seconds / 60:.1f} min"
+  return f"{seconds / 3600:.1f} h"
+
+
+class Progress:
+  """The progress line: run k of N, elapsed, and the time left estimated from the runs
+  trained so far (the mean of the same method and dataset, else of all)."""
+
+  def __init__(self, runs: Sequence[Run], out=None):
+    self.runs = list(runs)
+    self.out = out or sys.stdout
+    self.start = time.perf_counter()
+    self.seconds: dict[tuple[str, str], list[float]] = {}
+
+  def estimate(self, run: Run) -> float | None:
+    same = self.seconds.get((run.method, run.dataset))
+    if same:
+      return float(np.mean(same))
+    every = [s for v in self.seconds.values() for s in v]
+    return float(np.mean(every)) if every else None
+
+  def time_left(self, remaining: Sequence[Run]) -> float | None:
+    estimates = [self.estimate(r) for r in remaining]
+    if any(e is None for e in estimates):
+      return None
+    return float(sum(estimates))
+
+  def line(self, k: int, run: Run, status: str, remaining: Sequence[Run]) -> str:
+    left = self.time_left(remaining)
+    left_text = (
+        f"about {_format_seconds(left)} left"
+        if left is not None
+        else "time left known after the first training"
+    )
+    text = (
+        f"[reproduce] run {k}/{len(self.runs)}: {run.method} on {run.dataset}, seed "
+        f"{run.seed}: {status} (elapsed {_format_seconds(time.perf_counter() - self.start)}, "
+        f"{left_text})"
+    )
+    print(text, file=self.out, flush=True)
+    return text
+
+  def record(self, run: Run, seconds: float):
+    self.seconds.setdefault((run.method, run.dataset), []).append(seconds)
+
+
+def train_seconds(workdir: str) -> tuple[float | None, int]:
+  """(sum of the epochs' training seconds, epochs) from metrics.jsonl (no validation)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None, 0
+  total, epochs = 0.0, 0
+  with open(path) as f:
+    for line in f:
+      record = json.loads(line)
+      if record.get("kind") == "epoch" and "epoch_seconds" in record:
+        total += record["epoch_seconds"]
+        epochs += 1
+  return total, epochs
+
+
+def count_params(config: ml_collections.ConfigDict, dataset: common.Dataset) -> int:
+  """The method's trainable parameters (shapes only: nothing is computed)."""
+  with errors.config_values():
+    method = methods_lib.get_method(config, dataset.dims(), dataset.meta)
+    variables = evaluate_lib.abstract_variables(method, dataset.train)
+  return train_lib.num_params(variables["params"])
+
+
+def execute(run: Run, cache: DatasetCache) -> dict[str, Any]:
+  """Trains (or resumes) and evaluates one run; writes its RUN_INFO."""
+  dataset = cache.get(run.config.data)
+  t0 = time.perf_counter()
+  train_lib.train(run.config, run.workdir, dataset=dataset)
+  evaluate_lib.evaluate(run.workdir, config=run.config, dataset=dataset)
+  info = {
+      "num_params": count_params(run.config, dataset),
+      "wall_seconds": time.perf_counter() - t0,
+  }
+  with open(os.path.join(run.workdir, RUN_INFO), "w") as f:
+    json.dump(info, f, indent=2)
+  return info
+
+
+def run_info(run: Run, cache: DatasetCache) -> dict[str, Any]:
+  """A finished run's RUN_INFO (computed, loading its dataset, if a run trained by
+  experiments.train lacks it)."""
+  path = os.path.join(run.workdir, RUN_INFO)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  info = {"num_params": count_params(run.config, cache.get(run.config.data)), "wall_seconds": None}
+  with open(path, "w") as f:
+    json.dump(info, f, indent=2)
+  return info
+
+
+def run_summary(run: Run, info: dict[str, Any], reused: bool) -> dict[str, Any]:
+  with open(os.path.join(run.workdir, "results.json")) as f:
+    result = json.load(f)
+  seconds, epochs = train_seconds(run.workdir)
+  return {
+      "method": run.method,
+      "dataset": run.dataset,
+      "seed": run.seed,
+      "workdir": run.workdir,
+      "reused": reused,
+      "map_all": result["map_all"],
+      "pr_curve": result.get("pr_curve"),
+      "checkpoint_step": result.get("checkpoint_step"),
+      "num_queries": result.get("num_queries"),
+      "train_seconds": seconds,
+      "epochs": epochs,
+      "num_params": info.get("num_params"),
+      "wall_seconds": info.get("wall_seconds"),
+  }
+
+
+def _baseline_settings(data_config, components, c_grid, solver) -> dict[str, Any]:
+  data = {
+      k: v
+      for k, v in train_lib.flatten_config(_json_roundtrip(data_config)).items()
+      if not k.startswith(("data_dir", "manual_dir"))
+  }
+  return {"data": data, "components": components, "c": list(c_grid), "solver": solver}
+
+
+def run_baseline(
+    name: str,
+    dataset_name: str,
+    data_config,
+    workdir: str,
+    cache: DatasetCache,
+    components: Sequence[int] | None,
+    c_grid: Sequence[float],
+    text_label: str | None,
+    eval_config=None,
+    out=None,
+    solver: str = "exact",
+) -> dict[str, Any]:
+  """One baseline on one dataset, reused from WORKDIR/baselines/... when its settings
+  match."""
+  out = out or sys.stdout
+  tag = name + (f"-{text_label}" if text_label else "")
+  path = os.path.join(workdir, "baselines", dataset_name, f"{tag}.json")
+  settings = _baseline_settings(
+      data_config, list(components) if components else None, c_grid, solver
+  )
+  settings = json.loads(json.dumps(settings, default=str))
+  if os.path.exists(path):
+    with open(path) as f:
+      stored = json.load(f)
+    if stored.get("settings") == settings:
+      print(f"[reproduce] baseline {tag} on {dataset_name}: reused", file=out, flush=True)
+      stored["reused"] = True
+      return stored
+  print(f"[reproduce] baseline {tag} on {dataset_name}: fitting", file=out, flush=True)
+  dataset = cache.get(data_config)
+  result = baselines_lib.run(name, dataset, components, c_grid, eval_config, solver)
+  result.update({"settings": settings, "text_feature": text_label, "tag": tag})
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=2)
+  os.replace(tmp, path)
+  result["reused"] = False
+  return result
+
+
+# --------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+  """Mean and sample standard deviation (ddof=1; None for one value)."""
+  v = np.asarray([x for x in values if x is not None], np.float64)
+  if not len(v):
+    return {"mean": None, "std": None, "values": []}
+  return {
+      "mean": float(v.mean()),
+      "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+      "values": v.tolist(),
+  }
+
+
+def _mean_curve(curves: Sequence[dict]) -> dict[str, Any] | None:
+  curves = [c for c in curves if c]
+  if not curves:
+    return None
+  out = {}
+  for d in DIRECTIONS:
+    out[d] = {
+        "recall": curves[0][d]["recall"],
+        "precision": np.mean([c[d]["precision"] for c in curves], axis=0).tolist(),
+    }
+  return out
+
+
+def method_row(method: str, summaries: Sequence[dict]) -> dict[str, Any]:
+  return {
+      "name": method,
+      "label": NAMES.get(method, method),
+      "kind": "method",
+      "seeds": [s["seed"] for s in summaries],
+      "map_all": {d: mean_std([s["map_all"][d] for s in summaries]) for d in ("i2t", "t2i", "avg")},
+      "train_seconds": mean_std([s["train_seconds"] for s in summaries]),
+      "num_params": summaries[0]["num_params"],
+      "epochs": summaries[0]["epochs"],
+      "pr_curve": _mean_curve([s["pr_curve"] for s in summaries]),
+      "runs": list(summaries),
+  }
+
+
+def baseline_row(result: dict[str, Any]) -> dict[str, Any]:
+  name = result["baseline"]
+  label = NAMES.get(name, name)
+  if result.get("text_feature"):
+    label += f" ({result['text_feature']})"
+  return {
+      "name": result.get("tag", name),
+      "label": label,
+      "kind": "baseline",
+      "description": result["description"],
+      "seeds": [],
+      "map_all": {d: mean_std([result["map_all"][d]]) for d in ("i2t", "t2i", "avg")},
+      "fit_seconds": result["fit_seconds"],
+      "num_params": result["num_params"],
+      "chosen": result["chosen"],
+      "validation_map": result["validation_map"],
+      "pr_curve": result["pr_curve"],
+      "reused": result.get("reused", False),
+  }
+
+
+def _cell(stat: dict[str, Any]) -> str:
+  if stat["mean"] is None:
+    return "—"
+  if stat["std"] is None:
+    return f"{stat['mean']:.3f}"
+  return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def _params(n: int | None) -> str:
+  if n is None:
+    return "?"
+  if n >= 1e6:
+    return f"{n / 1e6:.2f} M"
+  if n >= 1e3:
+    return f"{n / 1e3:.1f} k"
+  return str(n)
+
+
+def _chosen(chosen: dict[str, Any]) -> str:
+  names = {"components": "k", "c_image": "C_img", "c_text": "C_txt"}
+  return ", ".join(f"{names.get(k, k)}={v:g}" for k, v in chosen.items())
+
+
+def markdown(results: dict[str, Any]) -> str:
+  """results.md: the header, then one table per dataset."""
+  machine = results["machine"]
+  lines = [
+      "# Comparison table",
+      "",
+      f"Produced by `{results['command']}` on {results['date']}, on {machine['summary']}.",
+      "",
+      f"Protocol: {results['protocol']}. Preset `{results['preset']}`; methods: mean ± "
+      "sample standard deviation over seeds "
+      f"{', '.join(str(s) for s in results['seeds'])}, each the best-by-validation "
+      "checkpoint. Baselines are deterministic (one run, hyperparameters chosen on "
+      "validation). Training time: the sum of the epochs' training time per run, "
+      "validation excluded.",
+  ]
+  for name, ds in results["datasets"].items():
+    lines += [
+        "",
+        f"## {name} ({ds['num_test']} test pairs)",
+        "",
+        "| method | i2t | t2i | avg | training time per run | parameters | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in ds["rows"]:
+      m = row["map_all"]
+      if row["kind"] == "baseline":
+        time_text = f"{_format_seconds(row['fit_seconds'])} (fit + selection)"
+        notes = f"baseline; {_chosen(row['chosen'])} on validation"
+      else:
+        time_text = _cell_time(row["train_seconds"])
+        notes = f"{len(row['seeds'])} seeds, {row['epochs']} epochs"
+      lines.append(
+          f"| {row['label']} | {_cell(m['i2t'])} | {_cell(m['t2i'])} | **{_cell(m['avg'])}** "
+          f"| {time_text} | {_params(row['num_params'])} | {notes} |"
+      )
+    if ds.get("plot"):
+      lines += ["", f"Precision-recall curves: [{ds['plot']}]({ds['plot']})"]
+  return "\n".join(lines) + "\n"
+
+
+def _cell_time(stat: dict[str, Any]) -> str:
+  if stat["mean"] is None:
+    return "?"
+  if stat["std"] is None:
+    return _format_seconds(stat["mean"])
+  return f"{_format_seconds(stat['mean'])} ± {_format_seconds(stat['std'])}"
+
+
+def plot_pr(rows: Sequence[dict[str, Any]], title: str, path: str) -> str:
+  """One PNG: each row's precision-recall curve, image->text and text->image side by side
+  (baselines dashed)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+  for ax, d, name in zip(axes, DIRECTIONS, ("Image → Text", "Text → Image")):
+    for row in rows:
+      curve = (row.get("pr_curve") or {}).get(d)
+      if not curve:
+        continue
+      ax.plot(
+          curve["recall"],
+          curve["precision"],
+          linestyle="--" if row["kind"] == "baseline" else "-",
+          marker="o",
+          ms=3,
+          label=f"{row['label']} ({row['map_all'][d]['mean']:.3f})",
+      )
+    ax.set(xlabel="Recall", xlim=(0, 1), ylim=(0, 1), title=f"{name}: {title}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  axes[0].set_ylabel("Precision")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def machine() -> dict[str, Any]:
+  devices = jax.devices()
+  kinds = sorted({d.device_kind for d in devices})
+  summary = (
+      f"{platform.node() or 'this machine'} ({platform.processor() or platform.machine()}, "
+      f"{os.cpu_count()} CPU cores; JAX {jax.__version__} on {len(devices)} "
+      f"{jax.default_backend()} device(s): {', '.join(kinds)})"
+  )
+  return {
+      "summary": summary,
+      "cpu_count": os.cpu_count(),
+      "platform": platform.platform(),
+      "backend": jax.default_backend(),
+      "devices": [str(d) for d in devices],
+      "jax": jax.__version__,
+  }
+
+
+def _write_atomic(path: str, text: str):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_outputs(results: dict[str, Any], workdir: str) -> dict[str, Any]:
+  """results.json, results.md and one pr_DATASET.png per dataset."""
+  os.makedirs(workdir, exist_ok=True)
+  for name, ds in results["datasets"].items():
+    if ds["rows"]:
+      plot = f"pr_{name}.png"
+      plot_pr(ds["rows"], name, os.path.join(workdir, plot))
+      ds["plot"] = plot
+  _write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
+  _write_atomic(os.path.join(workdir, "results.md"), markdown(results))
+  return results
+
+
+# --------------------------------------------------------------------------------------
+# The whole command
+# --------------------------------------------------------------------------------------
+
+_CURRENT: dict[str, Any] = {}
+
+
+def reproduce(
+    workdir: str,
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    seeds: int,
+    preset: str = "full",
+    overrides: Sequence[str] = (),
+    manual_dirs: dict[str, str] | None = None,
+    baselines: Sequence[str] = baselines_lib.BASELINES,
+    baseline_text: Sequence[str] = (),
+    cca_components: Sequence[int] | None = None,
+    sm_c: Sequence[float] | None = None,
+    cca_solver: str = "exact",
+    command: str = "",
+    out=None,
+    execute_fn: Callable[[Run, DatasetCache], dict[str, Any]] = execute,
+) -> dict[str, Any]:
+  """Runs (or reuses) every run and baseline; writes and returns the results."""
+  out = out or sys.stdout
+  manual_dirs = manual_dirs or {}
+  for b in baselines:
+    if b not in baselines_lib.BASELINES:
+      raise errors.UserError(f"Unknown baseline {b!r}; choose from {baselines_lib.BASELINES}.")
+  for t in baseline_text:
+    if t not in data_lib.TEXT_FEATURES:
+      raise errors.UserError(
+          f"Unknown --baseline_text {t!r}; choose from {data_lib.TEXT_FEATURES}."
+      )
+  runs = plan(methods, datasets, seeds, workdir, preset, overrides, manual_dirs)
+  if not sm_c:
+    sm_c = CI_C_GRID if preset == "ci" else baselines_lib.DEFAULT_C_GRID
+  if not cca_components and preset == "ci":
+    cca_components = CI_COMPONENTS
+  parsed = parse_overrides(overrides)
+  baseline_configs = {}  # dataset -> [(text label, data config)]
+  for d in datasets:
+    texts = list(baseline_text) if (d == "wikipedia" and baseline_text) else [None]
+    baseline_configs[d] = [
+        (t, baseline_data_config(d, preset, parsed, manual_dirs, t)) for t in texts
+    ]
+    if d in FILE_DATASETS and baselines and not baseline_configs[d][0][1].manual_dir:
+      raise errors.UserError(f"The {d} dataset needs its folder: --manual_dir={d}=DIR.")
+  _CURRENT.update(workdir=workdir, run=None)
+  cache = DatasetCache()
+  eval_config = default_configs.eval_config()
+  baseline_results: dict[str, list[dict[str, Any]]] = {d: [] for d in datasets}
+  for d in datasets:
+    for text_label, data_config in baseline_configs[d]:
+      for b in baselines:
+        baseline_results[d].append(
+            run_baseline(
+                b,
+                d,
+                data_config,
+                workdir,
+                cache,
+                cca_components,
+                sm_c,
+                text_label,
+                eval_config,
+                out,
+                cca_solver,
+            )
+        )
+  progress = Progress(runs, out)
+  summaries: list[dict[str, Any]] = []
+  for k, run in enumerate(runs, start=1):
+    _CURRENT["run"] = run
+    if is_finished(run):
+      progress.line(k, run, "finished before, reused", runs[k:])
+      summaries.append(run_summary(run, run_info(run, cache), reused=True))
+      continue
+    progress.line(k, run, "training", runs[k - 1 :])
+    t0 = time.perf_counter()
+    info = execute_fn(run, cache)
+    progress.record(run, time.perf_counter() - t0)
+    summaries.append(run_summary(run, info, reused=False))
+    m = summaries[-1]["map_all"]
+    print(
+        f"[reproduce] run {k}/{len(runs)} done: test mAP@ALL i2t {m['i2t']:.4f} t2i "
+        f"{m['t2i']:.4f} avg {m['avg']:.4f}",
+        file=out,
+        flush=True,
+    )
+  _CURRENT["run"] = None
+  results = {
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "machine": machine(),
+      "command": command or "experiments.reproduce.reproduce(...)",
+      "preset": preset,
+      "seeds": list(range(seeds)),
+      "protocol": "test queries against the test gallery of the other modality, mAP@ALL",
+      "std": "sample standard deviation over seeds (ddof=1)",
+      "datasets": {},
+  }
+  for d in datasets:
+    rows = [baseline_row(r) for r in baseline_results[d]]
+    for m in methods:
+      mine = [s for s in summaries if s["dataset"] == d and s["method"] == m]
+      if mine:
+        rows.append(method_row(m, mine))
+    num_test = next(
+        (s["num_queries"] for s in summaries if s["dataset"] == d and s["num_queries"]),
+        None,
+    )
+    if num_test is None and baseline_results[d]:
+      num_test = baseline_results[d][0]["num_queries"]
+    results["datasets"][d] = {"num_test": num_test, "rows": rows}
+  return write_outputs(results, workdir)
+
+
+def interrupted() -> str:
+  workdir = _CURRENT.get("workdir") or _WORKDIR.value
+  run = _CURRENT.get("run")
+  now = f"; {run.workdir} keeps its last checkpoint" if run is not None else ""
+  return (
+      f"finished runs are kept under {workdir}/runs{now}; re-run the same command to go on "
+      "(finished runs are reused)."
+  )
+
+
+def _numbers(values: Sequence[str], kind, flag: str) -> list:
+  try:
+    return [kind(v) for v in values]
+  except ValueError:
+    raise errors.UserError(f"--{flag} takes numbers, got {list(values)}.") from None
+
+
+def main(argv):
+  cli.unexpected_arguments(argv)
+  logs.quiet_library_logs()
+  results = reproduce(
+      workdir=_WORKDIR.value,
+      methods=[m for m in _METHODS.value if m],
+      datasets=[d for d in _DATASETS.value if d],
+      seeds=_SEEDS.value,
+      preset=_PRESET.value,
+      overrides=_OVERRIDE.value,
+      manual_dirs=parse_manual_dirs(_MANUAL_DIR.value, _DATASETS.value),
+      baselines=[b for b in _BASELINES.value if b],
+      baseline_text=[t for t in _BASELINE_TEXT.value if t],
+      cca_components=_numbers(_CCA_COMPONENTS.value, int, "cca_components") or None,
+      sm_c=_numbers(_SM_C.value, float, "sm_c") or None,
+      cca_solver=_CCA_SOLVER.value,
+      command="python -m experiments.reproduce " + " ".join(sys.argv[1:]),
+  )
+  print()
+  print(markdown(results), end="")
+  print(f"(results in {_WORKDIR.value}/results.json, results.md, pr_*.png)")
+
+
+if __name__ == "__main__":
+  cli.run(main, interrupted)
