@@ -71,18 +71,24 @@ def _guarded(main: Callable[[list[str]], None], interrupted: Callable[[], str] |
     overrides.fail(one_line(e), 1)
   except KeyboardInterrupt:
     message = interrupted() if interrupted is not None else "nothing was written"
-    sys.stdout.flush()
-    print(f"interrupted: {message}", file=sys.stderr, flush=True)
-    # Training has already waited for its checkpoint writes (its `finally`); a normal
-    # interpreter exit would now tear down orbax's background event loop mid-flight and
-    # print "RuntimeError: Event loop is closed" after the line above. Nothing is left to
-    # flush or save, so leave at once.
-    os._exit(INTERRUPTED_EXIT)  # pylint: disable=protected-access
+    print(f"interrupted: {message}", file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)
 
 
 def run(main: Callable[[list[str]], None], interrupted: Callable[[], str] | None = None):
   """`app.run(main)` with one-line errors; `interrupted()` says what a Ctrl-C kept."""
-  app.run(functools.partial(_guarded, main, interrupted), flags_parser=_parse_flags)
+  try:
+    app.run(functools.partial(_guarded, main, interrupted), flags_parser=_parse_flags)
+  except SystemExit as e:
+    if e.code != INTERRUPTED_EXIT:
+      raise
+    # Training has already waited for its checkpoint writes (its `finally`); a normal
+    # interpreter exit would now tear down orbax's background event loop mid-flight and
+    # print "RuntimeError: Event loop is closed" after the one line. Nothing is left to
+    # save, so the process leaves at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT)  # pylint: disable=protected-access
 
 
 def unexpected_arguments(argv: list[str]) -> None:
