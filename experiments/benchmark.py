@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import time
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -148,6 +149,20 @@ def _training_setup(config, dataset: common.Dataset):
       jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
   )
   return method, steps, mesh, state, train_lib.make_train_step(method, optimizer, mesh)
+
+
+def _seconds_per_step(step_fn, state, mesh, raw_batches) -> tuple[float, Any]:
+  """Mean seconds of a training step over raw_batches[1:] (the first compiles); returns
+  it with the final state."""
+  batches = [parallel.shard_batch(b, mesh) for b in raw_batches]
+  key = jax.random.key(0)
+  with jax.set_mesh(mesh):
+    state, _ = jax.block_until_ready(step_fn(state, batches[0], key))  # compile
+    t0 = time.perf_counter()
+    for b in batches[1:]:
+      state, metrics = step_fn(state, b, key)
+    jax.block_until_ready(metrics)
+  return (time.perf_counter() - t0) / (len(batches) - 1), state
 
 
 def bench_training(method_name: str, text_feature: str, cache: dict) -> dict:
@@ -429,20 +444,12 @@ def bench_scanet(cache: dict) -> list[dict]:
   for order in ("text", "shuffled"):
     config.model.pair_order = order
     method, steps, mesh, state, step_fn = _training_setup(config, dataset)
-    key = jax.random.key(0)
     raw = list(
         itertools.islice(
             method.batches(dataset.train, tc.batch_size, 0, 0), _SCANET_STEPS.value + 1
         )
     )
-    batches = [parallel.shard_batch(b, mesh) for b in raw]
-    with jax.set_mesh(mesh):
-      state, _ = jax.block_until_ready(step_fn(state, batches[0], key))  # compile
-      t0 = time.perf_counter()
-      for b in batches[1:]:
-        state, metrics = step_fn(state, b, key)
-      jax.block_until_ready(metrics)
-    per_step = (time.perf_counter() - t0) / (len(batches) - 1)
+    per_step, state = _seconds_per_step(step_fn, state, mesh, raw)
     texts = float(np.mean([len(np.unique(b["pair_text"])) for b in raw]))
     images = float(np.mean([len(np.unique(b["pair_image"])) for b in raw]))
     flops = scanet_step_flops(
@@ -545,16 +552,8 @@ def bench_mcsm(configs: dict[str, tuple[str, dict]]) -> list[dict]:
     dataset = datasets[config.data.max_words]
     tc = config.train
     method, steps, mesh, state, step_fn = _training_setup(config, dataset)
-    key = jax.random.key(0)
     raw = list(itertools.islice(method.batches(dataset.train, tc.batch_size, 0, 0), 6))
-    batches = [parallel.shard_batch(b, mesh) for b in raw]
-    with jax.set_mesh(mesh):
-      state, _ = jax.block_until_ready(step_fn(state, batches[0], key))  # compile
-      t0 = time.perf_counter()
-      for b in batches[1:]:
-        state, metrics = step_fn(state, b, key)
-      jax.block_until_ready(metrics)
-    per_step = (time.perf_counter() - t0) / (len(batches) - 1)
+    per_step, state = _seconds_per_step(step_fn, state, mesh, raw)
     dims = dataset.dims()
     flops = mcsm_item_flops(config.model, dims, dataset.meta["word_vectors"].shape[1])
     step_flops = 3 * tc.batch_size * (flops["image"] + flops["text"])

@@ -1,12 +1,14 @@
-"""Shared test settings.
+"""Shared test settings, and the methods' one training run on real data.
 
 Real-data tests read the Wikipedia cross-modal dataset from $CROSSMODAL_DATA_DIR
 (default: ../shared/data beside the repository, as CI lays it out) and skip, with that
 path in the reason, when it is absent.
 """
 
+import json
 import os
 import pathlib
+import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -15,3 +17,26 @@ if str(REPO) not in sys.path:  # tests run from a checkout without installing to
 
 DATA_DIR = pathlib.Path(os.environ.get("CROSSMODAL_DATA_DIR", REPO.parent / "shared" / "data"))
 WIKI_DIR = (DATA_DIR / "wikipedia_dataset").resolve()
+
+
+def train_on_real_wikipedia(spec: str, tmp_path: pathlib.Path, *overrides: str) -> dict:
+  """Trains `configs/default.py:SPEC` on the real Wikipedia folder through the train
+  entry point (data built under tmp_path), asserts it succeeded and returns the test
+  split's results.json."""
+  workdir = tmp_path / "wd"
+  proc = subprocess.run(
+      [
+          sys.executable, "-m", "experiments.train",
+          f"--config=configs/default.py:{spec}",
+          f"--config.data.manual_dir={WIKI_DIR}",
+          f"--config.data.data_dir={tmp_path / 'tfds'}",
+          "--config.train.progress_bar=False",
+          *overrides,
+          f"--workdir={workdir}",
+      ],
+      cwd=REPO,
+      env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=900,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads((workdir / "results.json").read_text())

@@ -6,11 +6,7 @@ Shapes are tiny (the CPU is shared with long runs)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -19,8 +15,8 @@ import numpy as np
 import pytest
 
 import sharded_steps
-from conftest import REPO
 from conftest import WIKI_DIR
+from conftest import train_on_real_wikipedia
 from configs.default import get_config
 from crossmodal_jax import losses
 from crossmodal_jax import methods
@@ -29,8 +25,6 @@ from crossmodal_jax import train
 from crossmodal_jax.data import common
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.methods import hcmsl
-
-ENV = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
 
 
 def small_dataset(num_train=80):
@@ -375,21 +369,9 @@ def test_config_presets_and_no_paper_preset():
 
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")
 def test_ci_preset_learns_on_real_wikipedia(tmp_path):
-  workdir = tmp_path / "wd"
-  proc = subprocess.run(
-      [
-          sys.executable, "-m", "experiments.train",
-          "--config=configs/default.py:hcmsl,wikipedia,ci",
-          f"--config.data.manual_dir={WIKI_DIR}",
-          f"--config.data.data_dir={tmp_path / 'tfds'}",
-          "--config.model.labeled_fraction=0.5",
-          "--config.train.progress_bar=False",
-          f"--workdir={workdir}",
-      ],
-      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900,
-  )  # fmt: skip
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  results = json.loads((workdir / "results.json").read_text())
+  results = train_on_real_wikipedia(
+      "hcmsl,wikipedia,ci", tmp_path, "--config.model.labeled_fraction=0.5"
+  )
   assert results["num_queries"] == 462
   # Chance is about 0.11.
   assert results["map_all"]["avg"] > 0.2, results["map_all"]

@@ -100,24 +100,24 @@ TINY = (
     "train.num_epochs=2",
     "data.synthetic_num_train=400",
 )
+# The table the tests build, then rebuild to check reuse.
+TABLE = dict(
+    methods=["drsl", "hcmsl"],
+    datasets=["synthetic"],
+    seeds=2,
+    preset="ci",
+    overrides=TINY,
+    baselines=["cca", "sm"],
+    cca_components=(2, 8),
+    sm_c=(1.0,),
+)
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("table"))
   out = io.StringIO()
-  results = reproduce.reproduce(
-      workdir,
-      methods=["drsl", "hcmsl"],
-      datasets=["synthetic"],
-      seeds=2,
-      preset="ci",
-      overrides=TINY,
-      baselines=["cca", "sm"],
-      cca_components=(2, 8),
-      sm_c=(1.0,),
-      out=out,
-  )
+  results = reproduce.reproduce(workdir, **TABLE, out=out)
   return workdir, results, out.getvalue()
 
 
@@ -161,19 +161,7 @@ def test_finished_runs_are_reused(table):
     raise AssertionError(f"retrained {run.workdir}")
 
   out = io.StringIO()
-  again = reproduce.reproduce(
-      workdir,
-      methods=["drsl", "hcmsl"],
-      datasets=["synthetic"],
-      seeds=2,
-      preset="ci",
-      overrides=TINY,
-      baselines=["cca", "sm"],
-      cca_components=(2, 8),
-      sm_c=(1.0,),
-      out=out,
-      execute_fn=no_training,
-  )
+  again = reproduce.reproduce(workdir, **TABLE, out=out, execute_fn=no_training)
   assert os.path.getmtime(path) == before
   assert out.getvalue().count("reused") == 6  # 4 runs and 2 baselines
   rows = again["datasets"]["synthetic"]["rows"]

@@ -3,11 +3,6 @@ forward pass, data parallelism, and training on the real Wikipedia files."""
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -17,8 +12,8 @@ import optax
 import pytest
 
 import sharded_steps
-from conftest import REPO
 from conftest import WIKI_DIR
+from conftest import train_on_real_wikipedia
 from configs.default import get_config
 from crossmodal_jax import losses
 from crossmodal_jax import methods
@@ -26,9 +21,6 @@ from crossmodal_jax import sampling
 from crossmodal_jax import scoring
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.data import word_graph
-
-TESTS = pathlib.Path(__file__).resolve().parent
-ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", JAX_PLATFORMS="cpu")
 
 
 def small_dataset(num_train=160):
@@ -339,20 +331,7 @@ def test_paper_preset_has_the_papers_hyperparameters():
 
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")
 def test_ci_preset_learns_on_real_wikipedia(tmp_path):
-  workdir = tmp_path / "wd"
-  proc = subprocess.run(
-      [
-          sys.executable, "-m", "experiments.train",
-          "--config=configs/default.py:scanet,wikipedia,ci",
-          f"--config.data.manual_dir={WIKI_DIR}",
-          f"--config.data.data_dir={tmp_path / 'tfds'}",
-          "--config.train.progress_bar=False",
-          f"--workdir={workdir}",
-      ],
-      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900,
-  )  # fmt: skip
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  results = json.loads((workdir / "results.json").read_text())
+  results = train_on_real_wikipedia("scanet,wikipedia,ci", tmp_path)
   assert results["num_queries"] == 462
   # Chance is about 0.11; this preset measured 0.22 (the full recipe 0.3 on validation).
   assert results["map_all"]["avg"] > 0.18, results["map_all"]

@@ -70,9 +70,6 @@ class HCMSLMethod(base.Method):
         drop_remainder=self._drop_remainder,
     )
 
-  def num_batches(self, split, batch_size):
-    return sampling.num_permutation_batches(split, batch_size, self._drop_remainder)
-
   # --- Training -------------------------------------------------------------------------
 
   def init(self, rng, batch):
