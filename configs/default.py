@@ -124,6 +124,16 @@ def eval_config() -> ml_collections.ConfigDict:
   evaluation.map_r = 50  # R of mAP@R in results.json
   evaluation.precision_ks = (1, 5, 10, 50, 100)  # K of P@K in results.json
   evaluation.select_by = "validation_map"  # which checkpoint evaluate() restores: best
+  # How test evaluation ranks: "full" (whole score matrices: every metric), "top_k" (each
+  # query's top k streamed within memory_budget_mb: mAP@R, P@K) or "auto" (full while
+  # the matrices fit in full_matrix_mb, else top_k).
+  evaluation.ranking = "auto"
+  # Under "auto": the most MB of full score matrices (4 B x queries x gallery x (score
+  # channels + 2)) before evaluation streams top-k instead.
+  evaluation.full_matrix_mb = 1024.0
+  # Gallery items kept per query when streaming: at least map_r and the largest
+  # precision_ks (0: just those); the gallery size also gives mAP@ALL and the PR curve.
+  evaluation.top_k = 0
   return evaluation
 
 

@@ -37,10 +37,13 @@ __all__ = [
     "map_at_all",
     "map_at_r",
     "map_at_r_from_topk",
+    "topk_metrics",
     "precision_at_k",
     "precision_scope",
     "pr_curve",
     "retrieval_metrics",
+    "split_metrics",
+    "split_metrics_from_topk",
 ]
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -366,6 +369,18 @@ def map_at_r_from_topk(
       range.
   """
   q, g = _check_labels(query_labels, gallery_labels)
+  idx = _check_topk_shape(topk_indices, q, g)
+  r = _check_r(r, g.shape[0])
+  if idx.shape[1] < r:
+    raise ValueError(f"topk_indices has shape {idx.shape}; need at least r = {r} columns")
+  idx = _check_topk_range(idx[:, :r], g.shape[0])
+  chunk_size = _check_chunk(chunk_size)
+  aps = [_ap_from_ranked(rel) for rel in _iter_topk_ranked(idx, q, g, chunk_size)]
+  return float(np.concatenate(aps).mean())
+
+
+def _check_topk_shape(topk_indices, q: np.ndarray, g: np.ndarray) -> np.ndarray:
+  """topk_indices as an int array [n_query, K], for at least one query and gallery item."""
   idx = np.asarray(topk_indices)
   if idx.ndim != 2 or idx.shape[0] != q.shape[0]:
     raise ValueError(
@@ -374,29 +389,33 @@ def map_at_r_from_topk(
     )
   if not np.issubdtype(idx.dtype, np.integer):
     raise ValueError(f"topk_indices must be integers, got dtype {idx.dtype}")
-  n_query, n_gallery = q.shape[0], g.shape[0]
-  if n_query == 0 or n_gallery == 0:
+  if q.shape[0] == 0 or g.shape[0] == 0:
     raise ValueError(
         f"need at least one query and one gallery item, got query_labels {q.shape} "
         f"and gallery_labels {g.shape}"
     )
-  r = _check_r(r, n_gallery)
-  if idx.shape[1] < r:
-    raise ValueError(f"topk_indices has shape {idx.shape}; need at least r = {r} columns")
-  idx = idx[:, :r]
+  return idx
+
+
+def _check_topk_range(idx: np.ndarray, n_gallery: int) -> np.ndarray:
   if idx.size and (idx.min() < 0 or idx.max() >= n_gallery):
     raise ValueError(
         f"topk_indices must lie in [0, {n_gallery}), got range [{idx.min()}, {idx.max()}]"
     )
-  chunk_size = _check_chunk(chunk_size)
-  aps = []
-  for start in range(0, n_query, chunk_size):
-    stop = min(start + chunk_size, n_query)
+  return idx
+
+
+def _iter_topk_ranked(
+    idx: np.ndarray, q: np.ndarray, g: np.ndarray, chunk_size: int
+) -> Iterator[np.ndarray]:
+  """Yields ranked relevance ``[c, K]`` of successive query blocks of top-k indices."""
+  for start in range(0, idx.shape[0], chunk_size):
+    stop = min(start + chunk_size, idx.shape[0])
     block = idx[start:stop]
     if q.ndim == 1:
-      rel = q[start:stop, None] == g[block]
+      yield q[start:stop, None] == g[block]
     else:
-      rel = (
+      yield (
           np.einsum(
               "qc,qrc->qr",
               q[start:stop].astype(np.float32),
@@ -404,8 +423,6 @@ def map_at_r_from_topk(
           )
           > 0
       )
-    aps.append(_ap_from_ranked(rel))
-  return float(np.concatenate(aps).mean())
 
 
 # --------------------------------------------------------------------------------------
@@ -643,20 +660,45 @@ def retrieval_metrics(
   q, g = _check_labels(query_labels, gallery_labels)
   s = _check_scores(scores, q, g)
   chunk_size = _check_chunk(chunk_size)
-  n_gallery = s.shape[1]
-  rr = None if r is None else _check_r(r, n_gallery)
-  ks_list, kk = _optional_cutoffs(ks, n_gallery, "ks")
-  _, scope_kk = _optional_cutoffs(scopes, n_gallery, "scopes")
-  num_points = None if pr_points is None else _check_num_points(pr_points)
+  cutoffs = _cutoffs(s.shape[1], r, ks, scopes, pr_points)
+  return _metrics_of_ranked(_iter_ranked(s, q, g, None, chunk_size), s.shape[0], cutoffs, True)
 
+
+def _cutoffs(n_gallery: int, r, ks, scopes, pr_points) -> dict:
+  """The validated cut-offs of :func:`retrieval_metrics` / :func:`topk_metrics`."""
+  ks_list, kk = _optional_cutoffs(ks, n_gallery, "ks")
+  return {
+      "r": None if r is None else _check_r(r, n_gallery),
+      "ks": ks_list,
+      "kk": kk,
+      "scopes": _optional_cutoffs(scopes, n_gallery, "scopes")[1],
+      "pr_points": None if pr_points is None else _check_num_points(pr_points),
+  }
+
+
+def _metrics_of_ranked(
+    blocks: Iterator[np.ndarray], n_query: int, cutoffs: dict, whole: bool
+) -> dict:
+  """The metrics of :func:`retrieval_metrics` from ranked relevance blocks ``[c, t]``.
+
+  Args:
+    blocks: ranked relevance of successive query blocks, over the first t ranks.
+    n_query: the number of queries the blocks cover.
+    cutoffs: from ``_cutoffs``; every cut-off must be <= t.
+    whole: whether the blocks cover the whole gallery (t = n_gallery): then mAP@ALL and
+      the PR curve (if asked) are computed, else they cannot be.
+  """
+  rr, kk, scope_kk = cutoffs["r"], cutoffs["kk"], cutoffs["scopes"]
+  num_points = cutoffs["pr_points"]
   aps_all, aps_r = [], []
-  prec_total = np.zeros(len(ks_list), dtype=np.float64)
+  prec_total = np.zeros(len(cutoffs["ks"]), dtype=np.float64)
   scope_total = np.zeros(0 if scope_kk is None else len(scope_kk), dtype=np.float64)
   pr_total = np.zeros(num_points or 0, dtype=np.float64)
   n_valid = 0
-  for rel in _iter_ranked(s, q, g, None, chunk_size):
+  for rel in blocks:
     cum = _hits(rel)
-    aps_all.append(_ap_from_ranked(rel, cum))
+    if whole:
+      aps_all.append(_ap_from_ranked(rel, cum))
     if rr is not None:
       aps_r.append(_ap_from_ranked(rel[:, :rr], cum[:, :rr]))
     if kk is not None:
@@ -669,11 +711,12 @@ def retrieval_metrics(
         pr_total += sums
         n_valid += count
 
-  n_query = s.shape[0]
-  out: dict = {"map_all": float(np.concatenate(aps_all).mean())}
+  out: dict = {}
+  if whole:
+    out["map_all"] = float(np.concatenate(aps_all).mean())
   if rr is not None:
     out["map_r"] = float(np.concatenate(aps_r).mean())
-  out["precision_at_k"] = {str(k): float(v) for k, v in zip(ks_list, prec_total / n_query)}
+  out["precision_at_k"] = {str(k): float(v) for k, v in zip(cutoffs["ks"], prec_total / n_query)}
   if scope_kk is not None:
     out["precision_scope"] = (scope_total / n_query).tolist()
   if num_points is not None:
@@ -683,6 +726,74 @@ def retrieval_metrics(
         "precision": precision.tolist(),
     }
   return out
+
+
+def topk_metrics(
+    topk_indices,
+    query_labels,
+    gallery_labels,
+    r: int | None = None,
+    ks: Sequence[int] = (1, 5, 10, 50, 100),
+    scopes: Sequence[int] = (),
+    pr_points: int | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict:
+  """:func:`retrieval_metrics` from each query's top-K gallery items (a streamed ranking).
+
+  mAP@R, precision@k and the precision-scope curve only read the first ranks, so K of
+  them per query suffice: with the indices of a ranking that breaks ties by gallery index
+  (as ``scoring.top_k`` does), the values equal :func:`retrieval_metrics`' on the full
+  score matrix, from the same per-block code. mAP@ALL (its AP denominator counts every
+  relevant gallery item, wherever it ranks) and the PR curve need every rank: they are
+  computed only when K = n_gallery. Memory: the indices, and ``chunk_size * K`` labels
+  and flags at a time.
+
+  Args:
+    topk_indices: int array ``[n_query, K]``, row i the gallery indices of query i's best
+      K items, best first, each at most once.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    r: if given, also report mAP@R (clipped to n_gallery; must be <= K).
+    ks: cut-offs for precision@k (clipped to n_gallery; each <= K); may be empty.
+    scopes: scopes of the precision-scope curve (clipped to n_gallery; each <= K).
+    pr_points: recall levels of the PR curve (needs K = n_gallery); None skips it.
+    chunk_size: number of queries processed at a time.
+
+  Returns:
+    The dict of :func:`retrieval_metrics`, without ``"map_all"`` when K < n_gallery.
+
+  Raises:
+    ValueError: on shape mismatches, an index out of range or repeated within a row, a
+      cut-off beyond K, or ``pr_points`` with K < n_gallery.
+  """
+  q, g = _check_labels(query_labels, gallery_labels)
+  idx = _check_topk_range(_check_topk_shape(topk_indices, q, g), g.shape[0])
+  chunk_size = _check_chunk(chunk_size)
+  n_gallery, top = g.shape[0], idx.shape[1]
+  for start in range(0, idx.shape[0], chunk_size):
+    ordered = np.sort(idx[start : start + chunk_size], axis=1)
+    repeated = np.nonzero(ordered[:, 1:] == ordered[:, :-1])
+    if repeated[0].size:
+      row = start + int(repeated[0][0])
+      raise ValueError(
+          f"topk_indices row {row} lists gallery index {ordered[row - start, repeated[1][0]]} "
+          "more than once"
+      )
+  cutoffs = _cutoffs(n_gallery, r, ks, scopes, pr_points)
+  deepest = max(
+      [cutoffs["r"] or 0]
+      + [int(c.max()) for c in (cutoffs["kk"], cutoffs["scopes"]) if c is not None]
+  )
+  if deepest > top:
+    raise ValueError(
+        f"topk_indices has {top} ranks per query, but a cut-off asks for {deepest} "
+        f"(r={r}, ks={list(ks)}, scopes={list(scopes)})"
+    )
+  whole = top == n_gallery
+  if cutoffs["pr_points"] is not None and not whole:
+    raise ValueError(f"the PR curve needs every rank: topk_indices has {top} of the {n_gallery}")
+  return _metrics_of_ranked(_iter_topk_ranked(idx, q, g, chunk_size), idx.shape[0], cutoffs, whole)
 
 
 SCOPES = (10, 25, 50, 100, 200, 300, 400, 500, 750, 1000)  # precision-scope cut-offs
@@ -695,22 +806,29 @@ def split_metrics(
     map_r: int = 50,
     precision_ks: Sequence[int] = (1, 5, 10, 50, 100),
     full: bool = True,
+    gallery_labels=None,
 ) -> dict:
   """A split's retrieval metrics in both directions, as results.json holds them.
 
-  Queries and gallery are the split's items of each modality (the same labels).
+  Queries are the items of one modality, the gallery the items of the other: of the same
+  split (one `labels` for both), or of another split (`gallery_labels`).
 
   Args:
-    scores: {"i2t": [n, n] image x text, "t2i": [n, n] text x image} ranking scores.
-    labels: the split's labels ([n] ints or [n, C] multi-hot).
-    map_r: R of mAP@R (capped at n); precision_ks: K of P@K (those <= n).
+    scores: {"i2t": [n_query, n_gallery] image x text, "t2i": [n_query, n_gallery] text x
+      image} ranking scores.
+    labels: the queries' labels ([n] ints or [n, C] multi-hot); a pair's image and text
+      share them, so both directions' queries have these.
+    map_r: R of mAP@R (capped at n_gallery); precision_ks: K of P@K (those <= n_gallery).
     full: False gives mAP@ALL alone (one sort per query all the same).
+    gallery_labels: the gallery's labels (None: `labels`, queries and gallery from one
+      split).
 
   Returns:
     {"map_all": {"i2t", "t2i", "avg"}} and, if `full`, "map_at_{R}" (with "avg"),
     "precision_at_k", "pr_curve" and "precision_scope" (with its "scopes").
   """
-  n = len(labels)
+  gallery_labels = labels if gallery_labels is None else gallery_labels
+  n = len(gallery_labels)
   r = min(map_r, n)
   ks = tuple(k for k in precision_ks if k <= n)
   scopes = tuple(s for s in SCOPES if s <= n)
@@ -727,15 +845,79 @@ def split_metrics(
     )
   for d in directions:
     if not full:
-      result["map_all"][d] = map_at_all(scores[d], labels, labels)
+      result["map_all"][d] = map_at_all(scores[d], labels, gallery_labels)
       continue
-    m = retrieval_metrics(scores[d], labels, labels, r=r, ks=ks, scopes=scopes, pr_points=PR_POINTS)
-    result["map_all"][d] = m["map_all"]
-    result[f"map_at_{r}"][d] = m["map_r"]
-    result["precision_at_k"][d] = m["precision_at_k"]
-    result["pr_curve"][d] = m["pr_curve"]
-    result["precision_scope"][d] = m["precision_scope"]
-  keys = ("map_all", f"map_at_{r}") if full else ("map_all",)
+    m = retrieval_metrics(
+        scores[d], labels, gallery_labels, r=r, ks=ks, scopes=scopes, pr_points=PR_POINTS
+    )
+    _put(result, d, r, m)
+  return _with_averages(result, ("map_all", f"map_at_{r}") if full else ("map_all",))
+
+
+def split_metrics_from_topk(
+    topk_indices: dict[str, np.ndarray],
+    labels,
+    map_r: int = 50,
+    precision_ks: Sequence[int] = (1, 5, 10, 50, 100),
+    gallery_labels=None,
+) -> dict:
+  """:func:`split_metrics` (full) from each direction's streamed top-K gallery indices.
+
+  The same dict and values as :func:`split_metrics` on the full score matrices (ties
+  broken by gallery index), for what K ranks give (see :func:`topk_metrics`): mAP@R,
+  P@K and the precision-scope curve at the scopes <= K; "map_all" and "pr_curve" only
+  when K is the gallery size.
+
+  Args:
+    topk_indices: {"i2t", "t2i"}: int [n_query, K] gallery indices, best first; K must be
+      at least min(map_r, n_gallery) and the largest precision_ks <= n_gallery.
+    labels: the queries' labels; gallery_labels: the gallery's (None: `labels`).
+    map_r, precision_ks: as for :func:`split_metrics`.
+
+  Returns:
+    {"map_at_{R}", "precision_at_k", "precision_scope"} (with "avg" for mAP) and, when K
+    = n_gallery, "map_all" and "pr_curve"; the keys in :func:`split_metrics`' order.
+  """
+  gallery_labels = labels if gallery_labels is None else gallery_labels
+  n = len(gallery_labels)
+  r = min(map_r, n)
+  ks = tuple(k for k in precision_ks if k <= n)
+  top = min(np.shape(topk_indices[d])[1] for d in ("i2t", "t2i"))
+  scopes = tuple(s for s in SCOPES if s <= min(n, top))
+  whole = top == n
+  result: dict = {}
+  if whole:
+    result["map_all"] = {}
+  result.update({f"map_at_{r}": {}, "precision_at_k": {}})
+  if whole:
+    result["pr_curve"] = {}
+  result["precision_scope"] = {"scopes": list(scopes)}
+  for d in ("i2t", "t2i"):
+    m = topk_metrics(
+        topk_indices[d],
+        labels,
+        gallery_labels,
+        r=r,
+        ks=ks,
+        scopes=scopes,
+        pr_points=PR_POINTS if whole else None,
+    )
+    _put(result, d, r, m)
+  return _with_averages(result, (("map_all",) if whole else ()) + (f"map_at_{r}",))
+
+
+def _put(result: dict, direction: str, r: int, m: dict) -> None:
+  """One direction's `retrieval_metrics` / `topk_metrics` into a split_metrics dict."""
+  if "map_all" in m:
+    result["map_all"][direction] = m["map_all"]
+  result[f"map_at_{r}"][direction] = m["map_r"]
+  result["precision_at_k"][direction] = m["precision_at_k"]
+  if "pr_curve" in m:
+    result["pr_curve"][direction] = m["pr_curve"]
+  result["precision_scope"][direction] = m.get("precision_scope", [])  # no scope <= n_gallery
+
+
+def _with_averages(result: dict, keys: Sequence[str]) -> dict:
   for key in keys:
-    result[key]["avg"] = float(np.mean([result[key][d] for d in directions]))
+    result[key]["avg"] = float(np.mean([result[key][d] for d in ("i2t", "t2i")]))
   return result

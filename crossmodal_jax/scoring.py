@@ -14,7 +14,15 @@ of the top-k) afterwards: no item is ever dropped.
 - `score_matrix` returns the full [n_query, n_gallery] score channels on the host (what
   mAP@ALL needs; 4k x 4k floats is 64 MB).
 - `top_k` streams the gallery and keeps only each query's k best (score, index) pairs,
-  for galleries too large to hold all scores. Ties keep the lower gallery index first.
+  for galleries too large to hold all scores: one jitted call takes a block of queries
+  through the gallery, merging each block of scores into the running top-k.
+- `top_k_of_rows` does the same for a ranking that needs a query's whole row of score
+  channels (a row-wise fusion such as MCSM's min-max): it scores a few query rows against
+  the whole gallery at a time, ranks them on the host and keeps their top k.
+
+Both keep ties in gallery-index order (the lower index first), as the metrics' stable
+sort does, so their rankings equal the full matrix's. What each holds in memory is in its
+docstring: O(n_query x k) on the host plus one tile within the memory budget.
 """
 
 from __future__ import annotations
@@ -106,8 +114,7 @@ def _tile(fn: ScoreFn, variables: Any, query_chunk: Any, gallery_chunks: Any) ->
   return jax.tree.map(join, tiles)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _score_rows(
+def _rows(
     fn: ScoreFn, variables: Any, query_rows: Any, gallery_chunks: Any, query_chunk: int
 ) -> Any:
   """[bq] x [nb, cg] -> channels [bq, nb * cg], `query_chunk` queries at a time."""
@@ -118,6 +125,14 @@ def _score_rows(
       lambda q: _tile(fn, variables, q, gallery_chunks), _blocks(query_rows, query_chunk)
   )  # [bq / cq, cq, nb * cg]
   return jax.tree.map(lambda r: r.reshape((bq,) + r.shape[2:]), rows)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _score_rows(
+    fn: ScoreFn, variables: Any, query_rows: Any, gallery_chunks: Any, query_chunk: int
+) -> Any:
+  """`_rows`, jitted."""
+  return _rows(fn, variables, query_rows, gallery_chunks, query_chunk)
 
 
 def score_matrix(
@@ -187,39 +202,138 @@ class _Transposed:
     return isinstance(other, _Transposed) and other.score_fn == self.score_fn
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _top_k_row(
-    score_fn: ScoreFn,
-    variables: Any,
-    query_block: Any,
-    gallery_blocks: Any,
-    num_valid: jax.Array,
+# Bytes per candidate of a top-k merge, for sizing it within the budget: its score and
+# gallery index, in the concatenated candidates and in top_k's working copies.
+MERGE_BYTES = 32
+# Gallery items scored between two merges into the running top-k, at least (each merge
+# is a top_k over k + that many candidates per query: fewer, larger merges are cheaper).
+MIN_MERGE = 4096
+# Bytes per (query, gallery item) that a ranking of whole rows (`top_k_of_rows`) allows its
+# `rank_fn` for temporaries: a dozen float64 arrays of the row block (MCSM's min-max fusion
+# makes about eight).
+RANK_BYTES = 96
+
+
+class StreamingError(ValueError):
+  """A ranking that cannot be streamed as asked: one query row over the memory budget, or
+  a `rank_fn` whose rows depend on the other queries."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKPlan:
+  """How `top_k` walks the (query, gallery) plane.
+
+  Attributes:
+    query_rows: queries per jitted call (a multiple of query_chunk).
+    query_chunk: queries per scored chunk.
+    gallery_chunk: gallery items per scored chunk.
+    merge_block: gallery items scored before each merge into the running top-k (whole
+      chunks, at least k and MIN_MERGE unless the gallery is smaller).
+  """
+
+  query_rows: int
+  query_chunk: int
+  gallery_chunk: int
+  merge_block: int
+
+
+def top_k_plan(
+    n_query: int,
+    n_gallery: int,
     k: int,
-) -> tuple[jax.Array, jax.Array]:
-  nb = jax.tree.leaves(gallery_blocks)[0].shape[0]
-  bg = jax.tree.leaves(gallery_blocks)[0].shape[1]
-  bq = jax.tree.leaves(query_block)[0].shape[0]
+    query_block: int = 512,
+    gallery_block: int = 4096,
+    pair_bytes: int | None = None,
+    memory_budget: int | None = None,
+) -> TopKPlan:
+  """The tiles of a streamed top-k within `memory_budget` bytes (None: no limit).
+
+  Half the budget bounds one scored chunk's intermediates (`plan` with `pair_bytes`), the
+  other half a call's merge: query_rows x (k + merge_block) candidates of MERGE_BYTES
+  and query_rows x merge_block scores. One query row never goes below one; a k so large
+  that a single row's merge exceeds the budget is the caller's choice.
+  """
+  half = None if memory_budget is None else max(1, int(memory_budget) // 2)
+  p = plan(n_query, n_gallery, query_block, gallery_block, pair_bytes, half)
+  cg, cq, bq = p.gallery_chunk, p.query_chunk, p.query_rows
+  merge = cg * math.ceil(max(k, gallery_block, MIN_MERGE) / cg)
+  merge = min(merge, cg * math.ceil(n_gallery / cg))
+  if half is not None:
+    rows = max(1, half // ((k + merge) * MERGE_BYTES + merge * 4))
+    if rows < bq:
+      cq = min(cq, rows)
+      bq = cq * max(1, rows // cq)
+  return TopKPlan(bq, cq, cg, merge)
+
+
+def _one_channel(tree: Any) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  if len(leaves) != 1:
+    raise ValueError(
+        f"top_k ranks by one score channel; the score function gives {len(leaves)}: rank "
+        "their combination with top_k_of_rows."
+    )
+  return leaves[0]
+
+
+def _rankable(s: jax.Array) -> jax.Array:
+  """float32 scores with -0.0 as 0.0: `lax.top_k` orders -0.0 below 0.0, the metrics'
+  sort (and IEEE comparison) count them equal."""
+  s = s.astype(jnp.float32)
+  return jnp.where(s == 0, jnp.zeros_like(s), s)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _top_k_rows(
+    fn: ScoreFn,
+    variables: Any,
+    query_rows: Any,
+    gallery_blocks: Any,
+    query_chunk: int,
+    k: int,
+    num_valid: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """[bq] x [nm, mg / cg, cg] -> (scores [bq, k], indices [bq, k], NaN seen [bq])."""
+  bq = _num_items(query_rows)
+  nm, per_block, cg = jax.tree.leaves(gallery_blocks)[0].shape[:3]
+  mg = per_block * cg
+
+  def block(g, offset):
+    s = _rankable(_one_channel(_rows(fn, variables, query_rows, g, query_chunk)))
+    idx = offset + jnp.arange(mg, dtype=jnp.int32)
+    valid = idx < num_valid
+    nan = jnp.any(jnp.isnan(s) & valid[None, :], axis=1)
+    # Padding sits after every real item, so it loses every tie (also with -inf scores).
+    s = jnp.where(valid[None, :], s, -jnp.inf)
+    return s, jnp.broadcast_to(idx, (bq, mg)), nan
+
+  s, idx, nan = block(jax.tree.map(lambda x: x[0], gallery_blocks), 0)
+  best_s, pos = jax.lax.top_k(s, k)  # mg >= k
+  best_i = jnp.take_along_axis(idx, pos, axis=1)
 
   def step(carry, inputs):
-    best_s, best_i = carry
-    g, offset = inputs
-    s = score_fn(variables, query_block, g)
-    idx = offset + jnp.arange(bg, dtype=jnp.int32)
-    s = jnp.where(idx[None, :] < num_valid, s, -jnp.inf)
-    # Earlier (lower-index) candidates come first, and top_k keeps the first of equal
-    # values, so ties resolve to the lower gallery index.
-    all_s = jnp.concatenate([best_s, s], axis=1)
-    all_i = jnp.concatenate([best_i, jnp.broadcast_to(idx, (bq, bg))], axis=1)
-    top_s, pos = jax.lax.top_k(all_s, k)
-    return (top_s, jnp.take_along_axis(all_i, pos, axis=1)), None
+    best_s, best_i, nan = carry
+    s, idx, block_nan = block(*inputs)
+    # The running best (all of lower gallery index) come first, and top_k keeps the
+    # first of equal values: ties resolve to the lower gallery index.
+    top_s, pos = jax.lax.top_k(jnp.concatenate([best_s, s], axis=1), k)
+    top_i = jnp.take_along_axis(jnp.concatenate([best_i, idx], axis=1), pos, axis=1)
+    return (top_s, top_i, nan | block_nan), None
 
-  init = (
-      jnp.full((bq, k), -jnp.inf, jnp.float32),
-      jnp.full((bq, k), jnp.iinfo(jnp.int32).max, jnp.int32),
-  )
-  offsets = jnp.arange(nb, dtype=jnp.int32) * bg
-  (best_s, best_i), _ = jax.lax.scan(step, init, (gallery_blocks, offsets))
-  return best_s, best_i
+  rest = jax.tree.map(lambda x: x[1:], gallery_blocks)
+  offsets = jnp.arange(1, nm, dtype=jnp.int32) * mg
+  (best_s, best_i, nan), _ = jax.lax.scan(step, (best_s, best_i, nan), (rest, offsets))
+  return best_s, best_i, nan
+
+
+def _check_k(k: int, n_gallery: int) -> int:
+  if not 1 <= k <= n_gallery:
+    raise ValueError(f"k must be in [1, n_gallery={n_gallery}], got {k}.")
+  return int(k)
+
+
+def _nan_error(rows: np.ndarray, start: int) -> ValueError:
+  return ValueError(f"scores contain NaN (query {start + int(np.flatnonzero(rows)[0])})")
 
 
 def top_k(
@@ -231,30 +345,180 @@ def top_k(
     query_block: int = 512,
     gallery_block: int = 4096,
     queries_are_images: bool = True,
+    pair_bytes: int | None = None,
+    memory_budget: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Each query's k best gallery items, streaming the gallery block by block.
+  """Each query's k best gallery items by one score channel, streaming the gallery.
+
+  One jitted call takes `query_rows` queries through the whole gallery: it scores a
+  merge block of gallery items (chunk by chunk, as `score_matrix` does) and merges it into
+  the running top-k with `lax.top_k`, block after block in gallery order. The ranking
+  equals a stable descending sort of the full score matrix: equal scores keep the lower
+  gallery index first (-0.0 counts as 0.0); padding never enters the top k.
+
+  Memory: the result, n_query x k x 8 bytes on the host; on the device, one call's
+  query_rows x (k + merge_block) merge candidates and one chunk's intermediates, which
+  `top_k_plan` keeps within `memory_budget` (half each).
+
+  Args:
+    score_fn: (variables, image_block, text_block) -> [P, Q] scores (a pytree with one
+      leaf may hold them); hashable, as for `score_matrix`.
+    variables: the model variables passed to score_fn.
+    query_enc, gallery_enc: per-item encodings (pytrees, leading axis = items).
+    k: items kept per query, 1 <= k <= n_gallery.
+    query_block, gallery_block: the largest query block and gallery chunk.
+    queries_are_images: False when the queries are texts (see `score_matrix`).
+    pair_bytes, memory_budget: the budget of one call (see `top_k_plan`); None: blocks
+      as given.
 
   Returns:
     (scores float32 [n_query, k], indices int32 [n_query, k]) in rank order.
+
+  Raises:
+    ValueError: k out of range, several score channels, or a NaN score.
   """
   nq, ng = _num_items(query_enc), _num_items(gallery_enc)
-  if not 1 <= k <= ng:
-    raise ValueError(f"k must be in [1, n_gallery={ng}], got {k}.")
-  query_block, gallery_block = min(query_block, nq), min(gallery_block, ng)
+  k = _check_k(k, ng)
+  p = top_k_plan(nq, ng, k, query_block, gallery_block, pair_bytes, memory_budget)
   fn = score_fn if queries_are_images else _Transposed(score_fn)
-  q_pad = _pad_to(query_enc, math.ceil(nq / query_block) * query_block)
-  g_blocks = _blocks(
-      _pad_to(gallery_enc, math.ceil(ng / gallery_block) * gallery_block), gallery_block
+  q_pad = _pad_to(query_enc, math.ceil(nq / p.query_rows) * p.query_rows)
+  g_pad = _pad_to(gallery_enc, math.ceil(ng / p.merge_block) * p.merge_block)
+  g_blocks = jax.tree.map(
+      lambda x: x.reshape(
+          (x.shape[0] // p.merge_block, p.merge_block // p.gallery_chunk, p.gallery_chunk)
+          + x.shape[1:]
+      ),
+      g_pad,
   )
   scores = np.empty((nq, k), dtype=np.float32)
   indices = np.empty((nq, k), dtype=np.int32)
-  for start in range(0, nq, query_block):
-    q = jax.tree.map(lambda x: x[start : start + query_block], q_pad)
-    s, i = _top_k_row(fn, variables, q, g_blocks, jnp.int32(ng), k)
-    stop = min(start + query_block, nq)
-    scores[start:stop] = np.asarray(s)[: stop - start]
-    indices[start:stop] = np.asarray(i)[: stop - start]
+  for start in range(0, nq, p.query_rows):
+    q = jax.tree.map(lambda x: x[start : start + p.query_rows], q_pad)
+    s, i, nan = jax.device_get(
+        _top_k_rows(fn, variables, q, g_blocks, p.query_chunk, k, jnp.int32(ng))
+    )
+    stop = min(start + p.query_rows, nq)
+    if nan[: stop - start].any():
+      raise _nan_error(nan[: stop - start], start)
+    scores[start:stop] = s[: stop - start]
+    indices[start:stop] = i[: stop - start]
   return scores, indices
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _top_k_dense(s: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  return jax.lax.top_k(_rankable(s), k)  # the first of equal values: the lower index
+
+
+def row_entry_bytes(num_channels: int) -> int:
+  """Bytes per (query, gallery item) of `top_k_of_rows`' row block: the score channels
+  on the device and on the host, the float32 ranking scores, top_k's working copies and
+  RANK_BYTES for `rank_fn`'s temporaries."""
+  return 8 * num_channels + 4 + MERGE_BYTES + RANK_BYTES
+
+
+def top_k_of_rows(
+    score_fn: ScoreFn,
+    rank_fn: Callable[[Any], np.ndarray],
+    variables: Any,
+    query_enc: Any,
+    gallery_enc: Any,
+    k: int,
+    query_block: int = 512,
+    gallery_block: int = 512,
+    queries_are_images: bool = True,
+    pair_bytes: int | None = None,
+    memory_budget: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Each query's k best gallery items by `rank_fn` of its whole row of score channels.
+
+  For a ranking that is a row-wise function of the channels over the whole gallery (a
+  query's min-max normalisation needs its row's minimum and maximum): a block of query
+  rows is scored against the whole gallery (`score_matrix`'s chunks), ranked by
+  `rank_fn` on the host, and only its top k is kept. This is exact when `rank_fn` is
+  row-wise: a query's ranking scores depend on its own row alone, not on which other
+  queries share its block. That is checked on the first block (its first query ranked
+  alone must match); a `rank_fn` that fails it raises `StreamingError`.
+
+  Memory: the result, n_query x k x 8 bytes on the host, plus one block of query_rows
+  whole rows: `row_entry_bytes(channels)` per (query, gallery item), the block sized to
+  half of `memory_budget`, and one scored chunk's intermediates within the other half.
+
+  Args:
+    score_fn: as for `score_matrix` (a pytree of channels allowed).
+    rank_fn: channels oriented query x gallery ([rows, n_gallery] numpy arrays, in
+      score_fn's structure) -> [rows, n_gallery] ranking scores, higher first.
+    variables, query_enc, gallery_enc, k, query_block, gallery_block, queries_are_images,
+      pair_bytes, memory_budget: as for `top_k`.
+
+  Returns:
+    (ranking scores float32 [n_query, k], indices int32 [n_query, k]) in rank order; ties
+    keep the lower gallery index first.
+
+  Raises:
+    StreamingError: one query's row exceeds half the budget, or `rank_fn` is not
+      row-wise. ValueError: k out of range, or a NaN ranking score.
+  """
+  nq, ng = _num_items(query_enc), _num_items(gallery_enc)
+  k = _check_k(k, ng)
+  fn = score_fn if queries_are_images else _Transposed(score_fn)
+  one = jax.tree.map(lambda x: x[:1], query_enc)
+  g_one = jax.tree.map(lambda x: x[:1], gallery_enc)
+  num_channels = len(jax.tree.leaves(jax.eval_shape(fn, variables, one, g_one)))
+  row_bytes = ng * row_entry_bytes(num_channels)
+  rows = nq if memory_budget is None else int(memory_budget) // 2 // row_bytes
+  if rows < 1:
+    raise StreamingError(
+        f"one query's row of {ng} gallery items takes {row_bytes / 2**20:.1f} MB "
+        f"({row_entry_bytes(num_channels)} bytes per item: {num_channels} score channels, "
+        f"the ranking and its temporaries), over half the memory budget of "
+        f"{int(memory_budget) / 2**20:.1f} MB"
+    )
+  half = None if memory_budget is None else int(memory_budget) // 2
+  bq = min(rows, query_block, nq)
+  p = plan(bq, ng, bq, gallery_block, pair_bytes, half)
+  bq = p.query_rows
+  q_pad = _pad_to(query_enc, math.ceil(nq / bq) * bq)
+  g_chunks = _blocks(
+      _pad_to(gallery_enc, math.ceil(ng / p.gallery_chunk) * p.gallery_chunk), p.gallery_chunk
+  )
+  scores = np.empty((nq, k), dtype=np.float32)
+  indices = np.empty((nq, k), dtype=np.int32)
+  for start in range(0, nq, bq):
+    stop = min(start + bq, nq)
+    q = jax.tree.map(lambda x: x[start : start + bq], q_pad)
+    channels = jax.tree.map(
+        lambda c: c[: stop - start, :ng],
+        jax.device_get(_score_rows(fn, variables, q, g_chunks, p.query_chunk)),
+    )
+    ranking = np.asarray(rank_fn(channels), np.float32)
+    if ranking.shape != (stop - start, ng):
+      raise ValueError(f"rank_fn gave shape {ranking.shape} for channels of {stop - start} x {ng}.")
+    nan = np.isnan(ranking).any(axis=1)
+    if nan.any():
+      raise _nan_error(nan, start)
+    if start == 0 and stop > 1:
+      _check_row_wise(rank_fn, channels, ranking)
+    padded = np.zeros((bq, ng), np.float32)
+    padded[: stop - start] = ranking
+    s, i = jax.device_get(_top_k_dense(padded, k))
+    scores[start:stop] = s[: stop - start]
+    indices[start:stop] = i[: stop - start]
+  return scores, indices
+
+
+def _check_row_wise(rank_fn: Callable[[Any], np.ndarray], channels: Any, ranking: np.ndarray):
+  """Raises StreamingError if the first query's ranking changes when ranked alone."""
+  alone = np.asarray(rank_fn(jax.tree.map(lambda c: c[:1], channels)), np.float32)
+  scale = max(1.0, float(np.abs(ranking[0]).max()))
+  if alone.shape != ranking[:1].shape or not np.allclose(
+      alone, ranking[:1], rtol=1e-5, atol=1e-6 * scale
+  ):
+    raise StreamingError(
+        "its ranking is not row-wise: the first query's ranking scores change when it is "
+        "ranked without the other queries of its block, so a gallery cannot be streamed "
+        "query block by query block"
+    )
 
 
 def encode(encode_fn: Callable[[Any], Any], inputs: Any, batch_size: int) -> Any:

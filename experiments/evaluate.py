@@ -1,6 +1,10 @@
 r"""Evaluates a trained workdir: restores a checkpoint, writes results.json and plots.
 
   python -m experiments.evaluate --workdir=/tmp/drsl [--checkpoint=best|latest|STEP]
+  python -m experiments.evaluate --workdir=/tmp/drsl --protocol=yu2018  # results_yu2018.json
+
+Galleries whose score matrices exceed eval.full_matrix_mb are ranked by streamed top-k
+(mAP@R and P@K; --config.eval.ranking=full|top_k|auto, --config.eval.top_k=K).
 
 The config is read from WORKDIR/config.json unless --config is given (then its fields
 are listed below; `python -m experiments.train --help` lists the default config's). A bad
@@ -12,6 +16,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from experiments import cli
@@ -40,19 +45,32 @@ _SPLIT = flags.DEFINE_enum(
     ["test", "validation", "train"],
     "Which split to evaluate (queries and gallery both from it).",
 )
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol",
+    None,
+    list(evaluate.PROTOCOLS),
+    "An evaluation protocol instead of --split: "
+    + "; ".join(f"{name}: {p.description}" for name, p in evaluate.PROTOCOLS.items())
+    + ". Writes results_PROTOCOL.json (default: results.json).",
+)
 
 
 def main(argv):
   cli.unexpected_arguments(argv)
   logs.quiet_library_logs()
+  split = _SPLIT.value
+  if _PROTOCOL.value is not None:
+    if flags.FLAGS["split"].present:
+      raise errors.UserError("Give --split or --protocol, not both (a protocol names its splits).")
+    split = evaluate.PROTOCOLS[_PROTOCOL.value].query_split
   results = evaluate.evaluate(
-      _WORKDIR.value, config=_CONFIG.value, checkpoint=_CHECKPOINT.value, split=_SPLIT.value
+      _WORKDIR.value,
+      config=_CONFIG.value,
+      checkpoint=_CHECKPOINT.value,
+      split=split,
+      protocol=_PROTOCOL.value,
   )
-  m = results["map_all"]
-  print(
-      f"{_SPLIT.value} mAP@ALL  i2t {m['i2t']:.4f}  t2i {m['t2i']:.4f}  avg {m['avg']:.4f}  "
-      f"(checkpoint step {results['checkpoint_step']})"
-  )
+  print(f"{evaluate.headline(results)}  (checkpoint step {results['checkpoint_step']})")
   for name, c in results.get("map_all_by_channel", {}).items():
     print(f"  {name} alone:  i2t {c['i2t']:.4f}  t2i {c['t2i']:.4f}  avg {c['avg']:.4f}")
 

@@ -468,6 +468,64 @@ def test_map_at_r_from_topk_equals_map_at_r(kind, seed, r):
 
 
 # --------------------------------------------------------------------------------------
+# Metrics from a streamed top-k
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,seed", CASES)
+@pytest.mark.parametrize("chunk_size", [4, 1000])
+def test_topk_metrics_equal_retrieval_metrics(kind, seed, chunk_size):
+  scores, ql, gl = make_case(kind, seed)
+  order = np.argsort(-scores, axis=1, kind="stable")  # the ranking a top-k keeps
+  kw = dict(ks=(1, 5, 10), scopes=(3, 10), chunk_size=chunk_size)
+  # Every rank: everything, mAP@ALL and the PR curve included.
+  full = M.retrieval_metrics(scores, ql, gl, r=7, pr_points=11, **kw)
+  assert M.topk_metrics(order, ql, gl, r=7, pr_points=11, **kw) == full
+  # The top 10 of 29: what needs no deeper rank, with the same values.
+  top = M.topk_metrics(order[:, :10].astype(np.int32), ql, gl, r=7, **kw)
+  assert top == {k: v for k, v in full.items() if k not in ("map_all", "pr_curve")}
+  assert abs(top["map_r"] - ref_map(scores, ql, gl, 7)[0]) < TOL
+
+
+def test_split_metrics_from_topk_equal_split_metrics_across_splits():
+  rng = np.random.default_rng(5)
+  ql, gl = rng.integers(0, 3, 11), rng.integers(0, 3, 40)  # gallery from another split
+  scores = {d: np.round(rng.random((11, 40)), 1) for d in ("i2t", "t2i")}
+  full = M.split_metrics(scores, ql, 20, (1, 5, 30), gallery_labels=gl)
+  order = {d: np.argsort(-s, axis=1, kind="stable") for d, s in scores.items()}
+  assert M.split_metrics_from_topk(order, ql, 20, (1, 5, 30), gallery_labels=gl) == full
+  for d in ("i2t", "t2i"):
+    assert abs(full["map_at_20"][d] - ref_map(scores[d], ql, gl, 20)[0]) < TOL
+    assert abs(full["map_all"][d] - ref_map(scores[d], ql, gl)[0]) < TOL
+  top = M.split_metrics_from_topk(
+      {d: o[:, :30] for d, o in order.items()}, ql, 20, (1, 5, 30), gallery_labels=gl
+  )
+  assert list(top) == ["map_at_20", "precision_at_k", "precision_scope"]
+  assert top["precision_scope"]["scopes"] == [10, 25]
+  for key in ("map_at_20", "precision_at_k"):
+    assert top[key] == full[key]
+  for d in ("i2t", "t2i"):
+    assert top["precision_scope"][d] == full["precision_scope"][d][:2]
+
+
+def test_topk_metrics_bad_inputs_raise_value_error():
+  scores, ql, gl = make_case("int", 0)
+  order = np.argsort(-scores, axis=1, kind="stable")
+  repeated = order[:, :5].copy()
+  repeated[3, 4] = repeated[3, 0]
+  with pytest.raises(ValueError, match="row 3 lists gallery index .* more than once"):
+    M.topk_metrics(repeated, ql, gl, ks=(1,))
+  with pytest.raises(ValueError, match="5 ranks per query, but a cut-off asks for 10"):
+    M.topk_metrics(order[:, :5], ql, gl, r=3, ks=(1, 10))
+  with pytest.raises(ValueError, match="the PR curve needs every rank"):
+    M.topk_metrics(order[:, :5], ql, gl, ks=(1,), pr_points=11)
+  with pytest.raises(ValueError, match="lie in"):
+    M.topk_metrics(order + 1, ql, gl, ks=(1,))
+  with pytest.raises(ValueError, match="shape"):
+    M.topk_metrics(order[:-1], ql, gl)
+
+
+# --------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------
 

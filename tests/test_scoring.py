@@ -230,6 +230,108 @@ def test_top_k_out_of_range_raises(encodings, k):
     scoring.top_k(dot_score, VARS, images, texts, k)
 
 
+def signed_score(variables, image_enc, text_enc):
+  """Integer scores with ties, -inf where the dot product is <= -2, and the zeros signed:
+  -0.0 where the first features' product is negative."""
+  del variables
+  s = image_enc @ text_enc.T
+  negative = (image_enc[:, :1] @ text_enc[:, :1].T) < 0
+  s = jnp.where(s == 0, jnp.where(negative, -0.0, 0.0), s)
+  return jnp.where(s <= -2, -jnp.inf, s)
+
+
+def signed_encodings():
+  rng = np.random.default_rng(8)
+  return (
+      rng.integers(-1, 2, size=(NQ, 3)).astype(np.float32),
+      rng.integers(-1, 2, size=(NG, 3)).astype(np.float32),
+  )
+
+
+@pytest.mark.parametrize("budget", [2_000, 20_000, None])
+@pytest.mark.parametrize("k", [1, 9, NG])
+def test_top_k_within_a_budget_keeps_ties_zeros_and_infinities_in_index_order(budget, k):
+  images, texts = signed_encodings()
+  full = scoring.score_matrix(signed_score, None, images, texts)
+  assert np.isneginf(full).sum() > NQ and np.signbit(full[full == 0]).any()
+  kw = dict(query_block=QB, gallery_block=GB, pair_bytes=12, memory_budget=budget)
+  scores, indices = scoring.top_k(signed_score, None, images, texts, k, **kw)
+  want_scores, want_indices = ref_top_k(full, k)
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_array_equal(scores, want_scores)
+  p = scoring.top_k_plan(NQ, NG, k, QB, GB, 12, budget)
+  assert p.merge_block >= k and p.merge_block % p.gallery_chunk == 0
+  if budget is not None:  # the budget holds, and a small one makes many tiles
+    assert p.query_chunk * p.gallery_chunk * 12 <= budget // 2
+    merge = p.query_rows * ((k + p.merge_block) * scoring.MERGE_BYTES + 4 * p.merge_block)
+    assert merge <= budget // 2 or p.query_rows == 1
+    if budget == 2_000:
+      assert p.query_rows < NQ and p.gallery_chunk < NG
+
+
+def test_top_k_nan_scores_raise():
+  images, texts = signed_encodings()
+  nan = {"scale": jnp.float32(np.nan), "shift": jnp.float32(0.0)}
+  with pytest.raises(ValueError, match="NaN"):
+    scoring.top_k(dot_score, nan, images, texts, 3, query_block=QB, gallery_block=GB)
+
+
+def two_channels(variables, image_enc, text_enc):
+  del variables
+  return {"a": image_enc[:, :2] @ text_enc[:, :2].T, "b": image_enc[:, 2:] @ text_enc[:, 2:].T}
+
+
+def min_max_fusion(channels):
+  """A row-wise ranking: each channel min-max normalised over its query's row."""
+
+  def mnorm(s):
+    s = np.asarray(s, np.float64)
+    lo, hi = s.min(axis=1, keepdims=True), s.max(axis=1, keepdims=True)
+    return np.where(hi > lo, (s - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+
+  return 0.6 * mnorm(channels["a"]) * channels["b"] + 0.4 * mnorm(channels["b"]) * channels["a"]
+
+
+@pytest.mark.parametrize("queries_are_images", [True, False])
+@pytest.mark.parametrize("k", [1, 6, None])
+def test_top_k_of_rows_equals_ranking_the_full_rows(queries_are_images, k):
+  images, texts = signed_encodings()
+  queries, gallery = (images, texts) if queries_are_images else (texts, images)
+  k = k or len(gallery)
+  kw = dict(query_block=QB, gallery_block=GB, queries_are_images=queries_are_images)
+  full = scoring.score_matrix(two_channels, None, queries, gallery, **kw)
+  ranking = np.asarray(min_max_fusion(full), np.float32)
+  assert all(len(np.unique(row)) < len(row) for row in ranking)  # ties in every row
+  # Room for 3 whole rows per block (128 + 4 B of ranking, 4 x 2 B of channels per item).
+  budget = 2 * 3 * len(gallery) * scoring.row_entry_bytes(2)
+  scores, indices = scoring.top_k_of_rows(
+      two_channels,
+      min_max_fusion,
+      None,
+      queries,
+      gallery,
+      k,
+      pair_bytes=8,
+      memory_budget=budget,
+      **kw,
+  )
+  want_scores, want_indices = ref_top_k(ranking, k)
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_array_equal(scores, want_scores)
+
+
+def test_top_k_of_rows_refuses_what_it_cannot_stream():
+  images, texts = signed_encodings()
+  with pytest.raises(scoring.StreamingError, match="not row-wise"):
+    scoring.top_k_of_rows(
+        two_channels, lambda c: c["a"] - c["a"].mean(axis=0), None, images, texts, 3
+    )
+  with pytest.raises(scoring.StreamingError, match=f"one query's row of {NG} gallery items"):
+    scoring.top_k_of_rows(
+        two_channels, min_max_fusion, None, images, texts, 3, memory_budget=NG * 100
+    )
+
+
 # --------------------------------------------------------------------------------------
 # encode
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,459 @@
+"""Retrieval at scale and from a checkpoint: streamed top-k evaluation against the full
+score matrix, the cross-split protocol against a slow numpy reference, and
+experiments/retrieve.py on a tiny trained run (in this process, and once through the real
+entry point).
+
+The toy methods here score with small integers, so every score is exact whatever the
+tile shapes, with heavy ties: the streamed and the full rankings must then agree exactly,
+tie for tie.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+import scipy.io
+from absl import flags
+
+from conftest import REPO
+from configs import default
+from crossmodal_jax import errors
+from crossmodal_jax import evaluate
+from crossmodal_jax import losses
+from crossmodal_jax import methods
+from crossmodal_jax import parallel
+from crossmodal_jax import scoring
+from crossmodal_jax import train
+from crossmodal_jax.data import common
+from crossmodal_jax.methods import base
+from crossmodal_jax.methods.mcsm import method as mcsm
+from experiments import retrieve
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+ENV.pop(errors.TRACEBACK_ENV, None)
+
+# --------------------------------------------------------------------------------------
+# Toy methods with exact integer scores
+# --------------------------------------------------------------------------------------
+
+
+class IntDot(base.Method):
+  """Separable: items are their integer features times an integer weight (2), the score a
+  dot product; ranks by its one channel (the face's retrieval_scores)."""
+
+  def init(self, rng, batch):
+    del rng, batch
+    return {"params": {"weight": jnp.float32(2.0)}}
+
+  def loss(self, variables, batch, rng, axis_name):
+    del rng
+    zi = self.encode_image(variables, batch["image"])
+    zt = parallel.gather(self.encode_text(variables, batch["text"]), axis_name)
+    s = losses.label_agreement(batch["label"], parallel.gather(batch["label"], axis_name))
+    bce = optax.sigmoid_binary_cross_entropy(zi @ zt.T, s)
+    share = jnp.sum(bce) / (parallel.global_batch_size(zi.shape[0], axis_name) * zt.shape[0])
+    return parallel.loss_from_share(share, axis_name), ({}, {})
+
+  def encode_image(self, variables, x):
+    return x[:, :4] * variables["params"]["weight"]
+
+  def encode_text(self, variables, x):
+    return x[:, :4] * variables["params"]["weight"]
+
+  def score(self, variables, image_block, text_block):
+    del variables
+    return image_block @ text_block.T
+
+
+class IntFused(IntDot):
+  """Two channels fused by MCSM's adaptive fusion: a min-max normalisation of each
+  query's row over the whole gallery, so t2i is not i2t transposed."""
+
+  def score(self, variables, image_block, text_block):
+    del variables
+    return {
+        "a": image_block[:, :2] @ text_block[:, :2].T,
+        "b": image_block[:, 2:] @ text_block[:, 2:].T,
+    }
+
+  def retrieval_scores(self, variables, scores, direction):
+    del variables, direction
+    return mcsm.adaptive_fusion(scores["a"], scores["b"], 0.3)
+
+
+class ColumnNorm(IntFused):
+  """Not row-wise: each gallery item's scores are centred over the queries."""
+
+  def retrieval_scores(self, variables, scores, direction):
+    del variables, direction
+    a = np.asarray(scores["a"], np.float64)
+    return a - a.mean(axis=0, keepdims=True)
+
+
+TOYS = {"int_dot": IntDot, "int_fused": IntFused, "column_norm": ColumnNorm}
+
+
+def toy_split(rng, n: int) -> common.Split:
+  return common.Split(
+      {
+          "image": rng.integers(-1, 2, size=(n, 4)).astype(np.float32),
+          "text": rng.integers(-1, 2, size=(n, 4)).astype(np.float32),
+          "label": rng.integers(0, 4, size=n).astype(np.int32),
+      }
+  )
+
+
+@pytest.fixture(scope="module")
+def toy_dataset():
+  rng = np.random.default_rng(0)
+  # 120 training items: the yu2018 gallery is larger than its R = 100.
+  train_split, validation, test = toy_split(rng, 120), toy_split(rng, 10), toy_split(rng, 30)
+  return common.Dataset("toy", train_split, validation, test, num_classes=4)
+
+
+def toy(name: str):
+  config = ml_collections.ConfigDict({"method": name, "model": {}})
+  method = TOYS[name](config, {"image": (4,), "text": (4,)})
+  return method, method.init(jax.random.key(0), None)
+
+
+def eval_config(**fields) -> ml_collections.ConfigDict:
+  config = default.eval_config()
+  # Small blocks and a budget of 0.1 MB: many query and gallery tiles on these splits.
+  config.update(query_block=8, gallery_block=16, memory_budget_mb=0.1, map_r=5)
+  config.update({"precision_ks": (1, 5, 10), **fields})
+  return config
+
+
+def flat(result: dict) -> dict:
+  """{(key, ..., leaf position): float}; precision-scope values keyed by their scope."""
+  out = {}
+  for key, value in result.items():
+    if key == "precision_scope":
+      for d in ("i2t", "t2i"):
+        out.update({(key, d, s): x for s, x in zip(value["scopes"], value[d])})
+    elif isinstance(value, dict):
+      out.update({(key, *path): x for path, x in flat(value).items()})
+    elif isinstance(value, list):
+      out.update({(key, i): x for i, x in enumerate(value)})
+    else:
+      out[(key,)] = value
+  return out
+
+
+def assert_same_metrics(streamed: dict, full: dict, whole: bool):
+  """Every figure of the streamed result equals the full ranking's (all of them when the
+  streamed k is the gallery size)."""
+  got, want = flat({k: v for k, v in streamed.items() if k != "top_k"}), flat(full)
+  assert got and set(got) <= set(want), sorted(set(got) - set(want))
+  if whole:
+    assert set(got) == set(want) - {k for k in want if k[0] == "map_all_by_channel"}
+  for key, value in got.items():
+    assert value == pytest.approx(want[key], rel=1e-12, abs=1e-12), key
+
+
+# --------------------------------------------------------------------------------------
+# Streamed top-k evaluation equals the full matrix's
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["int_dot", "int_fused"])
+@pytest.mark.parametrize("gallery_split", ["test", "train"])
+def test_streamed_metrics_equal_full_matrix_metrics(toy_dataset, name, gallery_split):
+  method, variables = toy(name)
+  split, gallery = toy_dataset.test, toy_dataset.splits[gallery_split]
+  ng = len(gallery)
+  full = evaluate.evaluate_split(
+      method, variables, split, eval_config(ranking="full"), gallery=gallery
+  )
+  # Ties in every query row.
+  channels = method.score(variables, split["image"] * 2, gallery["text"] * 2)
+  ranking = np.asarray(method.retrieval_scores(variables, channels, "i2t"))
+  assert all(len(np.unique(row)) < ng for row in ranking)
+  for k, whole in ((0, False), (ng, True)):  # k = max(map_r, precision_ks) = 10; all
+    config = eval_config(ranking="top_k", top_k=k)
+    streamed = evaluate.evaluate_split(method, variables, split, config, gallery=gallery)
+    assert streamed["top_k"] == (ng if whole else 10)
+    assert ("map_all" in streamed) == whole and ("pr_curve" in streamed) == whole
+    assert set(streamed["precision_at_k"]["i2t"]) == {"1", "5", "10"}
+    assert_same_metrics(streamed, full, whole)
+    if name == "int_dot":  # the plan really tiles queries and gallery
+      p = scoring.top_k_plan(30, ng, streamed["top_k"], 8, 16, 4 * 8, int(0.1 * 2**20))
+      assert p.query_rows < 30 and (p.merge_block < ng or p.gallery_chunk < ng)
+
+
+def test_auto_ranking_streams_past_the_full_matrix_limit(toy_dataset):
+  method, variables = toy("int_fused")
+  split = toy_dataset.test
+  # 30 x 30 x 4 B x (2 channels + 2) = 14.4 kB.
+  assert (
+      evaluate.full_matrix_bytes(30, 30, evaluate.num_channels(method, variables, split)) == 14400
+  )
+  small = eval_config(full_matrix_mb=14400 / 2**20)
+  assert evaluate.ranking_mode(method, variables, split, split, small) == "full"
+  tiny = eval_config(full_matrix_mb=14399 / 2**20)
+  assert evaluate.ranking_mode(method, variables, split, split, tiny) == "top_k"
+  assert evaluate.ranking_mode(method, variables, split, split, tiny, full=False) == "full"
+  result = evaluate.evaluate_split(method, variables, split, tiny)
+  assert result["top_k"] == 10 and "map_all" not in result
+  with pytest.raises(errors.UserError, match="Unknown eval.ranking 'fast'"):
+    evaluate.evaluate_split(method, variables, split, eval_config(ranking="fast"))
+  with pytest.raises(errors.UserError, match="eval.top_k must be an integer >= 0"):
+    evaluate.evaluate_split(method, variables, split, eval_config(ranking="top_k", top_k=-1))
+
+
+def test_unstreamable_rankings_are_one_user_error_naming_the_method(toy_dataset):
+  method, variables = toy("column_norm")
+  split = toy_dataset.test
+  config = eval_config(ranking="top_k")
+  with pytest.raises(errors.UserError, match="'column_norm'.*not row-wise") as e:
+    evaluate.evaluate_split(method, variables, split, config)
+  assert "\n" not in str(e.value)
+  # Fine with the full matrices.
+  assert "map_all" in evaluate.evaluate_split(method, variables, split, eval_config())
+  # One query row of 30 items x 148 B is over half of a 4 kB budget.
+  method, variables = toy("int_fused")
+  config = eval_config(ranking="top_k", memory_budget_mb=4096 / 2**20)
+  with pytest.raises(errors.UserError, match="'int_fused'.*one query's row of 30 gallery items"):
+    evaluate.evaluate_split(method, variables, split, config)
+
+
+# --------------------------------------------------------------------------------------
+# The cross-split protocol against a slow numpy reference
+# --------------------------------------------------------------------------------------
+
+
+def reference_scores(name: str, queries: np.ndarray, gallery: np.ndarray, direction: str):
+  """Pair by pair, then each row fused on its own (the images of a t2i pair are the
+  gallery: the score is image . text either way)."""
+  zq, zg = 2.0 * queries, 2.0 * gallery
+  a = np.array([[float(np.dot(q[:2], g[:2])) for g in zg] for q in zq])
+  b = np.array([[float(np.dot(q[2:], g[2:])) for g in zg] for q in zq])
+  if name == "int_dot":
+    return a + b
+  del direction  # the fused channels are oriented query x gallery already
+  rows = []
+  for ra, rb in zip(a, b):
+    na = (ra - ra.min()) / (ra.max() - ra.min()) if ra.max() > ra.min() else 0 * ra
+    nb = (rb - rb.min()) / (rb.max() - rb.min()) if rb.max() > rb.min() else 0 * rb
+    rows.append(0.3 * (na * rb) + 0.7 * (nb * ra))
+  return np.array(rows, np.float32)
+
+
+def reference_metrics(scores, query_labels, gallery_labels, r, ks):
+  """mAP@ALL, mAP@R (found-in-top-R denominator) and P@K by explicit loops."""
+  aps_all, aps_r, precision = [], [], {k: [] for k in ks}
+  for row, label in zip(scores, query_labels):
+    order = sorted(range(len(row)), key=lambda j: (-row[j], j))
+    rel = [gallery_labels[j] == label for j in order]
+    hits, total = 0, []
+    for rank, is_rel in enumerate(rel, 1):
+      if is_rel:
+        hits += 1
+        total.append(hits / rank)
+    aps_all.append(sum(total) / len(total) if total else 0.0)
+    top = [p for p, rank in zip(total, [i + 1 for i, x in enumerate(rel) if x]) if rank <= r]
+    aps_r.append(sum(top) / len(top) if top else 0.0)
+    for k in ks:
+      precision[k].append(sum(rel[:k]) / k)
+  return np.mean(aps_all), np.mean(aps_r), {str(k): np.mean(v) for k, v in precision.items()}
+
+
+@pytest.mark.parametrize("name", ["int_dot", "int_fused"])
+@pytest.mark.parametrize("ranking", ["full", "top_k"])
+def test_yu2018_protocol_equals_numpy_reference(toy_dataset, name, ranking):
+  method, variables = toy(name)
+  config = eval_config(ranking=ranking, precision_ks=(1, 5, 10, 50, 100))
+  result = evaluate.evaluate_protocol(method, variables, toy_dataset, config, "yu2018")
+  assert result["protocol"]["metric"] == "map_at_100"
+  assert (result["protocol"]["query_split"], result["protocol"]["gallery_split"]) == (
+      "test",
+      "train",
+  )
+  test, train_split = toy_dataset.test, toy_dataset.train
+  sides = {"i2t": (test["image"], train_split["text"]), "t2i": (test["text"], train_split["image"])}
+  for d, (queries, gallery) in sides.items():
+    scores = reference_scores(name, queries, gallery, d)
+    map_all, map_100, p_at_k = reference_metrics(
+        scores, test["label"], train_split["label"], 100, (1, 5, 10, 50, 100)
+    )
+    assert result["map_at_100"][d] == pytest.approx(map_100, abs=1e-12)
+    assert result["precision_at_k"][d] == pytest.approx(p_at_k, abs=1e-12)
+    if ranking == "full":
+      assert result["map_all"][d] == pytest.approx(map_all, abs=1e-12)
+    else:  # k = 100 of the 120 training items: no mAP@ALL
+      assert result["top_k"] == 100 and "map_all" not in result
+  with pytest.raises(errors.UserError, match="Unknown protocol 'yu'"):
+    evaluate.evaluate_protocol(method, variables, toy_dataset, config, "yu")
+
+
+# --------------------------------------------------------------------------------------
+# experiments/retrieve.py on a tiny trained run
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A one-epoch DRSL run on 200 synthetic training pairs (small towers)."""
+  root = tmp_path_factory.mktemp("retrieve")
+  config = default.get_config("drsl,synthetic")
+  config.model.image_layers, config.model.text_layers = (32, 16), (32, 16)
+  config.model.relation_layers = (32,)
+  config.data.synthetic_num_train = 200
+  config.data.data_dir = str(root / "tfds")
+  config.train.update(num_epochs=1, progress_bar=False)
+  config.eval.memory_budget_mb = 0.05  # many tiles
+  workdir = root / "wd"
+  train.train(config, str(workdir))
+  return workdir, evaluate.load_config(str(workdir))
+
+
+def score_matrix_of(workdir, config, dataset, split: str, direction: str) -> np.ndarray:
+  method = methods.get_method(config, dataset.dims(), dataset.meta)
+  variables, _ = evaluate.restore_variables(str(workdir), method, dataset.train, "best")
+  return evaluate.score_split(method, variables, dataset.splits[split], config.eval)[direction]
+
+
+def assert_true_top_k(report: dict, matrix: np.ndarray, labels: np.ndarray, names):
+  """Each query's items are the k best of its row of the score matrix, best first, with
+  their own scores, labels and relevance."""
+  k = report["k"]
+  clear_rows = 0
+  for entry in report["queries"]:
+    row = matrix[entry["query"]].astype(np.float64)
+    got = np.array([r["gallery_index"] for r in entry["results"]])
+    got_scores = np.array([r["score"] for r in entry["results"]])
+    want = np.argsort(-row, kind="stable")[:k]
+    # The streamed scores come from other tile shapes than the matrix: equal up to
+    # float32 rounding, so near-ties may swap.
+    tol = 1e-5 * float(np.abs(row).max())
+    np.testing.assert_allclose(got_scores, row[got], rtol=0, atol=tol)
+    np.testing.assert_allclose(got_scores, row[want], rtol=0, atol=tol)
+    assert len(set(got.tolist())) == k and np.all(np.diff(got_scores) <= 0)
+    top = np.sort(row)[::-1][: k + 1]
+    if np.min(-np.diff(top)) > tol:  # no near-tie: the indices themselves
+      np.testing.assert_array_equal(got, want)
+      clear_rows += 1
+    for r in entry["results"]:
+      label = int(labels[r["gallery_index"]])
+      assert r["label"] == label
+      assert r["relevant"] == (label == entry["label"])
+      if names is not None:
+        assert r["class"] == names[label]
+  assert clear_rows > 0
+
+
+def test_retrieve_lists_the_true_top_k_of_the_score_matrix(trained):
+  workdir, config = trained
+  report = retrieve.retrieve(str(workdir), [0, 5, 17], k=7, direction="i2t", split="test")
+  dataset = retrieve.load_data(config, None)
+  assert [e["query"] for e in report["queries"]] == [0, 5, 17]
+  assert report["num_gallery"] == 600 and report["method"] == "drsl"
+  names = dataset.meta["class_names"]
+  matrix = score_matrix_of(workdir, config, dataset, "test", "i2t")
+  assert_true_top_k(report, matrix, dataset.test["label"], names)
+  # Against another split's gallery: the 200 training texts.
+  report = retrieve.retrieve(
+      str(workdir), [3, 0], k=4, direction="i2t", split="test", gallery_split="train"
+  )
+  method = methods.get_method(config, dataset.dims(), dataset.meta)
+  variables, _ = evaluate.restore_variables(str(workdir), method, dataset.train, "best")
+  images, _ = evaluate.encode_split(method, variables, dataset.test, config.eval)
+  _, texts = evaluate.encode_split(method, variables, dataset.train, config.eval)
+  matrix = scoring.method_channels(method, variables, images, texts, config.eval)
+  assert report["num_gallery"] == 200
+  assert_true_top_k(report, matrix, dataset.train["label"], names)
+
+
+def test_retrieve_bad_inputs_are_one_line_user_errors(trained, tmp_path):
+  workdir, _ = trained
+  cases = [
+      (dict(queries=[600]), "row 600 is out of range: the test split of the synthetic"),
+      (dict(queries=[0], k=601), r"--k=601 must be in \[1, 600\]"),
+      (dict(queries=[0], split="dev"), "Unknown split 'dev'"),
+      (dict(queries=[0], checkpoint="7"), "No checkpoint at step 7"),
+      (dict(queries=[0], features_dir=str(tmp_path / "none")), "none"),
+  ]
+  for kwargs, match in cases:
+    with pytest.raises(errors.UserError, match=match) as e:
+      retrieve.retrieve(str(workdir), **kwargs)
+    assert "\n" not in str(e.value)
+  for text, match in [("0,x", "'x' is not a row index"), (" , ", "names no query")]:
+    with pytest.raises(errors.UserError, match=match):
+      retrieve.parse_queries(text)
+  assert retrieve.parse_queries("0, 5,17") == [0, 5, 17]
+  with pytest.raises(errors.MissingError, match="does not exist"):
+    retrieve.write_report({}, str(tmp_path / "no" / "r.json"))
+
+
+def write_features(folder, image_dim: int, text_dim: int):
+  """A DRSL-layout folder: 40 training and 25 test pairs of 10 classes (1-based)."""
+  rng = np.random.default_rng(7)
+  folder.mkdir()
+  for prefix, n in (("train", 40), ("test", 25)):
+    labels = (np.arange(n) % 10 + 1)[:, None]
+    centres = np.random.default_rng(1).standard_normal((11, image_dim + text_dim))
+    x = centres[labels[:, 0]] + 0.3 * rng.standard_normal((n, image_dim + text_dim))
+    for name, value in (
+        ("img", x[:, :image_dim]),
+        ("txt", x[:, image_dim:]),
+        ("img_lab", labels.astype(np.float64)),
+    ):
+      scipy.io.savemat(folder / f"{prefix}_{name}.mat", {f"{prefix}_{name}": value})
+
+
+def test_retrieve_ranks_a_folder_of_feature_files(trained, tmp_path):
+  workdir, config = trained
+  folder = tmp_path / "feats"
+  write_features(folder, 128, 64)  # the synthetic run's feature sizes
+  report = retrieve.retrieve(str(workdir), [2, 24], k=5, direction="t2i", features_dir=str(folder))
+  assert report["dataset"] == "features" and report["num_gallery"] == 25
+  assert all("class" not in r for e in report["queries"] for r in e["results"])  # no names
+  dataset = retrieve.load_data(config, str(folder))
+  matrix = score_matrix_of(workdir, config, dataset, "test", "t2i")
+  assert_true_top_k(report, matrix, dataset.test["label"], None)
+  wrong = tmp_path / "wrong"
+  write_features(wrong, 20, 64)
+  with pytest.raises(errors.UserError, match=f"{wrong}: its features .* do not fit the model"):
+    retrieve.retrieve(str(workdir), [0], features_dir=str(wrong))
+
+
+def test_retrieve_entry_point_prints_and_writes_the_top_k(trained):
+  workdir, config = trained
+  proc = subprocess.run(
+      [
+          sys.executable, "-m", "experiments.retrieve", f"--workdir={workdir}",
+          "--split=test", "--direction=t2i", "--queries=4,1", "--k=3",
+      ],
+      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  path = workdir / "retrieval_test_t2i.json"
+  assert proc.stdout.strip().splitlines()[-1] == f"wrote {path}"
+  report = json.loads(path.read_text())
+  assert not (workdir / "retrieval_test_t2i.json.tmp").exists()
+  printed = [l.split() for l in proc.stdout.splitlines() if l.strip().split()[1:2] == ["gallery"]]
+  listed = [
+      (str(r["rank"]), str(r["gallery_index"])) for e in report["queries"] for r in e["results"]
+  ]
+  assert [(p[0], p[2]) for p in printed] == listed and len(listed) == 6
+  dataset = retrieve.load_data(config, None)
+  matrix = score_matrix_of(workdir, config, dataset, "test", "t2i")
+  assert_true_top_k(report, matrix, dataset.test["label"], dataset.meta["class_names"])
+
+
+def test_every_retrieve_flag_has_help():
+  flag_values = flags.FlagValues()
+  holders = retrieve.define_flags(flag_values)
+  assert set(holders) >= {"workdir", "split", "features_dir", "direction", "queries", "k", "output"}
+  for name in holders:
+    assert len(flag_values[name].help) > 20, name
