@@ -1,5 +1,5 @@
 r"""Reproduces the comparison table: every method x dataset x seed, and the classical
-baselines, trained, evaluated on test and summarised in one table.
+baselines, trained, evaluated on test and summarised in one table; optionally ablations.
 
   python -m experiments.reproduce --workdir=/tmp/table \
     --methods=drsl,scanet,mcsm,hcmsl --datasets=wikipedia,synthetic --seeds=5 \
@@ -7,6 +7,10 @@ baselines, trained, evaluated on test and summarised in one table.
 
   python -m experiments.reproduce --workdir=/tmp/ci --methods=drsl,hcmsl \
     --datasets=synthetic --seeds=2 --preset=ci          # a few minutes on 2 CPU cores
+
+  python -m experiments.reproduce --workdir=/tmp/table --methods=drsl,scanet \
+    --datasets=wikipedia --seeds=3 --ablations=scanet_layers,drsl_fusion,scanet_loss \
+    --manual_dir=wikipedia=/path/to/wikipedia_dataset
 
 Each run is `configs/default.py:METHOD,DATASET,PRESET` with `config.seed` = 0 .. N-1 (and
 any --override), trained in WORKDIR/runs/DATASET/METHOD/seed_S and evaluated with its
@@ -17,12 +21,23 @@ its last checkpoint. The baselines (CCA, semantic matching, semantic correlation
 `crossmodal_jax.baselines`, scikit-learn) run once per dataset on the same features and
 splits (they have no seed), their hyperparameters chosen on validation.
 
+--ablations names entries of ABLATIONS: scanet_layers (SCANet's co-attention layers 0..3,
+seed 003 table 3), drsl_fusion (DRSL's relation fusion concat / multiply / add /
+subtract, seed 004 tables 5-6), scanet_loss (SCANet's global loss m and lambda at the
+five settings of seed 003 table 4). Each variant sets a few fields of its method's config
+(after the --override ones) and is a run per dataset and seed like the others, in
+WORKDIR/ablations/DATASET/ABLATION/VARIANT/seed_S, reused and resumed the same way. The
+variant whose config is the method's own is marked "default" and shares the method's runs
+(WORKDIR/runs/DATASET/METHOD/seed_S): it is trained once for the table and every ablation.
+
 Written to WORKDIR: results.json (every run and row, mean and sample standard deviation
-over seeds), results.md (one table per dataset: mAP@ALL i2t / t2i / avg as mean ± std,
-training time per run, parameter count) and pr_DATASET.png (every row's precision-recall
-curves, mean over seeds). A progress line says which run of how many is going and the
-time left. A bad input is one line `error: ...`; Ctrl-C keeps every finished run and the
-running one's last checkpoint, and re-running the same command goes on from there.
+over seeds; each ablation under "ablations"), results.md (one table per dataset: mAP@ALL
+i2t / t2i / avg as mean ± std, training time per run, parameter count; then one table
+per ablation and dataset, a row per variant), pr_DATASET.png (every row's
+precision-recall curves, mean over seeds) and pr_ABLATION_DATASET.png (every variant's).
+A progress line says which run of how many is going and the time left. A bad input is
+one line `error: ...`; Ctrl-C keeps every finished run and the running one's last
+checkpoint, and re-running the same command goes on from there.
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +95,38 @@ RUN_INFO = "reproduce_run.json"
 # The baselines' grids with --preset=ci (unless given): a quick selection.
 CI_COMPONENTS = (4, 16)
 CI_C_GRID = (0.1, 10.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+  """One ablation: its method's runs with a few config fields set, per variant."""
+
+  method: str
+  title: str  # the heading of its tables in results.md
+  variants: tuple[tuple[str, dict[str, Any]], ...]  # (label, {"section.field": value})
+
+
+# The ablations --ablations may name. Each variant's label also names its run folder.
+ABLATIONS = {
+    "scanet_layers": Ablation(
+        "scanet",
+        "SCANet co-attention layers (seed 003 table 3)",
+        tuple((f"layers={k}", {"model.attention_layers": k}) for k in range(4)),
+    ),
+    "drsl_fusion": Ablation(
+        "drsl",
+        "DRSL relation fusion (seed 004 tables 5-6)",
+        tuple((f, {"model.fusion": f}) for f in ("concat", "multiply", "add", "subtract")),
+    ),
+    "scanet_loss": Ablation(
+        "scanet",
+        "SCANet global loss margin m and weight lambda (seed 003 table 4)",
+        tuple(
+            (f"m={m:g} lambda={lam:g}", {"model.margin": m, "model.lam": lam})
+            for m, lam in ((0.5, 0.35), (0.6, 0.35), (0.7, 0.35), (0.6, 0.3), (0.6, 0.4))
+        ),
+    ),
+}
 
 _METHODS = flags.DEFINE_list(
     "methods", ["drsl", "scanet", "mcsm", "hcmsl"], "Methods to train (registered names)."
@@ -147,6 +195,18 @@ _SM_C = flags.DEFINE_list(
     f"empty: {','.join(f'{c:g}' for c in baselines_lib.DEFAULT_C_GRID)} "
     f"({','.join(f'{c:g}' for c in CI_C_GRID)} with --preset=ci).",
 )
+_ABLATIONS = flags.DEFINE_list(
+    "ablations",
+    [],
+    "Ablations to run too, on --datasets with --seeds (their method need not be in "
+    "--methods): "
+    + "; ".join(
+        f"{name}: {a.method} with {', '.join(label for label, _ in a.variants)}"
+        for name, a in ABLATIONS.items()
+    )
+    + ". Each variant is its own run per dataset and seed (the one equal to the method's "
+    "config shares the method's runs), with its own table in results.md.",
+)
 
 
 @dataclasses.dataclass
@@ -158,6 +218,15 @@ class Run:
   seed: int
   config: ml_collections.ConfigDict
   workdir: str
+  ablation: str | None = None  # the ablation (ABLATIONS) and variant label it runs, if any
+  variant: str | None = None
+  default: bool = False  # the variant's config is the method's own (it shares its runs)
+
+  def describe(self) -> str:
+    variant = ""
+    if self.ablation is not None:
+      variant = f" [{self.ablation}: {self.variant}{', default' if self.default else ''}]"
+    return f"{self.method}{variant} on {self.dataset}, seed {self.seed}"
 
 
 # --------------------------------------------------------------------------------------
@@ -194,6 +263,25 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str | None, str, str
   return parsed
 
 
+def _field(
+    config: ml_collections.ConfigDict, field: str, what: str, owner: str
+) -> tuple[ml_collections.ConfigDict, str]:
+  """(the section holding `field` ("section.name"), its last name); a field `config` does
+  not have is one error starting with `what`, listing the fields of `owner`'s config."""
+  node = config
+  parts = field.split(".")
+  for i, part in enumerate(parts):
+    if not hasattr(node, "keys") or part not in node:
+      where = ".".join(parts[:i]) or "config"
+      choices = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a leaf)"
+      raise errors.UserError(
+          f"{what}: {where} of the {owner} config has no {part!r}; its fields: {choices}."
+      )
+    if i < len(parts) - 1:
+      node = node[part]
+  return node, parts[-1]
+
+
 def apply_overrides(
     config: ml_collections.ConfigDict,
     overrides: Sequence[tuple[str | None, str, str]],
@@ -207,22 +295,31 @@ def apply_overrides(
       continue
     if not field.startswith(prefix):
       continue
-    node = config
-    parts = field.split(".")
-    for i, part in enumerate(parts):
-      if not hasattr(node, "keys") or part not in node:
-        where = ".".join(parts[:i]) or "config"
-        choices = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a leaf)"
-        raise errors.UserError(
-            f"--override {field}: {where} of the {method or 'baselines'} config has no "
-            f"{part!r}; its fields: {choices}."
-        )
-      if i < len(parts) - 1:
-        node = node[part]
+    node, name = _field(config, field, f"--override {field}", method or "baselines")
     try:
-      node[parts[-1]] = _parse_value(value, node[parts[-1]])
+      node[name] = _parse_value(value, node[name])
     except (ValueError, TypeError, SyntaxError) as e:
       raise errors.UserError(f"--override {field}={value}: {e}") from None
+
+
+def variant_config(
+    config: ml_collections.ConfigDict, ablation: str, label: str, fields: dict[str, Any]
+) -> ml_collections.ConfigDict:
+  """A copy of `config` with an ablation variant's fields set."""
+  config = config.copy_and_resolve_references()
+  for field, value in fields.items():
+    what = f"ablation {ablation} ({label}): {field}"
+    node, name = _field(config, field, what, config.method)
+    try:
+      node[name] = value
+    except (ValueError, TypeError) as e:
+      raise errors.UserError(f"{what}={value!r}: {e}") from None
+  return config
+
+
+def variant_dir(label: str) -> str:
+  """A variant label as a folder name ("m=0.5 lambda=0.35" -> "m=0.5_lambda=0.35")."""
+  return re.sub(r"[^A-Za-z0-9.=+-]+", "_", label).strip("_") or "_"
 
 
 def parse_manual_dirs(values: Sequence[str], datasets: Sequence[str]) -> dict[str, str]:
@@ -322,16 +419,23 @@ def plan(
     preset: str = "full",
     overrides: Sequence[str] = (),
     manual_dirs: dict[str, str] | None = None,
+    ablations: Sequence[str] = (),
 ) -> list[Run]:
   """Every run's config, checked: unknown names, bad overrides, missing data folders
-  and workdirs holding other runs are one error before anything runs."""
+  and workdirs holding other runs are one error before anything runs. The methods' runs
+  come first, then each ablation's (a default variant's Run has its method's workdir)."""
   manual_dirs = manual_dirs or {}
   parsed = parse_overrides(overrides)
   known = methods_lib.names()
+  for a in ablations:
+    if a not in ABLATIONS:
+      raise errors.UserError(f"Unknown ablation {a!r}; choose from {tuple(ABLATIONS)}.")
+  ablation_methods = [ABLATIONS[a].method for a in ablations]
   for scope, field, _ in parsed:
-    if scope is not None and scope not in methods:
+    if scope is not None and scope not in methods and scope not in ablation_methods:
       raise errors.UserError(
-          f"--override {scope}:{field}: {scope!r} is not among --methods {list(methods)}."
+          f"--override {scope}:{field}: {scope!r} is not among --methods {list(methods)}"
+          + (f" or the ablations' methods {ablation_methods}." if ablations else ".")
       )
   for m in methods:
     if m not in known:
@@ -341,19 +445,44 @@ def plan(
       raise errors.UserError(f"Unknown dataset {d!r}; choose from {data_lib.DATASETS}.")
   if not methods and not datasets:
     raise errors.UserError("Nothing to do: give --methods and --datasets.")
+
+  def config_of(m: str, d: str, s: int) -> ml_collections.ConfigDict:
+    config = run_config(m, d, preset, s, parsed, manual_dirs)
+    if d in FILE_DATASETS and not config.data.manual_dir:
+      raise errors.UserError(
+          f"The {d} dataset needs its folder: --manual_dir={d}=DIR "
+          f"(or --override=data.manual_dir=DIR)."
+      )
+    return config
+
+  def method_dir(m: str, d: str, s: int) -> str:
+    return os.path.join(workdir, "runs", d, m, f"seed_{s}")
+
   runs = []
   for d in datasets:
     for m in methods:
       for s in range(seeds):
-        config = run_config(m, d, preset, s, parsed, manual_dirs)
-        if d in FILE_DATASETS and not config.data.manual_dir:
-          raise errors.UserError(
-              f"The {d} dataset needs its folder: --manual_dir={d}=DIR "
-              f"(or --override=data.manual_dir=DIR)."
+        runs.append(Run(m, d, s, config_of(m, d, s), method_dir(m, d, s)))
+  for a in dict.fromkeys(ablations):
+    ablation = ABLATIONS[a]
+    m = ablation.method
+    folders = [variant_dir(label) for label, _ in ablation.variants]
+    if len(set(folders)) < len(folders):
+      raise ValueError(f"ABLATIONS[{a!r}]: two variants share a folder name: {folders}.")
+    for d in datasets:
+      for (label, fields), folder in zip(ablation.variants, folders):
+        for s in range(seeds):
+          base = config_of(m, d, s)
+          config = variant_config(base, a, label, fields)
+          default = not config_differences(_json_roundtrip(base), _json_roundtrip(config))
+          path = (
+              method_dir(m, d, s)
+              if default
+              else os.path.join(workdir, "ablations", d, a, folder, f"seed_{s}")
           )
-        run = Run(m, d, s, config, os.path.join(workdir, "runs", d, m, f"seed_{s}"))
-        check_run(run)
-        runs.append(run)
+          runs.append(Run(m, d, s, config, path, a, label, default))
+  for run in runs:
+    check_run(run)
   return runs
 
 
@@ -390,18 +519,26 @@ def _format_seconds(seconds: float | None) -> str:
 
 class Progress:
   """The progress line: run k of N, elapsed, and the time left estimated from the runs
-  trained so far (the mean of the same method and dataset, else of all)."""
+  trained so far (the mean of the same method, variant and dataset, else of the same
+  method and dataset, else of all)."""
 
   def __init__(self, runs: Sequence[Run], out=None):
     self.runs = list(runs)
     self.out = out or sys.stdout
     self.start = time.perf_counter()
-    self.seconds: dict[tuple[str, str], list[float]] = {}
+    self.seconds: dict[tuple[str, str, str | None, str | None], list[float]] = {}
+
+  @staticmethod
+  def _key(run: Run) -> tuple[str, str, str | None, str | None]:
+    return run.method, run.dataset, run.ablation, run.variant
 
   def estimate(self, run: Run) -> float | None:
-    same = self.seconds.get((run.method, run.dataset))
+    same = self.seconds.get(self._key(run))
     if same:
       return float(np.mean(same))
+    method = [s for k, v in self.seconds.items() if k[:2] == self._key(run)[:2] for s in v]
+    if method:
+      return float(np.mean(method))
     every = [s for v in self.seconds.values() for s in v]
     return float(np.mean(every)) if every else None
 
@@ -419,15 +556,14 @@ class Progress:
         else "time left known after the first training"
     )
     text = (
-        f"[reproduce] run {k}/{len(self.runs)}: {run.method} on {run.dataset}, seed "
-        f"{run.seed}: {status} (elapsed {_format_seconds(time.perf_counter() - self.start)}, "
-        f"{left_text})"
+        f"[reproduce] run {k}/{len(self.runs)}: {run.describe()}: {status} (elapsed "
+        f"{_format_seconds(time.perf_counter() - self.start)}, {left_text})"
     )
     print(text, file=self.out, flush=True)
     return text
 
   def record(self, run: Run, seconds: float):
-    self.seconds.setdefault((run.method, run.dataset), []).append(seconds)
+    self.seconds.setdefault(self._key(run), []).append(seconds)
 
 
 def train_seconds(workdir: str) -> tuple[float | None, int]:
@@ -591,11 +727,28 @@ def method_row(method: str, summaries: Sequence[dict]) -> dict[str, Any]:
       "seeds": [s["seed"] for s in summaries],
       "map_all": {d: mean_std([s["map_all"][d] for s in summaries]) for d in ("i2t", "t2i", "avg")},
       "train_seconds": mean_std([s["train_seconds"] for s in summaries]),
+      "wall_seconds": mean_std([s["wall_seconds"] for s in summaries]),
       "num_params": summaries[0]["num_params"],
       "epochs": summaries[0]["epochs"],
       "pr_curve": _mean_curve([s["pr_curve"] for s in summaries]),
       "runs": list(summaries),
   }
+
+
+def variant_row(
+    ablation: str, label: str, default: bool, summaries: Sequence[dict]
+) -> dict[str, Any]:
+  """An ablation variant's row: its method's row, named by the variant."""
+  row = method_row(ABLATIONS[ablation].method, summaries)
+  row.update(
+      name=label,
+      label=label + (" (default)" if default else ""),
+      kind="variant",
+      ablation=ablation,
+      settings=dict(dict(ABLATIONS[ablation].variants)[label]),
+      default=default,
+  )
+  return row
 
 
 def baseline_row(result: dict[str, Any]) -> dict[str, Any]:
@@ -679,6 +832,33 @@ def markdown(results: dict[str, Any]) -> str:
       )
     if ds.get("plot"):
       lines += ["", f"Precision-recall curves: [{ds['plot']}]({ds['plot']})"]
+  for name, ablation in results.get("ablations", {}).items():
+    lines += [
+        "",
+        f"## Ablation `{name}`: {ablation['title']}",
+        "",
+        f"Each row is `{ablation['method']}` with "
+        f"{', '.join(f'`{f}`' for f in ablation['fields'])} set as named; (default) is "
+        "the method's own config and shares the method's runs.",
+    ]
+    for dataset, ds in ablation["datasets"].items():
+      lines += [
+          "",
+          f"### {dataset} ({ds['num_test']} test pairs)",
+          "",
+          "| variant | i2t | t2i | avg | training time per run | parameters | notes |",
+          "|---|---|---|---|---|---|---|",
+      ]
+      for row in ds["rows"]:
+        m = row["map_all"]
+        lines.append(
+            f"| {row['label']} | {_cell(m['i2t'])} | {_cell(m['t2i'])} | "
+            f"**{_cell(m['avg'])}** | {_cell_time(row['train_seconds'])} | "
+            f"{_params(row['num_params'])} | {len(row['seeds'])} seeds, "
+            f"{row['epochs']} epochs |"
+        )
+      if ds.get("plot"):
+        lines += ["", f"Precision-recall curves: [{ds['plot']}]({ds['plot']})"]
   return "\n".join(lines) + "\n"
 
 
@@ -748,13 +928,20 @@ def _write_atomic(path: str, text: str):
 
 
 def write_outputs(results: dict[str, Any], workdir: str) -> dict[str, Any]:
-  """results.json, results.md and one pr_DATASET.png per dataset."""
+  """results.json, results.md, one pr_DATASET.png per dataset and one
+  pr_ABLATION_DATASET.png per ablation and dataset."""
   os.makedirs(workdir, exist_ok=True)
   for name, ds in results["datasets"].items():
     if ds["rows"]:
       plot = f"pr_{name}.png"
       plot_pr(ds["rows"], name, os.path.join(workdir, plot))
       ds["plot"] = plot
+  for ablation, entry in results.get("ablations", {}).items():
+    for name, ds in entry["datasets"].items():
+      if ds["rows"]:
+        plot = f"pr_{ablation}_{name}.png"
+        plot_pr(ds["rows"], f"{ablation}, {name}", os.path.join(workdir, plot))
+        ds["plot"] = plot
   _write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
   _write_atomic(os.path.join(workdir, "results.md"), markdown(results))
   return results
@@ -783,8 +970,10 @@ def reproduce(
     command: str = "",
     out=None,
     execute_fn: Callable[[Run, DatasetCache], dict[str, Any]] = execute,
+    ablations: Sequence[str] = (),
 ) -> dict[str, Any]:
-  """Runs (or reuses) every run and baseline; writes and returns the results."""
+  """Runs (or reuses) every run, baseline and ablation variant (names of ABLATIONS);
+  writes and returns the results."""
   out = out or sys.stdout
   manual_dirs = manual_dirs or {}
   for b in baselines:
@@ -795,7 +984,12 @@ def reproduce(
       raise errors.UserError(
           f"Unknown --baseline_text {t!r}; choose from {data_lib.TEXT_FEATURES}."
       )
-  runs = plan(methods, datasets, seeds, workdir, preset, overrides, manual_dirs)
+  planned = plan(methods, datasets, seeds, workdir, preset, overrides, manual_dirs, ablations)
+  # A default variant's run is its method's: trained (or reused) once.
+  first: dict[str, Run] = {}
+  for run in planned:
+    first.setdefault(run.workdir, run)
+  runs = list(first.values())
   if not sm_c:
     sm_c = CI_C_GRID if preset == "ci" else baselines_lib.DEFAULT_C_GRID
   if not cca_components and preset == "ci":
@@ -832,7 +1026,7 @@ def reproduce(
             )
         )
   progress = Progress(runs, out)
-  summaries: list[dict[str, Any]] = []
+  summaries: list[dict[str, Any]] = []  # of `runs`, in order
   for k, run in enumerate(runs, start=1):
     _CURRENT["run"] = run
     if is_finished(run):
@@ -862,19 +1056,48 @@ def reproduce(
       "std": "sample standard deviation over seeds (ddof=1)",
       "datasets": {},
   }
+  by_workdir = {s["workdir"]: s for s in summaries}
+
+  def summaries_of(dataset: str, method: str, ablation=None, variant=None) -> list[dict]:
+    return [
+        by_workdir[r.workdir]
+        for r in planned
+        if (r.dataset, r.method, r.ablation, r.variant) == (dataset, method, ablation, variant)
+    ]
+
+  num_test = {}
   for d in datasets:
-    rows = [baseline_row(r) for r in baseline_results[d]]
-    for m in methods:
-      mine = [s for s in summaries if s["dataset"] == d and s["method"] == m]
-      if mine:
-        rows.append(method_row(m, mine))
-    num_test = next(
+    num_test[d] = next(
         (s["num_queries"] for s in summaries if s["dataset"] == d and s["num_queries"]),
         None,
     )
-    if num_test is None and baseline_results[d]:
-      num_test = baseline_results[d][0]["num_queries"]
-    results["datasets"][d] = {"num_test": num_test, "rows": rows}
+    if num_test[d] is None and baseline_results[d]:
+      num_test[d] = baseline_results[d][0]["num_queries"]
+  for d in datasets:
+    rows = [baseline_row(r) for r in baseline_results[d]]
+    for m in methods:
+      mine = summaries_of(d, m)
+      if mine:
+        rows.append(method_row(m, mine))
+    results["datasets"][d] = {"num_test": num_test[d], "rows": rows}
+  if ablations:
+    results["ablations"] = {}
+  for a in dict.fromkeys(ablations):
+    ablation = ABLATIONS[a]
+    defaults = {(r.dataset, r.variant) for r in planned if r.ablation == a and r.default}
+    entry = {
+        "method": ablation.method,
+        "title": ablation.title,
+        "fields": sorted({f for _, fields in ablation.variants for f in fields}),
+        "datasets": {},
+    }
+    for d in datasets:
+      rows = [
+          variant_row(a, label, (d, label) in defaults, summaries_of(d, ablation.method, a, label))
+          for label, _ in ablation.variants
+      ]
+      entry["datasets"][d] = {"num_test": num_test[d], "rows": rows}
+    results["ablations"][a] = entry
   return write_outputs(results, workdir)
 
 
@@ -883,8 +1106,8 @@ def interrupted() -> str:
   run = _CURRENT.get("run")
   now = f"; {run.workdir} keeps its last checkpoint" if run is not None else ""
   return (
-      f"finished runs are kept under {workdir}/runs{now}; re-run the same command to go on "
-      "(finished runs are reused)."
+      f"finished runs are kept under {workdir} (runs/, ablations/){now}; re-run the same "
+      "command to go on (finished runs are reused)."
   )
 
 
@@ -911,6 +1134,7 @@ def main(argv):
       cca_components=_numbers(_CCA_COMPONENTS.value, int, "cca_components") or None,
       sm_c=_numbers(_SM_C.value, float, "sm_c") or None,
       cca_solver=_CCA_SOLVER.value,
+      ablations=[a for a in _ABLATIONS.value if a],
       command="python -m experiments.reproduce " + " ".join(sys.argv[1:]),
   )
   print()

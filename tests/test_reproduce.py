@@ -1,9 +1,14 @@
 """The classical baselines (crossmodal_jax.baselines) and the table command
 (experiments/reproduce.py) on small synthetic data."""
 
+import dataclasses
 import io
 import json
 import os
+import pathlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +22,7 @@ from experiments import reproduce
 pytest.importorskip("sklearn", reason="the baselines need scikit-learn (setup.py)")
 
 CHANCE = 0.1  # 10 balanced classes
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -152,14 +158,14 @@ def test_table_files_and_statistics(table):
   assert results["datasets"]["synthetic"]["num_test"] == 600
 
 
+def no_training(run, cache):
+  raise AssertionError(f"retrained {run.workdir}")
+
+
 def test_finished_runs_are_reused(table):
   workdir = table[0]
   path = os.path.join(workdir, "runs", "synthetic", "drsl", "seed_0", "metrics.jsonl")
   before = os.path.getmtime(path)
-
-  def no_training(run, cache):
-    raise AssertionError(f"retrained {run.workdir}")
-
   out = io.StringIO()
   again = reproduce.reproduce(workdir, **TABLE, out=out, execute_fn=no_training)
   assert os.path.getmtime(path) == before
@@ -197,6 +203,8 @@ def test_bad_inputs_are_one_error(tmp_path):
     call(overrides=["mcsm:train.num_epochs=1"])
   with pytest.raises(errors.UserError, match="Unknown baseline"):
     call(baselines=["pls"])
+  with pytest.raises(errors.UserError, match="Unknown ablation 'nope'; choose from"):
+    call(ablations=["drsl_fusion", "nope"])
   assert not os.listdir(tmp_path)
   assert reproduce.parse_manual_dirs(["wikipedia=/a", "/b"], ["features", "wikipedia"]) == {
       "wikipedia": "/a",
@@ -214,3 +222,129 @@ def test_progress_estimates_the_time_left():
   progress.record(runs[2], 30.0)
   assert progress.time_left(runs[1:]) == pytest.approx(10.0 + 30.0 + 30.0)
   assert "run 2/4" in progress.line(2, runs[1], "training", runs[1:])
+
+
+def test_ablation_table_sets_its_fields_in_distinct_runs(tmp_path):
+  workdir = str(tmp_path)
+  runs = reproduce.plan([], ["synthetic"], 1, workdir, "ci", ablations=list(reproduce.ABLATIONS))
+  assert {r.ablation for r in runs} == set(reproduce.ABLATIONS)
+  for name, ablation in reproduce.ABLATIONS.items():
+    mine = [r for r in runs if r.ablation == name]
+    assert [r.variant for r in mine] == [label for label, _ in ablation.variants]
+    for run, (_, fields) in zip(mine, ablation.variants):
+      assert run.method == ablation.method and run.config.preset == "ci"
+      for field, value in fields.items():
+        section, key = field.split(".")
+        assert run.config[section][key] == value
+    # Each ablation holds its method's own config once: that run is the method's.
+    (default,) = [r for r in mine if r.default]
+    assert default.workdir == os.path.join(workdir, "runs", "synthetic", ablation.method, "seed_0")
+  variants = [r.workdir for r in runs if not r.default]
+  assert len(set(variants)) == len(variants) == 4 + 4 + 5 - 3  # 13 variants, 3 defaults
+  assert all(w.startswith(os.path.join(workdir, "ablations", "synthetic")) for w in variants)
+  layers = [r.config.model.attention_layers for r in runs if r.ablation == "scanet_layers"]
+  assert layers == [0, 1, 2, 3]
+  fusions = [r.config.model.fusion for r in runs if r.ablation == "drsl_fusion"]
+  assert fusions == ["concat", "multiply", "add", "subtract"]
+  loss = [(r.config.model.margin, r.config.model.lam) for r in runs if r.ablation == "scanet_loss"]
+  assert loss == [(0.5, 0.35), (0.6, 0.35), (0.7, 0.35), (0.6, 0.3), (0.6, 0.4)]
+  # Variants set their fields after --override; the default follows the overridden config.
+  runs = reproduce.plan(
+      [], ["synthetic"], 1, workdir, "ci", ["scanet:model.margin=0.7"], ablations=["scanet_loss"]
+  )
+  assert [r.variant for r in runs if r.default] == ["m=0.7 lambda=0.35"]
+  assert [r.config.model.margin for r in runs][:2] == [0.5, 0.6]
+  assert not os.listdir(tmp_path)
+
+
+def test_ablation_runs_tables_and_reuse(table, tmp_path, monkeypatch):
+  # drsl_fusion cut to its default (concat) and one other variant; the default is the
+  # table's finished drsl run, copied here.
+  full = reproduce.ABLATIONS["drsl_fusion"]
+  monkeypatch.setitem(
+      reproduce.ABLATIONS, "drsl_fusion", dataclasses.replace(full, variants=full.variants[:2])
+  )
+  workdir = str(tmp_path)
+  concat = os.path.join(workdir, "runs", "synthetic", "drsl", "seed_0")
+  multiply = os.path.join(workdir, "ablations", "synthetic", "drsl_fusion", "multiply", "seed_0")
+  shutil.copytree(os.path.join(table[0], "runs", "synthetic", "drsl", "seed_0"), concat)
+  args = dict(
+      methods=["drsl"],
+      datasets=["synthetic"],
+      seeds=1,
+      preset="ci",
+      overrides=TINY,
+      baselines=[],
+      ablations=["drsl_fusion"],
+  )
+  trained = []
+
+  def counting(run, cache):
+    trained.append(run.workdir)
+    return reproduce.execute(run, cache)
+
+  out = io.StringIO()
+  results = reproduce.reproduce(workdir, **args, out=out, execute_fn=counting)
+  log = out.getvalue()
+  assert trained == [multiply]  # the default variant is the method's finished run
+  assert "run 2/2: drsl [drsl_fusion: multiply] on synthetic, seed 0: training" in log
+  for path, fusion in ((concat, "concat"), (multiply, "multiply")):
+    with open(os.path.join(path, "config.json")) as f:
+      assert json.load(f)["model"]["fusion"] == fusion
+  with open(os.path.join(workdir, "results.json")) as f:
+    stored = json.load(f)
+  ablation = stored["ablations"]["drsl_fusion"]
+  assert ablation["method"] == "drsl" and ablation["fields"] == ["model.fusion"]
+  rows = ablation["datasets"]["synthetic"]["rows"]
+  assert [(r["name"], r["default"], r["settings"]) for r in rows] == [
+      ("concat", True, {"model.fusion": "concat"}),
+      ("multiply", False, {"model.fusion": "multiply"}),
+  ]
+  assert rows[0]["map_all"] == stored["datasets"]["synthetic"]["rows"][0]["map_all"]
+  with open(os.path.join(multiply, "results.json")) as f:
+    assert rows[1]["map_all"]["avg"]["mean"] == pytest.approx(json.load(f)["map_all"]["avg"])
+  assert rows[1]["num_params"] > 0 and rows[1]["wall_seconds"]["mean"] > 0
+  assert rows[1]["seeds"] == [0] and rows[1]["epochs"] == 2
+  with open(os.path.join(workdir, "results.md")) as f:
+    md = f.read()
+  section = md[md.index("## Ablation `drsl_fusion`") :]
+  lines = [l for l in section.splitlines() if l.startswith("| ") and "| i2t |" not in l]
+  assert [l.split(" | ")[0] for l in lines] == ["| concat (default)", "| multiply"]
+  assert f"**{rows[1]['map_all']['avg']['mean']:.3f}**" in lines[1]
+  assert results["ablations"]["drsl_fusion"]["datasets"]["synthetic"]["plot"] == (
+      "pr_drsl_fusion_synthetic.png"
+  )
+  with open(os.path.join(workdir, "pr_drsl_fusion_synthetic.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # Again: both runs reused, nothing trained, the same table.
+  out = io.StringIO()
+  again = reproduce.reproduce(workdir, **args, out=out, execute_fn=no_training)
+  assert out.getvalue().count("finished before, reused") == 2
+  again_rows = again["ablations"]["drsl_fusion"]["datasets"]["synthetic"]["rows"]
+  assert [r["map_all"] for r in again_rows] == [r["map_all"] for r in rows]
+  # A variant whose fields changed under the same name is one error before anything runs.
+  changed = (full.variants[0], ("multiply", {"model.fusion": "add"}))
+  monkeypatch.setitem(
+      reproduce.ABLATIONS, "drsl_fusion", dataclasses.replace(full, variants=changed)
+  )
+  with pytest.raises(errors.UserError, match="different run.*model.fusion: 'multiply' -> 'add'"):
+    reproduce.reproduce(workdir, **args, out=io.StringIO(), execute_fn=no_training)
+
+
+def test_unknown_ablation_is_one_line(tmp_path):
+  workdir = tmp_path / "wd"
+  proc = subprocess.run(
+      [
+          sys.executable, "-m", "experiments.reproduce", f"--workdir={workdir}",
+          "--methods=drsl", "--datasets=synthetic", "--ablations=drsl_fusion,nope",
+      ],
+      cwd=REPO,
+      env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=120,
+  )  # fmt: skip
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      "error: Unknown ablation 'nope'; choose from ('scanet_layers', 'drsl_fusion', "
+      "'scanet_loss')."
+  ]
+  assert not workdir.exists()
