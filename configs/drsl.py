@@ -26,6 +26,9 @@ def model_config() -> ml_collections.ConfigDict:
   model.cnn_filters = 100
   model.cnn_dropout = 0.5
   model.cnn_freeze_embeddings = False
+  # Feed the "mlp" text tower sparse: its first layer sums the kernel rows of each text's
+  # non-zeros (for raw TF-IDF / bag-of-words text); same parameters as the dense layer.
+  model.sparse_text = False
   # ||R - S||_F^2 divided by: "sum" (1), "batch" (B, the authors' code), "mean" (B^2).
   model.loss_normalizer = "batch"
   # Dense initialisation: "pytorch" (U(+-1/sqrt(fan_in)), the authors' code) or "flax".

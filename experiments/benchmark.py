@@ -6,8 +6,10 @@ r"""Speed benchmark: DRSL training epochs and all-pairs scoring throughput -> JS
 Measures, on whatever devices JAX sees:
 - seconds per DRSL training epoch on Wikipedia (train split, 2,173 pairs; training steps
   only) at the paper's sizes (300-d TF-IDF-SVD text), with the default Wikipedia config
-  (10,000-d TF-IDF text) and at the authors' code sizes (drsl_code), each with its
-  config's batch size; without --wikipedia_dir a random stand-in of the same shape;
+  on raw 10,000-d TF-IDF text, fed dense and fed sparse (`model.sparse_text`: each text's
+  non-zeros, padded), and at the authors' code sizes (drsl_code), each with its config's
+  batch size; without --wikipedia_dir a random stand-in of the same shape (sparse rows
+  of ~150 non-zeros where the text is TF-IDF);
 - all-pairs scoring of a 4k x 4k synthetic gallery (paper sizes), with the separable
   first layer + fused kernel, and the naive formulation (concatenate each pair, run the
   600-1024-1 MLP) on a sub-block, so their ratio is measured in the same run;
@@ -43,7 +45,9 @@ from crossmodal_jax import parallel
 from crossmodal_jax import scoring
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
+from crossmodal_jax.data import sparse_rows
 from crossmodal_jax.layers import pairwise
+from crossmodal_jax.layers import sparse_dense
 
 _OUTPUT = flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 _WIKI = flags.DEFINE_string(
@@ -93,8 +97,15 @@ def _mlp_flops(dims) -> int:
   return sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
 
 
-def drsl_step_flops(model_cfg, d_img: int, d_txt: int, batch: int) -> dict[str, int]:
-  """Analytic forward FLOPs of one DRSL training step; training ~ 3x forward."""
+def drsl_step_flops(
+    model_cfg, d_img: int, d_txt: int, batch: int, text_nonzeros: int | None = None
+) -> dict[str, int]:
+  """Analytic forward FLOPs of one DRSL training step; training ~ 3x forward.
+
+  With `text_nonzeros` (sparse text) the first text layer reads that many (padded)
+  non-zeros per text instead of all d_txt features.
+  """
+  d_txt = d_txt if text_nonzeros is None else text_nonzeros
   towers = batch * (
       _mlp_flops((d_img, *model_cfg.image_layers)) + _mlp_flops((d_txt, *model_cfg.text_layers))
   )
@@ -107,14 +118,25 @@ def drsl_step_flops(model_cfg, d_img: int, d_txt: int, batch: int) -> dict[str, 
   return {"forward": int(forward), "train_step": int(3 * forward)}
 
 
-def _wikipedia_like(text_dim: int, seed=0) -> common.Dataset:
+def _wikipedia_like(text_dim: int, sparse: bool = False, seed=0) -> common.Dataset:
+  """Random arrays of Wikipedia's shapes; `sparse` text has 40-259 positive entries per
+  row (raw TF-IDF has ~150 of 10,000)."""
   rng = np.random.default_rng(seed)
+
+  def text(n):
+    if not sparse:
+      return rng.standard_normal((n, text_dim), dtype=np.float32)
+    x = np.zeros((n, text_dim), np.float32)
+    for row in x:
+      count = rng.integers(40, 260)
+      row[rng.choice(text_dim, count, replace=False)] = rng.random(count, dtype=np.float32)
+    return x
 
   def split(n):
     return common.Split(
         {
             "image": rng.random((n, 128), dtype=np.float32),
-            "text": rng.standard_normal((n, text_dim), dtype=np.float32),
+            "text": text(n),
             "label": rng.integers(0, 10, n).astype(np.int32),
         }
     )
@@ -134,7 +156,7 @@ def _load_wikipedia(method_name: str, text_feature: str, cache: dict):
       cache[text_feature] = data_lib.load_dataset(config.data)
     else:
       dim = {"tfidf_svd": config.data.svd_dim, "lda": 10}.get(text_feature, config.data.vocab_size)
-      cache[text_feature] = _wikipedia_like(dim)
+      cache[text_feature] = _wikipedia_like(dim, sparse=text_feature in ("tfidf", "bow"))
   return config, cache[text_feature]
 
 
@@ -165,9 +187,13 @@ def _seconds_per_step(step_fn, state, mesh, raw_batches) -> tuple[float, Any]:
   return (time.perf_counter() - t0) / (len(batches) - 1), state
 
 
-def bench_training(method_name: str, text_feature: str, cache: dict) -> dict:
-  """Seconds per training epoch (training steps only; no validation pass)."""
+def bench_training(
+    method_name: str, text_feature: str, cache: dict, sparse_text: bool = False
+) -> dict:
+  """Seconds per training epoch (training steps only; no validation pass); with
+  `sparse_text` the text is fed as its padded non-zeros (`model.sparse_text`)."""
   config, dataset = _load_wikipedia(method_name, text_feature, cache)
+  config.model.sparse_text = sparse_text
   tc = config.train
   method, steps, mesh, state, step_fn = _training_setup(config, dataset)
   key = jax.random.key(0)
@@ -190,12 +216,17 @@ def bench_training(method_name: str, text_feature: str, cache: dict) -> dict:
       epoch_times.append(time.perf_counter() - t0)
   seconds = float(np.median(epoch_times))
   d_img, d_txt = dataset.dims()["image"][0], dataset.dims()["text"][0]
-  flops = drsl_step_flops(config.model, d_img, d_txt, tc.batch_size)
+  # The padded length of the training batches' sparse rows (the method's, per split).
+  padded = sparse_rows.max_nonzeros(dataset.train["text"]) if sparse_text else None
+  flops = drsl_step_flops(config.model, d_img, d_txt, tc.batch_size, padded)
   epoch_flops = flops["train_step"] * steps
-  return {
-      "name": f"train_epoch/{method_name}/wikipedia/{text_feature}",
+  row = {
+      "name": (
+          f"train_epoch/{method_name}/wikipedia/{text_feature}" + ("_sparse" if sparse_text else "")
+      ),
       "data": dataset.name,
       "input_dims": {"image": d_img, "text": d_txt},
+      "sparse_text": sparse_text,
       "model": {
           "image_layers": list(config.model.image_layers),
           "text_layers": list(config.model.text_layers),
@@ -209,6 +240,9 @@ def bench_training(method_name: str, text_feature: str, cache: dict) -> dict:
       "gflops_per_s": epoch_flops / seconds / 1e9,
       "params": train_lib.num_params(state.params),
   }
+  if sparse_text:
+    row["text_padded_length"] = padded
+  return row
 
 
 def bench_scoring() -> list[dict]:
@@ -313,10 +347,12 @@ def bench_text_layer(cache: dict) -> list[dict]:
   """The default Wikipedia text tower's first layer (TF-IDF over V words -> 1024), forward
   + gradient w.r.t. its kernel, dense and fed sparse, and the Adam update of that kernel.
 
-  Its input is sparse (an article has ~150 of 10,000 words), so the layer could be fed
-  as (word id, weight) pairs: a gather-sum over each row's non-zeros (padded to the
-  longest row), or a jax.experimental.sparse BCOO matrix. Measured side by side with the
-  dense matmul on the same batch.
+  Its input is sparse (an article has ~150 of 10,000 words), so the layer can be fed as
+  (word id, weight) pairs: the gather-sum over each row's non-zeros that
+  `model.sparse_text` trains with (`sparse_rows.to_padded` over the train split, so padded
+  to its longest row as in training, and `sparse_dense.gather_sum`), or a
+  jax.experimental.sparse BCOO matrix. Measured side by side with the dense matmul on the
+  same batch.
   """
   from jax.experimental import sparse  # pylint: disable=g-import-not-at-top
 
@@ -326,9 +362,10 @@ def bench_text_layer(cache: dict) -> list[dict]:
   vocab = x.shape[1]
   nnz = (x != 0).sum(axis=1)
   longest = int(nnz.max())
-  order = np.argsort(x == 0, axis=1, kind="stable")[:, :longest]  # non-zeros first
-  ids = jnp.asarray(order, jnp.int32)
-  values = jnp.asarray(np.take_along_axis(x, order, axis=1))
+  # The training feed: the train split's padded rows (length: its longest row).
+  ids, values = sparse_rows.to_padded(dataset.train["text"])
+  ids, values = jnp.asarray(ids[:batch]), jnp.asarray(values[:batch])
+  padded = ids.shape[1]
   rng = np.random.default_rng(0)
   kernel = jnp.asarray(rng.standard_normal((vocab, width)) / np.sqrt(vocab), jnp.float32)
   g = jnp.asarray(rng.standard_normal((batch, width)), jnp.float32)
@@ -340,9 +377,9 @@ def bench_text_layer(cache: dict) -> list[dict]:
   forms = {
       "dense": (lambda w, a: a["x"] @ w, {"x": dense}, 2 * batch * vocab * width),
       "gather_sum": (
-          lambda w, a: jnp.einsum("bl,blk->bk", a["values"], w[a["ids"]]),
+          lambda w, a: sparse_dense.gather_sum(w, a["ids"], a["values"]),
           {"ids": ids, "values": values},
-          2 * batch * longest * width,
+          2 * batch * padded * width,
       ),
       "bcoo": (lambda w, a: a["x"] @ w, {"x": bcoo}, 2 * int(nnz.sum()) * width),
   }
@@ -363,6 +400,7 @@ def bench_text_layer(cache: dict) -> list[dict]:
     )
   for r in out[1:]:
     r["speedup_vs_dense"] = out[0]["seconds"] / r["seconds"]
+  out[1]["padded_length"] = padded
   import optax  # pylint: disable=g-import-not-at-top
 
   adam = optax.adam(1e-3)
@@ -592,14 +630,15 @@ def main(argv):
     return not _ONLY.value or any(prefix.startswith(p) for p in _ONLY.value)
 
   if wanted("train_epoch"):
-    for method_name, text_feature in (
-        ("drsl", "tfidf_svd"),
-        ("drsl", "tfidf"),
-        ("drsl_code", "tfidf_svd"),
+    for method_name, text_feature, sparse_text in (
+        ("drsl", "tfidf_svd", False),
+        ("drsl", "tfidf", False),
+        ("drsl", "tfidf", True),  # the same, its text fed as padded non-zeros
+        ("drsl_code", "tfidf_svd", False),
     ):
       if (_EPOCHS.value if method_name == "drsl" else _CODE_EPOCHS.value) < 1:
         continue  # --epochs=0 / --code_epochs=0: no timed epoch, no row
-      results.append(bench_training(method_name, text_feature, cache))
+      results.append(bench_training(method_name, text_feature, cache, sparse_text))
       print(json.dumps(results[-1]))
   more = (
       (bench_scoring() if wanted("score_all_pairs") else [])

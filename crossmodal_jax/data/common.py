@@ -9,8 +9,10 @@ has at least:
 
 Datasets add the other forms a method may need under documented keys: "image_regions"
 [n, R, d] (MCSM), "word_ids" int32 [n, L] and "word_mask" bool [n, L] (MCSM, text CNN),
-"bow" float32 [n, V] (SCANet). Metadata that is not per-row (the vocabulary, a
-word-vector table, class names, the text-feature recipe) lives in `Dataset.meta`.
+"bow" float32 [n, V] (SCANet); "text_ids" int32 [n, L] and "text_values" float32 [n, L],
+the padded non-zeros of "text" (`sparse_rows`; DRSL's `model.sparse_text` derives them when
+a split lacks them). Metadata that is not per-row (the vocabulary, a word-vector table,
+class names, the text-feature recipe) lives in `Dataset.meta`.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 - `mlp`: the MLP tower (Dense -> BatchNorm -> ReLU -> Dropout per layer) and synchronised
   batch moments;
+- `sparse_dense`: a Dense layer fed a sparse input's padded non-zeros (a gather-sum over
+  kernel rows), with nn.Dense's parameters;
 - `text_cnn`: a Kim-style text CNN over word-id sequences;
 - `pairwise`: the fused all-pairs ReLU-dot kernel of a separable relation network;
 - `chebyshev`: a Chebyshev graph convolution (Defferrard et al., 2016) over one jraph graph

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from crossmodal_jax.layers import initializers
+from crossmodal_jax.layers import sparse_dense
 
 # PyTorch's BatchNorm momentum 0.1 (what the authors' code uses) is flax's 0.9.
 BN_MOMENTUM = 0.9
@@ -26,6 +27,10 @@ class MLP(nn.Module):
     axis_name: the data-parallel axis over which batch statistics are averaged in
       training (synchronised batch norm), or None outside `shard_map`.
     param_init: "flax" or "pytorch" Dense initialisation (see `initializers`).
+    sparse_input_dim: 0: the input is a dense [n, d] array. V > 0: the input is a sparse
+      [n, V] matrix given as its padded non-zeros (ids [n, L], values [n, L]; see
+      `data.sparse_rows`), and the first layer is a `sparse_dense.SparseDense` gather-sum
+      with the same parameters as the dense first layer (name, shape, initialiser).
   """
 
   features: Sequence[int]
@@ -33,16 +38,28 @@ class MLP(nn.Module):
   dropout: float = 0.0
   axis_name: str | None = None
   param_init: str = "flax"
+  sparse_input_dim: int = 0
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x, *, train: bool) -> jax.Array:
+    """x: [n, d], or (ids, values) [n, L] each with `sparse_input_dim`."""
     for i, width in enumerate(self.features):
-      x = nn.Dense(
-          width,
-          use_bias=not self.batch_norm,
-          name=f"dense_{i}",
-          **initializers.dense(self.param_init, x.shape[-1]),
-      )(x)
+      if i == 0 and self.sparse_input_dim:
+        ids, values = x
+        x = sparse_dense.SparseDense(
+            width,
+            self.sparse_input_dim,
+            use_bias=not self.batch_norm,
+            name="dense_0",
+            **initializers.dense(self.param_init, self.sparse_input_dim),
+        )(ids, values)
+      else:
+        x = nn.Dense(
+            width,
+            use_bias=not self.batch_norm,
+            name=f"dense_{i}",
+            **initializers.dense(self.param_init, x.shape[-1]),
+        )(x)
       if self.batch_norm:
         x = nn.BatchNorm(
             use_running_average=not train,

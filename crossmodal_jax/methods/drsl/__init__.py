@@ -18,6 +18,11 @@ Choices (see also METHODS-NOTES.md):
   b' = gamma (B - mean B)/s, s = sqrt(var A + var B + eps). With one hidden relation layer
   the pair score is sum_k relu(a'_pk + b'_qk) w_k + c_out, computed by
   `pairwise.pairwise_relu_dot` without materialising the [P, Q, K] grid.
+- Sparse text (`model.sparse_text`, off by default): raw TF-IDF over V words (an article
+  has ~150 of 10,000) reaches the text tower as each row's non-zeros, ids and values
+  padded to the split's longest row (`data.sparse_rows`, derived once per split by the
+  method), and the first layer sums the kernel rows they pick (`layers.sparse_dense`):
+  the same parameter as the dense layer, so seeds, gradients and checkpoints agree.
 - Data parallel training: each device holds its shard of images and texts; text encodings
   are all-gathered so each device scores its images against the whole global batch, and
   batch-norm statistics are averaged over the data axis (synchronised batch norm), so the

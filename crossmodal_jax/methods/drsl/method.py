@@ -6,6 +6,8 @@ import jax.numpy as jnp
 
 from crossmodal_jax import losses
 from crossmodal_jax import parallel
+from crossmodal_jax.data import common
+from crossmodal_jax.data import sparse_rows
 from crossmodal_jax.layers import text_cnn
 from crossmodal_jax.methods import base
 from crossmodal_jax.methods import registry
@@ -14,13 +16,35 @@ from crossmodal_jax.methods.drsl.model import DRSL
 
 @registry.register("drsl", "drsl_code")
 class DRSLMethod(base.Method):
-  """The training / retrieval face of DRSL (see `base.Method`)."""
+  """The training / retrieval face of DRSL (see `base.Method`).
+
+  With `model.sparse_text` the text tower reads the padded non-zeros of "text"
+  (`sparse_rows`: "text_ids", "text_values" [n, L], L the split's most non-zeros per row).
+  A split that lacks them gets them here, once per split: the sampler and `init_batch` read
+  them from the split, `text_input` from a split's arrays (scoring), while a training batch
+  already carries them.
+  """
 
   def __init__(self, config, dims, meta=None):
     super().__init__(config, dims, meta)
+    c = config.model
+    # Raw TF-IDF over V words fed sparse: the text tower's first layer gathers the kernel
+    # rows of each text's non-zeros (same parameters as the dense layer). A config saved
+    # before the field existed reads dense.
+    self._sparse_dim = 0
+    self._padded = {}  # id of a split's "text" -> (that array, its padded-rows arrays)
+    if c.get("sparse_text", False):
+      if c.text_encoder != "mlp":
+        raise ValueError("model.sparse_text needs model.text_encoder='mlp'.")
+      if len(self.dims.get("text", ())) != 1:
+        raise ValueError(
+            f"model.sparse_text needs 2-D text features, got per-row shape "
+            f"{self.dims.get('text')}."
+        )
+      self._sparse_dim = self.dims["text"][0]
+      self.text_keys = (sparse_rows.IDS_KEY, sparse_rows.VALUES_KEY)
     # Dense layers infer input sizes from the data; the text CNN needs the vocabulary
     # size and, when the dataset provides one, a pretrained word-vector table.
-    c = config.model
     self._cnn = {}
     if c.text_encoder == "cnn":
       table = self.word_vector_table("text_encoder='cnn'")
@@ -50,7 +74,35 @@ class DRSLMethod(base.Method):
         dropout=c.dropout,
         axis_name=axis_name,
         param_init=c.init,
+        sparse_text_dim=self._sparse_dim,
     )
+
+  # --- Sparse text: the padded non-zeros, derived once per split ------------------------
+
+  def _with_padded_text(self, arrays):
+    """`arrays` with the sparse text form if the method reads it and they lack it."""
+    if not self._sparse_dim or all(k in arrays for k in self.text_keys):
+      return arrays
+    text = arrays["text"]
+    cached = self._padded.get(id(text))
+    if cached is None or cached[0] is not text:
+      cached = (text, sparse_rows.with_padded_rows({"text": text}))
+      self._padded[id(text)] = cached
+    return {**arrays, **cached[1]}
+
+  def _split(self, split: common.Split) -> common.Split:
+    if not self._sparse_dim or all(k in split for k in self.text_keys):
+      return split
+    return common.Split(self._with_padded_text(split.arrays))
+
+  def init_batch(self, split):
+    return super().init_batch(self._split(split))
+
+  def batches(self, split, batch_size, seed, epoch):
+    return super().batches(self._split(split), batch_size, seed, epoch)
+
+  def text_input(self, arrays):
+    return super().text_input(self._with_padded_text(arrays))
 
   def init(self, rng, batch):
     return self.module.init(rng, batch[self.image_key], self.text_input(batch), train=False)

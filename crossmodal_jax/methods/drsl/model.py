@@ -53,6 +53,10 @@ class DRSL(nn.Module):
   cnn_dropout: float = 0.5
   cnn_freeze_embeddings: bool = False
   cnn_embedding_init: Callable[..., Any] | None = None
+  # Sparse text (text_encoder "mlp"): 0 reads dense text features [n, d]; V > 0 reads the
+  # padded non-zeros (ids, values) [n, L] of [n, V] features, the text tower's first layer
+  # a gather-sum over the same kernel as the dense layer's (`mlp.MLP.sparse_input_dim`).
+  sparse_text_dim: int = 0
 
   def setup(self):
     if self.fusion not in FUSIONS:
@@ -71,7 +75,11 @@ class DRSL(nn.Module):
         param_init=self.param_init,
     )
     self.image_tower = mlp.MLP(tuple(self.image_layers), **tower)
-    self.text_tower = mlp.MLP(tuple(self.text_layers), **tower)
+    self.text_tower = mlp.MLP(
+        tuple(self.text_layers), sparse_input_dim=self.sparse_text_dim, **tower
+    )
+    if self.sparse_text_dim and self.text_encoder != "mlp":
+      raise ValueError(f"Sparse text needs text_encoder 'mlp', got {self.text_encoder!r}.")
     if self.text_encoder == "cnn":
       self.text_cnn = text_cnn.TextCNN(
           vocab_size=self.cnn_vocab_size,
@@ -144,7 +152,8 @@ class DRSL(nn.Module):
     return self.text_tower(x, train=train)
 
   def encode_text(self, x, train: bool = False) -> jax.Array:
-    """Text features [n, d] (or (word_ids, word_mask) with the CNN) -> per-item encoding."""
+    """Text features [n, d] (or (word_ids, word_mask) with the CNN, (ids, values) with
+    sparse text) -> per-item encoding."""
     z = self._text_features(x, train)
     if self.fusion != "concat":
       return z
