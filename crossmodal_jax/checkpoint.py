@@ -40,12 +40,23 @@ def split_variables(variables) -> tuple[Any, dict[str, Any]]:
   return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
 
+def _multiprocessing(name: str) -> ocp.options.MultiprocessingOptions:
+  """Every process calls every manager; process 0 (orbax's primary host) creates and
+  finalizes the folders. `latest` and `best` save the same step at once (asynchronously),
+  so their barriers between processes get distinct prefixes: orbax keys some by the step
+  alone (`_async_commit_complete.<step>`), and the second manager's would collide with the
+  first's ("Barrier ... is already ongoing", then a timeout)."""
+  return ocp.options.MultiprocessingOptions(primary_host=0, barrier_sync_key_prefix=name)
+
+
 def managers(workdir: str, keep: int) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
-  """The (latest, best) checkpoint managers of a training workdir."""
+  """The (latest, best) checkpoint managers of a training workdir (every process's)."""
   root = os.path.join(os.path.abspath(workdir), "checkpoints")
   latest = ocp.CheckpointManager(
       os.path.join(root, LATEST),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=True, multiprocessing_options=_multiprocessing(LATEST)
+      ),
   )
   best = ocp.CheckpointManager(
       os.path.join(root, BEST),
@@ -55,6 +66,7 @@ def managers(workdir: str, keep: int) -> tuple[ocp.CheckpointManager, ocp.Checkp
           best_fn=lambda m: m[METRIC],
           best_mode="max",
           keep_checkpoints_without_metrics=False,
+          multiprocessing_options=_multiprocessing(BEST),
       ),
   )
   return latest, best

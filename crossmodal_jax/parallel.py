@@ -15,6 +15,11 @@ runs on one shard; the helpers below are all it needs to compute the global-batc
 
 Every helper accepts `axis_name=None` (one device, outside `shard_map`) and is then the
 identity, so one loss serves both.
+
+Several processes (hosts): each runs the same program after `initialize_distributed`; the
+mesh spans the devices of all of them. Every process draws the same global batch from the
+seeded sampler (host memory only) and places just the rows its own devices hold
+(`process_rows`, `shard_batch`); only process 0 writes files (`is_primary`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,24 @@ from jax.sharding import PartitionSpec as P
 AXIS = "data"
 
 
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+  """Joins this process to a multi-process job (`jax.distributed.initialize`), once.
+
+  Must come before anything starts JAX's backend (`jax.devices()`, any computation). The
+  arguments left None are found by JAX: from SLURM, Open MPI or Cloud TPU, and the
+  coordinator from `JAX_COORDINATOR_ADDRESS`. A second call is a no-op.
+  """
+  if jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(
+      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )
+
+
 def create_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D mesh, axis `AXIS`, over `devices` (default: every device of every host)."""
   devices = list(devices) if devices is not None else jax.devices()
@@ -37,16 +60,42 @@ def create_mesh(devices=None) -> jax.sharding.Mesh:
   )
 
 
+def is_primary() -> bool:
+  """Whether this process writes the run's files (logs, config, results): process 0."""
+  return jax.process_index() == 0
+
+
+def process_rows(mesh: jax.sharding.Mesh, rows: int) -> list[tuple[int, int]]:
+  """The [start, stop) row blocks of a `rows`-row global batch that this process's devices
+  hold when it is split over `AXIS`, ascending (all of it in a one-process run).
+
+  Raises:
+    ValueError: if `rows` is not divisible by the devices of the mesh.
+  """
+  if rows % mesh.size:
+    raise ValueError(f"{rows} rows are not divisible by the {mesh.size} devices of {AXIS!r}.")
+  indices = NamedSharding(mesh, P(AXIS)).addressable_devices_indices_map((rows,)).values()
+  blocks = sorted((i[0].start or 0, rows if i[0].stop is None else i[0].stop) for i in indices)
+  merged = [blocks[0]]  # adjacent devices' blocks joined
+  for start, stop in blocks[1:]:
+    if start == merged[-1][1]:
+      merged[-1] = (merged[-1][0], stop)
+    else:
+      merged.append((start, stop))
+  return merged
+
+
 def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """Places a global batch on `mesh`, every leaf split along axis 0 over `AXIS`.
 
-  Each process passes the whole global batch and contributes its own slice of it.
+  Every process passes the same whole global batch (host arrays) and transfers only its
+  own rows (`process_rows`: with 2 processes of 4 devices each, process 0 the first half,
+  process 1 the second) to its own devices; the result is the global array.
 
   Raises:
     ValueError: if a leaf's leading size is not divisible by the devices of the mesh.
   """
   sharding = NamedSharding(mesh, P(AXIS))
-  n_proc, proc = jax.process_count(), jax.process_index()
 
   def put(path, x):
     if x.shape[0] % mesh.size:
@@ -54,11 +103,24 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[s
           f"Batch array {jax.tree_util.keystr(path)} has {x.shape[0]} rows, not divisible by "
           f"the {mesh.size} devices of the {AXIS!r} axis."
       )
-    per = x.shape[0] // n_proc
-    local = x[proc * per : (proc + 1) * per]
+    blocks = process_rows(mesh, x.shape[0])
+    local = x if blocks == [(0, x.shape[0])] else np.concatenate([x[a:b] for a, b in blocks])
     return jax.make_array_from_process_local_data(sharding, local, x.shape)
 
   return jax.tree_util.tree_map_with_path(put, batch)
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """`tree` (host or local arrays, the same values in every process) on every device of
+  `mesh`: `jax.device_put` in one process; in several, each process places its own copy
+  on its own devices (`device_put` would first check host data equal across processes,
+  one compiled collective per leaf)."""
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x), np.shape(x)), tree
+  )
 
 
 def num_shards(axis_name: str | None) -> int:

@@ -6,8 +6,15 @@ and pair scores. The step is per-device SPMD code: each device holds one shard o
 global batch, computes its share of the loss (with the collectives of
 `crossmodal_jax.parallel`), takes gradients, and averages them with `lax.pmean` over
 `data`. `jax.shard_map` runs it across every device of the mesh under `jax.jit`.
-Multi-host runs call `jax.distributed.initialize()` first (`config.train.multi_host`);
-each process then feeds its slice of every global batch.
+
+Several processes (hosts; `config.train.multi_host`) join with
+`parallel.initialize_distributed` before anything else and run the same program: the
+mesh spans every process's devices, each process draws the same global batch and feeds
+its own slice of it (`parallel.shard_batch`), and the replicated state is the same
+everywhere. Validation runs in every process on its host copy of the variables (the same
+numbers everywhere); only process 0 writes config.json, metrics, TensorBoard files and
+results.json, while every process takes part in orbax's checkpoint saves and restores
+(orbax's primary host, process 0, creates and finalizes the checkpoint folders).
 
 Determinism: the batches of epoch e are a function of (seed, e) (`sampling`) and the
 dropout key of step s is fold_in(key(seed), s), so a run resumed from an epoch-end
@@ -25,6 +32,7 @@ event files under tb/, orbax checkpoints under checkpoints/latest (the last
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -37,7 +45,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from jax.sharding import NamedSharding
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from crossmodal_jax import checkpoint as ckpt
@@ -180,7 +188,7 @@ class _Logger:
 
   def __init__(self, workdir: str, resume_step: int):
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self.enabled = jax.process_index() == 0
+    self.enabled = parallel.is_primary()
     self.tb = None
     if not self.enabled:
       return
@@ -223,6 +231,39 @@ def _check_batch(batch_size: int, devices: int, what: str = "train.batch_size"):
     )
 
 
+def _validate(method, state, split, eval_config, mesh) -> tuple[TrainState, dict[str, Any]]:
+  """(state with the method's calibration, mAP@ALL on `split`) after an epoch.
+
+  Choices made on validation (a fusion weight) go into the state's non-param collections,
+  so the mAP and the checkpoints saved after carry them. The split is encoded and scored
+  once, for both. With several processes, each evaluates its host copy of the variables
+  on its own first device (a one-device mesh: no computation spans processes), so every
+  process finds the same numbers.
+  """
+  one_process = jax.process_count() == 1
+  variables = state.variables if one_process else jax.device_get(state.variables)
+  own_device = None if one_process else parallel.create_mesh(jax.local_devices()[:1])
+
+  def on_own_device():
+    return contextlib.nullcontext() if own_device is None else jax.set_mesh(own_device)
+
+  with on_own_device():
+    channels = evaluate_lib.split_channels(method, variables, split, eval_config)
+    calibrated = method.calibrate(variables, channels, split["label"])
+  _, collections = ckpt.split_variables(calibrated)
+  state = state.replace(collections=parallel.replicate(collections, mesh))
+  with on_own_device():
+    val = evaluate_lib.evaluate_split(
+        method,
+        state.variables if one_process else calibrated,
+        split,
+        eval_config,
+        full=False,
+        channels=channels,
+    )
+  return state, val
+
+
 def train(
     config: ml_collections.ConfigDict, workdir: str, dataset: common.Dataset | None = None
 ) -> tuple[TrainState, base.Method]:
@@ -235,7 +276,7 @@ def train(
       then nothing has been written to `workdir`.
   """
   if config.train.multi_host:
-    jax.distributed.initialize()
+    parallel.initialize_distributed()
   tc = config.train
   if tc.num_epochs < 1:
     raise errors.UserError(f"train.num_epochs must be >= 1, got {tc.num_epochs}.")
@@ -256,16 +297,15 @@ def train(
   if not tc.get("drop_remainder", True):
     _check_batch(len(dataset.train) % tc.batch_size or tc.batch_size, mesh.size, "last batch")
   check_resumable(config, workdir)
-  replicated = NamedSharding(mesh, P())
   # The method, its optimizer and its initialisation read the model and train fields;
   # what they reject is a bad config value ("Unknown fusion 'foo'").
   with errors.config_values():
     optimizer = method.optimizer(tc, steps_per_epoch)
     state = initial_state(method, optimizer, dataset, config.seed)
-  state = jax.device_put(state, replicated)
+  state = parallel.replicate(state, mesh)
   # The config is good: only now is anything written.
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
+  if parallel.is_primary():
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   latest, best = ckpt.managers(workdir, tc.keep_checkpoints)
@@ -284,7 +324,7 @@ def train(
   has_validation = len(dataset.validation) > 0
   total = tc.num_epochs * steps_per_epoch
   progress = None
-  if tc.progress_bar and jax.process_index() == 0:
+  if tc.progress_bar and parallel.is_primary():
     from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
 
     progress = tqdm.tqdm(
@@ -316,23 +356,7 @@ def train(
             "epoch_seconds": time.perf_counter() - t0,
         }
         if has_validation:
-          # Choices made on validation (a fusion weight) go into the state's non-param
-          # collections, so the mAP below and the checkpoints saved after carry them.
-          # The split is encoded and scored once, for both.
-          channels = evaluate_lib.split_channels(
-              method, state.variables, dataset.validation, config.eval
-          )
-          calibrated = method.calibrate(state.variables, channels, dataset.validation["label"])
-          _, collections = ckpt.split_variables(calibrated)
-          state = state.replace(collections=jax.device_put(collections, replicated))
-          val = evaluate_lib.evaluate_split(
-              method,
-              state.variables,
-              dataset.validation,
-              config.eval,
-              full=False,
-              channels=channels,
-          )
+          state, val = _validate(method, state, dataset.validation, config.eval, mesh)
           record.update(
               {
                   "validation_map": val["map_all"]["avg"],
@@ -352,7 +376,12 @@ def train(
           latest.save(step, args=ckpt.save_args(state))
         # The best-by-validation copy is written only when validation improves (orbax
         # would otherwise write every epoch and delete the loser).
-        if has_validation and record["validation_map"] > best_map:
+        improved = has_validation and record["validation_map"] > best_map
+        if jax.process_count() > 1:
+          # Every process must make the same save calls (orbax waits for all of them):
+          # process 0's verdict stands, should a process's float ever differ.
+          improved = bool(multihost_utils.broadcast_one_to_all(np.asarray(improved)))
+        if improved:
           best_map = record["validation_map"]
           best.save(step, args=ckpt.save_args(state), metrics={ckpt.METRIC: best_map}, force=True)
   finally:
@@ -369,7 +398,12 @@ def train(
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains, then evaluates the selected checkpoint on the test split (results.json)."""
+  """Trains, then evaluates the selected checkpoint on the test split (results.json).
+
+  With several processes, each evaluates the same checkpoint on its own and process 0
+  writes results.json and the plots."""
+  if config.train.multi_host:
+    parallel.initialize_distributed()  # before the data loaders could start JAX
   with errors.config_values():
     dataset = data_lib.load_dataset(config.data)
   train(config, workdir, dataset=dataset)

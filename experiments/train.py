@@ -8,6 +8,12 @@ Any config field can be overridden after --config=..., e.g. --config.train.num_e
 (the fields are listed below). A workdir that already holds checkpoints is resumed from
 its latest one; Ctrl-C keeps the last checkpoint, and re-running the same command resumes.
 A bad input is one line `error: ...` (CROSSMODAL_TRACEBACK=1 shows its traceback).
+
+Several hosts: the same command on every host (process) with
+--config.train.multi_host=True, plus where no cluster manager (SLURM, Open MPI, Cloud
+TPU) tells JAX the job, --coordinator_address=HOST:PORT (process 0's; or
+JAX_COORDINATOR_ADDRESS), --num_processes=N and --process_id=I. The workdir must be one
+folder that every process sees; process 0 writes the logs and results.
 """
 
 import sys
@@ -17,7 +23,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from crossmodal_jax import checkpoint
+from crossmodal_jax import errors
 from crossmodal_jax import logs
+from crossmodal_jax import parallel
 from crossmodal_jax import train
 from experiments import cli
 from experiments import overrides
@@ -43,6 +51,25 @@ _WORKDIR = flags.DEFINE_string(
     "resumed if it already holds checkpoints.",
     required=True,
 )
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-host (--config.train.multi_host=True): HOST:PORT of process 0, where the "
+    "coordinator listens; default: $JAX_COORDINATOR_ADDRESS, or found by JAX on SLURM, "
+    "Open MPI and Cloud TPU.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes",
+    None,
+    "Multi-host: the number of processes of the job; default: found by JAX on SLURM, Open "
+    "MPI and Cloud TPU.",
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id",
+    None,
+    "Multi-host: this process's index, 0 to num_processes - 1 (0 writes the logs and "
+    "results); default: found by JAX on SLURM, Open MPI and Cloud TPU.",
+)
 
 
 def interrupted() -> str:
@@ -65,11 +92,24 @@ def main(argv):
   cli.unexpected_arguments(argv)
   logs.quiet_library_logs()
   config = _CONFIG.value
+  cluster = {
+      "coordinator_address": _COORDINATOR_ADDRESS.value,
+      "num_processes": _NUM_PROCESSES.value,
+      "process_id": _PROCESS_ID.value,
+  }
+  if config.train.multi_host:
+    # First: nothing may start JAX's backend before the job is joined.
+    parallel.initialize_distributed(**cluster)
+  elif any(v is not None for v in cluster.values()):
+    given = ", ".join(f"--{k}" for k, v in cluster.items() if v is not None)
+    raise errors.UserError(f"{given} are for a multi-host run: add --config.train.multi_host=True.")
   # Resuming: a field newer than the workdir's config.json counts as unchanged at its
   # default, the config file's value before the command line's overrides.
   defaults = overrides.load(config_flags.get_config_filename(flags.FLAGS["config"]))
   train.check_resumable(config, _WORKDIR.value, defaults)
   results = train.train_and_evaluate(config, _WORKDIR.value)
+  if not parallel.is_primary():
+    return
   m = results["map_all"]
   logging.info("Test mAP@ALL: i2t %.4f  t2i %.4f  avg %.4f", m["i2t"], m["t2i"], m["avg"])
   print(
