@@ -297,6 +297,7 @@ def train(
   if not tc.get("drop_remainder", True):
     _check_batch(len(dataset.train) % tc.batch_size or tc.batch_size, mesh.size, "last batch")
   check_resumable(config, workdir)
+  evaluate_lib.streaming_settings(config.eval)  # a bad eval.ranking / top_k: before training
   # The method, its optimizer and its initialisation read the model and train fields;
   # what they reject is a bad config value ("Unknown fusion 'foo'").
   with errors.config_values():

@@ -620,6 +620,12 @@ def run_info(run: Run, cache: DatasetCache) -> dict[str, Any]:
 def run_summary(run: Run, info: dict[str, Any], reused: bool) -> dict[str, Any]:
   with open(os.path.join(run.workdir, "results.json")) as f:
     result = json.load(f)
+  if "map_all" not in result:
+    raise errors.UserError(
+        f"{run.workdir}/results.json has no mAP@ALL: its test gallery was ranked by streamed "
+        f"top-{result.get('top_k')} (larger than eval.full_matrix_mb); the table needs "
+        "--override=eval.ranking=full or eval.top_k=<the gallery size>."
+    )
   seconds, epochs = train_seconds(run.workdir)
   return {
       "method": run.method,

@@ -277,6 +277,8 @@ def test_user_errors_are_one_line_other_errors_keep_their_traceback(capsys, monk
         ("train.optimizer", "adagrad", "Unknown train.optimizer 'adagrad'"),
         ("train.batch_size", 5000, "gives no training batch"),
         ("train.num_epochs", 0, "num_epochs must be >= 1"),
+        ("eval.ranking", "partial", "Unknown eval.ranking 'partial'"),
+        ("eval.top_k", -1, "eval.top_k must be an integer >= 0"),
     ],
 )
 def test_bad_config_is_a_user_error_before_anything_is_written(

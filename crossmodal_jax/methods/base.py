@@ -157,6 +157,9 @@ class Method(abc.ABC):
       scores: the pytree `score` returns, with every channel already laid out query x
         gallery ([n_images, n_texts] for "i2t", the transpose for "t2i") and covering the
         whole gallery, so row-wise operations (normalising a query's scores) are exact.
+        A query's row must depend on that row's channels alone (not on other queries):
+        streamed top-k evaluation (`scoring.top_k_of_rows`) ranks a few rows at a time
+        and refuses a method whose first row changes when ranked alone.
       direction: "i2t" or "t2i".
 
     Returns:
