@@ -681,6 +681,15 @@ def plot_curves(result: dict[str, Any], workdir: str, prefix: str = "") -> list[
   title = f"{result.get('method', '')} on {result.get('dataset', '')} ({result.get('split', '')})"
   names = {"i2t": "Image → Text", "t2i": "Text → Image"}
   paths = []
+
+  def save(fig, ax, name):
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(os.path.join(workdir, f"{prefix}{name}.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
   if "pr_curve" in result:
     fig, ax = plt.subplots(figsize=(5, 4))
     for d in DIRECTIONS:
@@ -699,12 +708,7 @@ def plot_curves(result: dict[str, Any], workdir: str, prefix: str = "") -> list[
         ylim=(0, 1),
         title=f"Precision-recall: {title}",
     )
-    ax.grid(alpha=0.3)
-    ax.legend()
-    paths.append(os.path.join(workdir, f"{prefix}pr_curve.png"))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    save(fig, ax, "pr_curve")
   scopes = result.get("precision_scope", {}).get("scopes", [])
   if scopes:
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -716,10 +720,5 @@ def plot_curves(result: dict[str, Any], workdir: str, prefix: str = "") -> list[
         ylim=(0, 1),
         title=f"Precision-scope: {title}",
     )
-    ax.grid(alpha=0.3)
-    ax.legend()
-    paths.append(os.path.join(workdir, f"{prefix}precision_scope.png"))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    save(fig, ax, "precision_scope")
   return paths

@@ -11,6 +11,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # tests run from a checkout without installing too
   sys.path.insert(0, str(REPO))
@@ -19,17 +21,27 @@ DATA_DIR = pathlib.Path(os.environ.get("CROSSMODAL_DATA_DIR", REPO.parent / "sha
 WIKI_DIR = (DATA_DIR / "wikipedia_dataset").resolve()
 
 
-def train_on_real_wikipedia(spec: str, tmp_path: pathlib.Path, *overrides: str) -> dict:
+@pytest.fixture(scope="session")
+def wiki_data_dir(tmp_path_factory) -> pathlib.Path:
+  """The TFDS data_dir of the session's training runs on real Wikipedia: the first builds
+  the dataset and the others read it (every text feature and method shares that build;
+  the build itself is tested in test_datasets.py)."""
+  return tmp_path_factory.mktemp("wikipedia_tfds")
+
+
+def train_on_real_wikipedia(
+    spec: str, tmp_path: pathlib.Path, data_dir: pathlib.Path, *overrides: str
+) -> dict:
   """Trains `configs/default.py:SPEC` on the real Wikipedia folder through the train
-  entry point (data built under tmp_path), asserts it succeeded and returns the test
-  split's results.json."""
+  entry point (workdir under tmp_path, data under data_dir), asserts it succeeded and
+  returns the test split's results.json."""
   workdir = tmp_path / "wd"
   proc = subprocess.run(
       [
           sys.executable, "-m", "experiments.train",
           f"--config=configs/default.py:{spec}",
           f"--config.data.manual_dir={WIKI_DIR}",
-          f"--config.data.data_dir={tmp_path / 'tfds'}",
+          f"--config.data.data_dir={data_dir}",
           "--config.train.progress_bar=False",
           *overrides,
           f"--workdir={workdir}",

@@ -368,9 +368,9 @@ def test_config_presets_and_no_paper_preset():
 
 
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")
-def test_ci_preset_learns_on_real_wikipedia(tmp_path):
+def test_ci_preset_learns_on_real_wikipedia(tmp_path, wiki_data_dir):
   results = train_on_real_wikipedia(
-      "hcmsl,wikipedia,ci", tmp_path, "--config.model.labeled_fraction=0.5"
+      "hcmsl,wikipedia,ci", tmp_path, wiki_data_dir, "--config.model.labeled_fraction=0.5"
   )
   assert results["num_queries"] == 462
   # Chance is about 0.11.

@@ -452,10 +452,10 @@ def test_method_asks_for_word_sequences(dataset):
 
 
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")
-def test_ci_preset_learns_on_real_wikipedia(tmp_path):
+def test_ci_preset_learns_on_real_wikipedia(tmp_path, wiki_data_dir):
   config = get_config("mcsm,wikipedia,ci")
   config.data.manual_dir = str(WIKI_DIR)
-  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.data_dir = str(wiki_data_dir)
   config.train.progress_bar = False
   results = train.train_and_evaluate(config, str(tmp_path / "wd"))
   assert results["num_queries"] == 462

@@ -330,8 +330,8 @@ def test_paper_preset_has_the_papers_hyperparameters():
 
 
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")
-def test_ci_preset_learns_on_real_wikipedia(tmp_path):
-  results = train_on_real_wikipedia("scanet,wikipedia,ci", tmp_path)
+def test_ci_preset_learns_on_real_wikipedia(tmp_path, wiki_data_dir):
+  results = train_on_real_wikipedia("scanet,wikipedia,ci", tmp_path, wiki_data_dir)
   assert results["num_queries"] == 462
   # Chance is about 0.11; this preset measured 0.22 (the full recipe 0.3 on validation).
   assert results["map_all"]["avg"] > 0.18, results["map_all"]

@@ -253,7 +253,7 @@ def test_drsl_trains_on_a_feature_file_folder(tmp_path):
 
 
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")
-def test_drsl_default_config_on_wikipedia(tmp_path):
+def test_drsl_default_config_on_wikipedia(tmp_path, wiki_data_dir):
   workdir = tmp_path / "wiki"
   _run(
       [
@@ -261,7 +261,7 @@ def test_drsl_default_config_on_wikipedia(tmp_path):
           "experiments.train",
           "--config=configs/default.py:drsl,wikipedia",
           f"--config.data.manual_dir={WIKI_DIR}",
-          f"--config.data.data_dir={tmp_path / 'tfds'}",
+          f"--config.data.data_dir={wiki_data_dir}",
           "--config.train.progress_bar=False",
           f"--workdir={workdir}",
       ],
