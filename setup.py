@@ -28,6 +28,7 @@ setuptools.setup(
         "absl-py>=2.1",
         "numpy>=2.0",
         "scipy>=1.13",  # reading MATLAB .mat feature files
+        "h5py>=3.10",  # reading HDF5 (.h5 / .hdf5 / .h5py) feature files
         "scikit-learn>=1.5",  # the classical baselines' logistic regression (baselines.py)
         "matplotlib>=3.9",
         "tqdm>=4.66",

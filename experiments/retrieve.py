@@ -9,11 +9,12 @@ The model is the workdir's: its config (WORKDIR/config.json unless --config is g
 and checkpoint (--checkpoint; by default the one experiments.evaluate restores). The
 queries are rows of --split, its images for i2t and its texts for t2i; the gallery is
 the other modality's items of --gallery_split (default: the same split), from the
-workdir's dataset or from --features_dir, a folder of DRSL-layout .mat files
-(train_img.mat, ...; features made as the model's training features were, of the same
-sizes; its images are standardised by its own training split when the config's
-data.standardize_image says so). The ranking is streamed through the blockwise scorer
-(each query's top k within eval.memory_budget_mb), so any gallery size works.
+workdir's dataset or from --features_dir, a folder of feature files in any layout the
+features builder reads (.mat / .npy / HDF5: crossmodal_jax/data/features.py; features
+made as the model's training features were, of the same sizes; its images are
+standardised by its own training split when the config's data.standardize_image says
+so). The ranking is streamed through the blockwise scorer (each query's top k within
+eval.memory_budget_mb), so any gallery size works.
 
 For each query it prints, and writes as JSON (atomically) to --output or
 WORKDIR/retrieval_SPLIT_DIRECTION.json, the k best gallery items in rank order: gallery
@@ -92,8 +93,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
       "features_dir": flags.DEFINE_string(
           "features_dir",
           None,
-          "A folder of feature files in the DRSL .mat layout (train_img.mat, train_txt.mat, "
-          "train_img_lab.mat, test_*, optional valid_*) to rank instead of the workdir's "
+          "A folder of feature files (the DRSL .mat layout: train_img.mat, train_txt.mat, "
+          "train_img_lab.mat, test_*, optional valid_*; or the same as .npy; or one HDF5 "
+          "file, see crossmodal_jax/data/features.py) to rank instead of the workdir's "
           "dataset; its features must have the sizes the model was trained on.",
           flag_values=flag_values,
       ),
@@ -190,8 +192,8 @@ def retrieve(
     k: items per query, 1 <= k <= the gallery size.
     direction: "i2t" (image queries, text gallery) or "t2i".
     split: the queries' split; gallery_split: the gallery's (None: `split`).
-    features_dir: a DRSL-layout .mat folder to read the splits from instead of the
-      workdir's dataset.
+    features_dir: a feature-file folder (`data/features.py`) to read the splits from
+      instead of the workdir's dataset.
     config: overrides WORKDIR/config.json.
     checkpoint: "best", "latest" or a step (None: the config's eval.select_by).
 

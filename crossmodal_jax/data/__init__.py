@@ -6,7 +6,8 @@
 - "wikipedia": `wikipedia_features.load`, the Rasiwasia et al. folder
   (`data_config.manual_dir`) built once into array_record by the TFDS builder of
   `wikipedia.py` under `data_config.data_dir`, with text features fitted on train only;
-- "features": `features.load`, a folder of DRSL-layout .mat files (`features.py`).
+- "features": `features.load`, a folder of feature files: the DRSL / DSCMR .mat layout,
+  the same as .npy files, or one HDF5 file (`features.py`, `feature_files.py`).
 
 With `data_config.standardize_image` the image features are then standardised with
 training-split statistics (`standardize`).

@@ -1,13 +1,34 @@
-"""TFDS builder for pre-extracted cross-modal feature files (the DRSL / DSCMR layout).
+"""TFDS builder for pre-extracted cross-modal feature files (DRSL / DSCMR and related layouts).
 
-The source folder (``manual_dir``) holds MATLAB files, each with ONE variable named like
-the file::
+The source folder (``manual_dir``) holds the files of ONE of three layouts, detected from
+its files (:mod:`crossmodal_jax.data.feature_files` reads them; a folder with files of
+two layouts is an error naming both):
+
+* ``.mat`` (DRSL, DSCMR): MATLAB files, each with ONE variable named like the file::
 
     train_img.mat      train_img      n_train x d_img   image features
     train_txt.mat      train_txt      n_train x d_txt   text features
     train_img_lab.mat  train_img_lab  labels of the n_train rows
     test_img.mat / test_txt.mat / test_img_lab.mat      the same for the test split
     valid_img.mat / valid_txt.mat / valid_img_lab.mat   optional: all three or none
+
+  This is exactly what DSCMR's ``load_data.py`` reads (github.com/penghu-cs/DSCMR, which
+  ships its Pascal Sentences features -- 4,096-d VGG-19 fc7 images, 300-d sentence-CNN
+  texts, 20 classes as an ``n x 1`` 0-based int64 column -- in ``data/pascal/``; its
+  NUS-WIDE-10K and XMediaNet features are not in that repository).
+* ``.npy``: the same nine names as ``train_img.npy`` etc., one array per file (loaded with
+  ``allow_pickle=False``; object arrays are refused).
+* ``.h5`` / ``.hdf5`` / ``.h5py``: ONE HDF5 file in the layout of the same authors'
+  ``*_deep_doc2vec_data*.h5py`` files for Wikipedia, NUS-WIDE (42,941 pairs), XMediaNet
+  and MS-COCO, as read by SDML's ``data_loader.py`` (github.com/penghu-cs/SDML) and MRL's
+  ``src/noisydataset.py`` (github.com/penghu-cs/MRL): datasets ``train_imgs_deep``
+  (n x d_img), ``train_text`` or ``train_texts`` (n x d_txt), ``train_imgs_labels`` and
+  optionally ``train_texts_labels`` (which must equal the image labels), the same with
+  ``test_`` and, optionally, ``valid_``. Neither repository links the files themselves
+  (MRL's ``paper/dataset.md`` points to the original datasets' pages), so they come from
+  the authors or are written with h5py from one's own features. Those scripts take their
+  validation set from the FIRST test rows (231 / 5,000 / 4,000 for Wikipedia / NUS-WIDE /
+  XMediaNet); this builder does not: give ``valid_*`` datasets or ``num_validation``.
 
 Labels are either an integer class column (``n x 1``, ``1 x n`` or ``n``) or an
 ``n x C`` one-hot / multi-hot 0/1 matrix; all splits must use the same form. Integer
@@ -28,7 +49,7 @@ labels or none) and ``index`` int64 (the row in the split's source file; carved
 validation rows keep their training-file rows n_train-k..n_train-1).
 
 Where the build lives: the builder config is named ``val<k>_<fingerprint>`` where the
-fingerprint hashes the resolved source path and the size and mtime of its .mat files
+fingerprint hashes the resolved source path and the size and mtime of the layout's files
 (:func:`crossmodal_jax.data.tfds_io.source_fingerprint`), so datasets from different
 folders -- which all share the name ``cross_modal_features`` -- never collide in one
 ``data_dir``, and a folder whose files changed is rebuilt rather than served stale.
@@ -52,28 +73,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 import tensorflow_datasets as tfds
 
 from crossmodal_jax import errors
 from crossmodal_jax.data import common
+from crossmodal_jax.data.feature_files import Layout, Source, detect, load_mat_variable
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
     DatasetFileNotFoundError,
     SourceBuilderMixin,
     prepare,
     read_split,
-    require_file,
     require_manual_dir,
     resolve_dir,
     source_fingerprint,
 )
 
 __all__ = ["CrossModalFeatures", "FeaturesConfig", "load", "load_mat_variable"]
-
-_MODALITIES = ("img", "txt", "img_lab")
-_PREFIXES = ("train", "valid", "test")
-SOURCE_FILES = tuple(f"{p}_{m}.mat" for p in _PREFIXES for m in _MODALITIES)
 
 
 @dataclasses.dataclass(eq=False)
@@ -84,44 +100,22 @@ class FeaturesConfig(tfds.core.BuilderConfig):
   num_validation: int = 0
 
 
-def load_mat_variable(path: Path, var: str) -> np.ndarray:
-  """Loads variable ``var`` of a MATLAB (v4/v5/v7) file as a dense numpy array."""
-  require_file(path)
-  try:
-    mat = scipy.io.loadmat(os.fspath(path), variable_names=[var])
-  except Exception as e:  # corrupt file, MATLAB v7.3 (HDF5), ...
-    raise DatasetFileError(
-        f"{path}: cannot read MATLAB file ({type(e).__name__}: {e}); MATLAB v7.3 "
-        "files must be re-saved with save(..., '-v7')"
-    ) from None
-  if var not in mat:
-    try:
-      found = sorted(n for n, _, _ in scipy.io.whosmat(os.fspath(path)))
-    except Exception:
-      found = []
-    raise DatasetFileError(f"{path}: variable {var!r} is missing (found {found})")
-  x = mat[var]
-  if hasattr(x, "toarray"):  # scipy.sparse
-    x = x.toarray()
-  x = np.asarray(x)
-  if x.dtype.kind not in "biuf":
-    raise DatasetFileError(f"{path}: {var} must be numeric, got dtype {x.dtype}")
-  return x
-
-
-def _features(path: Path, var: str) -> np.ndarray:
-  x = load_mat_variable(path, var)
+def _features(layout: Layout, src: Source) -> np.ndarray:
+  x = layout.load(src)
   if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-    raise DatasetFileError(f"{path}: {var} must be a non-empty n x d matrix, got shape {x.shape}")
+    raise DatasetFileError(
+        f"{src.where}: {src.key} must be a non-empty n x d matrix, got shape {x.shape}"
+    )
   x = x.astype(np.float32)
   if not np.all(np.isfinite(x)):
-    raise DatasetFileError(f"{path}: {var} contains NaN or infinite values")
+    raise DatasetFileError(f"{src.where}: {src.key} contains NaN or infinite values")
   return x
 
 
-def _raw_labels(path: Path, var: str, n: int) -> tuple[str, np.ndarray]:
+def _raw_labels(layout: Layout, src: Source, n: int) -> tuple[str, np.ndarray]:
   """Returns ("int", [n] int64) or ("multi", [n, C] float32)."""
-  y = load_mat_variable(path, var)
+  y = layout.load(src)
+  path, var = src.where, src.key
   if y.dtype == bool:
     y = y.astype(np.uint8)
   if not np.all(np.isfinite(y)):
@@ -176,7 +170,7 @@ def _contiguous_classes(parts: dict[str, dict[str, Any]]) -> tuple[int, int]:
   expected = np.arange(base, base + len(seen))
   if not np.array_equal(seen, expected):
     bad = int(seen[np.argmax(seen != expected)])
-    path = next(p["lab_path"] for p in parts.values() if np.any(p["y"] == bad))
+    path = next(p["lab_src"].where for p in parts.values() if np.any(p["y"] == bad))
     missing = np.setdiff1d(np.arange(base, bad), seen)
     raise DatasetFileError(
         f"{path}: label {bad} leaves class{'es' if len(missing) > 1 else ''} "
@@ -187,14 +181,14 @@ def _contiguous_classes(parts: dict[str, dict[str, Any]]) -> tuple[int, int]:
 
 
 class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
-  """Pre-extracted image/text features with class labels, from .mat files.
+  """Pre-extracted image/text features with class labels, from .mat, .npy or HDF5 files.
 
   Args (keyword-only, besides those of ``GeneratorBasedBuilder`` such as
   ``data_dir`` and ``file_format="array_record"``):
     manual_dir: the source folder (required; determines the config name and so the
       build's directory, see the module docstring).
     num_validation: number of LAST training rows carved out as the validation split
-      when there are no ``valid_*.mat`` files; 0 (default) means no validation split.
+      when there are no ``valid_*`` arrays; 0 (default) means no validation split.
   """
 
   VERSION = tfds.core.Version("1.0.0")
@@ -203,7 +197,9 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       "Point manual_dir at a folder of pre-extracted features in the DRSL / DSCMR "
       "layout: train_img.mat, train_txt.mat, train_img_lab.mat, test_img.mat, "
       "test_txt.mat, test_img_lab.mat (and optionally valid_img.mat, valid_txt.mat, "
-      "valid_img_lab.mat), each holding one variable named like the file."
+      "valid_img_lab.mat), each holding one variable named like the file; or the same "
+      "names as .npy files; or one .h5/.hdf5/.h5py file with train_imgs_deep, "
+      "train_text(s), train_imgs_labels and the test_ (and valid_) equivalents."
   )
 
   def __init__(
@@ -217,13 +213,13 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
     if config is None:
       if manual_dir is None:
         raise DatasetFileNotFoundError(
-            "CrossModalFeatures needs manual_dir= (the folder of .mat files)"
+            "CrossModalFeatures needs manual_dir= (the folder of feature files)"
         )
       num_validation = int(num_validation)
       if num_validation < 0:
         raise errors.UserError(f"num_validation must be >= 0, got {num_validation}")
       root = resolve_dir(manual_dir)
-      fp = source_fingerprint(root, SOURCE_FILES, num_validation)
+      fp = source_fingerprint(root, detect(root).source_files(), num_validation)
       config = FeaturesConfig(
           name=f"val{num_validation}_{fp}",
           description=f"features from {root}; num_validation={num_validation}",
@@ -239,7 +235,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
         builder=self,
         description=(
             "Pre-extracted image and text feature vectors with class labels "
-            "(DRSL / DSCMR .mat layout)."
+            "(DRSL / DSCMR .mat, .npy or HDF5 layout)."
         ),
         features=tfds.features.FeaturesDict(
             {
@@ -278,59 +274,63 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
   # ------------------------------------------------------------------ loading
 
   def _load_source(self, root: Path) -> dict[str, Any]:
-    """Reads and validates every .mat file; returns the per-split arrays."""
+    """Reads and validates every source file; returns the per-split arrays."""
+    layout = detect(root)
+    roles = ("img", "txt", "lab")
     for prefix in ("train", "test"):
-      for m in _MODALITIES:
-        require_file(root / f"{prefix}_{m}.mat")
-    valid = [root / f"valid_{m}.mat" for m in _MODALITIES]
-    present = [p for p in valid if p.is_file()]
+      for r in roles:
+        src = layout.source(prefix, r)
+        if not layout.has(src):
+          layout.load(src)  # raises the layout's "missing" error naming the file / key
+    valid = [layout.source("valid", r) for r in roles]
+    present = [s for s in valid if layout.has(s)]
     if 0 < len(present) < len(valid):
-      missing = [p.name for p in valid if not p.is_file()]
+      missing = [s for s in valid if not layout.has(s)]
       raise DatasetFileNotFoundError(
-          f"{root / missing[0]}: partial validation set -- found "
-          f"{[p.name for p in present]} but not {missing} (give all three or none)"
+          f"{missing[0].where}: partial validation set -- found "
+          f"{[s.name for s in present]} but not {[s.name for s in missing]} "
+          "(give all three or none)"
       )
     has_valid = bool(present)
     k = self.builder_config.num_validation
     if has_valid and k:
       raise errors.UserError(
-          f"{root}: num_validation={k} but valid_*.mat files are present; "
-          "use num_validation=0 with explicit validation files"
+          f"{present[0].where}: num_validation={k} but valid_* {layout.name} data is "
+          "present; use num_validation=0 with explicit validation files"
       )
 
     prefixes = ("train", "valid", "test") if has_valid else ("train", "test")
     parts: dict[str, dict[str, Any]] = {}
     for prefix in prefixes:
-      img_path = root / f"{prefix}_img.mat"
-      txt_path = root / f"{prefix}_txt.mat"
-      lab_path = root / f"{prefix}_img_lab.mat"
-      img = _features(img_path, f"{prefix}_img")
-      txt = _features(txt_path, f"{prefix}_txt")
+      img_src, txt_src, lab_src = (layout.source(prefix, r) for r in roles)
+      img = _features(layout, img_src)
+      txt = _features(layout, txt_src)
       if txt.shape[0] != img.shape[0]:
         raise DatasetFileError(
-            f"{txt_path}: {txt.shape[0]} rows but {img_path.name} has " f"{img.shape[0]}"
+            f"{txt_src.where}: {txt.shape[0]} rows but {img_src.name} has {img.shape[0]}"
         )
-      kind, y = _raw_labels(lab_path, f"{prefix}_img_lab", img.shape[0])
+      kind, y = _raw_labels(layout, lab_src, img.shape[0])
+      layout.check_pairs(prefix, y)
       if prefix != "train":
         ref = parts["train"]
-        for name, x, path in (("image", img, img_path), ("text", txt, txt_path)):
+        for name, x, src in (("image", img, img_src), ("text", txt, txt_src)):
           if x.shape[1] != ref[name].shape[1]:
             raise DatasetFileError(
-                f"{path}: {x.shape[1]} columns but the training {name} "
+                f"{src.where}: {x.shape[1]} columns but the training {name} "
                 f"features have {ref[name].shape[1]}"
             )
+        form = {"int": "a class column", "multi": "a 0/1 matrix"}
         if kind != ref["kind"]:
           raise DatasetFileError(
-              f"{lab_path}: labels are {'a class column' if kind == 'int' else 'a 0/1 matrix'}"
-              f" but train_img_lab.mat has "
-              f"{'a class column' if ref['kind'] == 'int' else 'a 0/1 matrix'}"
+              f"{lab_src.where}: labels are {form[kind]} but {ref['lab_src'].name} has "
+              f"{form[ref['kind']]}"
           )
         if kind == "multi" and y.shape[1] != ref["y"].shape[1]:
           raise DatasetFileError(
-              f"{lab_path}: {y.shape[1]} label columns but "
-              f"train_img_lab.mat has {ref['y'].shape[1]}"
+              f"{lab_src.where}: {y.shape[1]} label columns but "
+              f"{ref['lab_src'].name} has {ref['y'].shape[1]}"
           )
-      parts[prefix] = {"image": img, "text": txt, "kind": kind, "y": y, "lab_path": lab_path}
+      parts[prefix] = {"image": img, "text": txt, "kind": kind, "y": y, "lab_src": lab_src}
 
     kind = parts["train"]["kind"]
     base = None
@@ -360,7 +360,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       n = train["index"].shape[0]
       if k >= n:
         raise errors.UserError(
-            f"{root / 'train_img.mat'}: num_validation={k} leaves no training "
+            f"{layout.source('train', 'img').where}: num_validation={k} leaves no training "
             f"rows (the file has {n})"
         )
       splits["train"] = {key: v[: n - k] for key, v in train.items()}
