@@ -205,17 +205,32 @@ def class_posteriors(
   return [model.predict_proba(np.asarray(x, np.float64)) for x in xs]
 
 
-def evaluate_scores(scores: np.ndarray, labels: np.ndarray, eval_config=None) -> dict[str, Any]:
+def evaluate_scores(
+    scores: np.ndarray | dict[str, np.ndarray],
+    labels: np.ndarray,
+    eval_config=None,
+    gallery_labels: np.ndarray | None = None,
+    map_r: int | None = None,
+) -> dict[str, Any]:
   """The fields of a method's results.json (evaluate.evaluate_split) from [n, n] image x
   text scores of one split: mAP@ALL, mAP@R, P@K and the PR and precision-scope curves of
   both directions. `eval_config` gives map_r and precision_ks (evaluate's defaults
-  without it)."""
-  scores = np.asarray(scores, np.float32)
-  if eval_config is None:
-    return metrics.split_metrics({"i2t": scores, "t2i": scores.T}, labels)
-  return metrics.split_metrics(
-      {"i2t": scores, "t2i": scores.T}, labels, eval_config.map_r, eval_config.precision_ks
-  )
+  without it); `map_r`, if given, overrides its R.
+
+  Against another split's gallery, `scores` is {"i2t": [n_query, n_gallery] query images
+  x gallery texts, "t2i": [n_query, n_gallery] query texts x gallery images} and
+  `gallery_labels` the gallery's labels."""
+  if isinstance(scores, dict):
+    scores = {d: np.asarray(scores[d], np.float32) for d in DIRECTIONS}
+  else:
+    scores = np.asarray(scores, np.float32)
+    scores = {"i2t": scores, "t2i": scores.T}
+  kwargs = {"gallery_labels": gallery_labels}
+  if eval_config is not None:
+    kwargs.update(map_r=eval_config.map_r, precision_ks=eval_config.precision_ks)
+  if map_r is not None:
+    kwargs["map_r"] = int(map_r)
+  return metrics.split_metrics(scores, labels, **kwargs)
 
 
 def validation_map(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -263,9 +278,13 @@ def run(
     c_grid: Sequence[float] = DEFAULT_C_GRID,
     eval_config=None,
     solver: str = "exact",
+    gallery_split: str = "test",
+    map_r: int | None = None,
 ) -> dict[str, Any]:
   """Fits baseline `name` ("cca", "sm" or "scm") on the train split, chooses its
-  hyperparameters on validation and evaluates it on test.
+  hyperparameters on validation and evaluates it on test: test queries against the test
+  items of the other modality, or against `gallery_split`'s (evaluate.PROTOCOLS' yu2018:
+  "train"). The choice on validation is the same for any gallery.
 
   Args:
     name: one of BASELINES.
@@ -275,18 +294,24 @@ def run(
     c_grid: the grid of C (each modality's regression, chosen independently; SM, SCM).
     eval_config: map_r and precision_ks of the results (evaluate's defaults without).
     solver: the CCA solver of "cca" and "scm" (`fit_cca`).
+    gallery_split: the split whose items of the other modality the test queries rank.
+    map_r: R of mAP@R (None: eval_config's, or evaluate's default).
 
   Returns:
-    evaluate_scores' fields for the test split plus "baseline", "dataset", "chosen" (the
-    hyperparameters), "validation_map", "fit_seconds" (fitting and selection) and
-    "num_params" (the fitted model's weights).
+    evaluate_scores' fields for the test queries plus "baseline", "dataset", "chosen"
+    (the hyperparameters), "validation_map", "fit_seconds" (fitting and selection),
+    "num_params" (the fitted model's weights), "gallery_split" and "num_gallery".
 
   Raises:
-    UserError: an unknown name, a bad grid value, or a grid with several values and no
-      validation split.
+    UserError: an unknown name or gallery split, a bad grid value, or a grid with several
+      values and no validation split.
   """
   if name not in BASELINES:
     raise errors.UserError(f"Unknown baseline {name!r}; choose one of {BASELINES}.")
+  if gallery_split not in dataset.splits:
+    raise errors.UserError(
+        f"Unknown gallery split {gallery_split!r}; choose one of {tuple(dataset.splits)}."
+    )
   t0 = time.perf_counter()
   train, val, test = dataset.train, dataset.validation, dataset.test
   d_img, d_txt = train["image"].shape[1], train["text"].shape[1]
@@ -300,7 +325,9 @@ def run(
   if any(c <= 0 for c in c_grid):
     raise errors.UserError(f"C must be > 0, got {c_grid}.")
   has_val = len(val) > 0
-  splits = [val, test] if has_val else [test]
+  gallery = dataset.splits[gallery_split]
+  cross = gallery_split != "test"  # another split's gallery: its items are scored too
+  splits = ([val] if has_val else []) + [test] + ([gallery] if cross else [])
   val_labels = val["label"] if has_val else None
   # (chosen, num_params, [(image, text) vectors of each split]): scored by cosine.
   candidates = []
@@ -353,7 +380,12 @@ def run(
   else:
     best, best_val = 0, None
   chosen, num_params, vectors = candidates[best]
-  result = evaluate_scores(cosine(*vectors[-1]), test["label"], eval_config)
+  if cross:
+    (q_image, q_text), (g_image, g_text) = vectors[-2:]
+    scores = {"i2t": cosine(q_image, g_text), "t2i": cosine(q_text, g_image)}
+    result = evaluate_scores(scores, test["label"], eval_config, gallery["label"], map_r)
+  else:
+    result = evaluate_scores(cosine(*vectors[-1]), test["label"], eval_config, map_r=map_r)
   result.update(
       {
           "baseline": name,
@@ -361,6 +393,8 @@ def run(
           "dataset": dataset.name,
           "split": "test",
           "num_queries": len(test),
+          "gallery_split": gallery_split,
+          "num_gallery": len(gallery),
           "chosen": chosen,
           "validation_map": best_val,
           "fit_seconds": time.perf_counter() - t0,

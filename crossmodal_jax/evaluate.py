@@ -257,9 +257,7 @@ def evaluate_protocol(
   result = evaluate_split(
       method, variables, query, eval_config, full=full, gallery=gallery, map_r=spec.map_r
   )
-  metric = spec.metric
-  if metric.startswith("map_at_"):  # R capped at the gallery size, as split_metrics does
-    metric = f"map_at_{min(spec.map_r or eval_config.map_r, len(gallery))}"
+  metric = protocol_metric(protocol, len(gallery), eval_config)
   result["protocol"] = {
       "name": protocol,
       "query_split": spec.query_split,
@@ -268,6 +266,15 @@ def evaluate_protocol(
       "description": spec.description,
   }
   return result
+
+
+def protocol_metric(protocol: str, num_gallery: int, eval_config) -> str:
+  """The results key of `protocol`'s figure for a gallery of `num_gallery` items: R of
+  mAP@R capped at the gallery size, as `metrics.split_metrics` caps it."""
+  spec = protocol_spec(protocol)
+  if not spec.metric.startswith("map_at_"):
+    return spec.metric
+  return f"map_at_{min(spec.map_r or eval_config.map_r, num_gallery)}"
 
 
 def protocol_spec(protocol: str) -> Protocol:

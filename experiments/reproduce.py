@@ -12,6 +12,10 @@ baselines, trained, evaluated on test and summarised in one table; optionally ab
     --datasets=wikipedia --seeds=3 --ablations=scanet_layers,drsl_fusion,scanet_loss \
     --manual_dir=wikipedia=/path/to/wikipedia_dataset
 
+  python -m experiments.reproduce --workdir=/tmp/table \
+    --methods=drsl,scanet,mcsm,hcmsl --datasets=wikipedia,synthetic --seeds=5 \
+    --manual_dir=wikipedia=/path/to/wikipedia_dataset --protocol=yu2018
+
 Each run is `configs/default.py:METHOD,DATASET,PRESET` with `config.seed` = 0 .. N-1 (and
 any --override), trained in WORKDIR/runs/DATASET/METHOD/seed_S and evaluated with its
 best-by-validation checkpoint on the test split (test queries against the test gallery,
@@ -20,6 +24,17 @@ config.json equals its config is reused, not retrained; a half-finished one resu
 its last checkpoint. The baselines (CCA, semantic matching, semantic correlation matching:
 `crossmodal_jax.baselines`, scikit-learn) run once per dataset on the same features and
 splits (they have no seed), their hyperparameters chosen on validation.
+
+--protocol (`crossmodal_jax.evaluate.PROTOCOLS`) sets how the table scores: "default" is
+the above; "yu2018" ranks the test queries against the *training* items of the other
+modality, with mAP@100 (Yu et al.'s protocol, as in SCANet's tables). It does not change
+training: each run is trained (or reused) in the same workdir as under the default and
+evaluated under the protocol from the same best-by-validation checkpoint
+(`evaluate.evaluate(..., protocol=...)`: the run's results_PROTOCOL.json, reused while
+its checkpoint step is results.json's), so a table of one protocol reuses every run of
+the other without retraining. The baselines, fitted and chosen on validation as before,
+score the same queries against the same gallery with the same metric code
+(`metrics.split_metrics` with the gallery's labels). Ablations follow the protocol too.
 
 --ablations names entries of ABLATIONS: scanet_layers (SCANet's co-attention layers 0..3,
 seed 003 table 3), drsl_fusion (DRSL's relation fusion concat / multiply / add /
@@ -30,11 +45,16 @@ WORKDIR/ablations/DATASET/ABLATION/VARIANT/seed_S, reused and resumed the same w
 variant whose config is the method's own is marked "default" and shares the method's runs
 (WORKDIR/runs/DATASET/METHOD/seed_S): it is trained once for the table and every ablation.
 
-Written to WORKDIR: results.json (every run and row, mean and sample standard deviation
-over seeds; each ablation under "ablations"), results.md (one table per dataset: mAP@ALL
-i2t / t2i / avg as mean ± std, training time per run, parameter count; then one table
-per ablation and dataset, a row per variant), pr_DATASET.png (every row's
+Written to WORKDIR: results.json (the protocol: its name, query and gallery splits and
+metric; every run and row, mean and sample standard deviation over seeds; each ablation
+under "ablations"), results.md (one table per dataset: the protocol's metric, mAP@ALL by
+default, i2t / t2i / avg as mean ± std, training time per run, parameter count; then one
+table per ablation and dataset, a row per variant), pr_DATASET.png (every row's
 precision-recall curves, mean over seeds) and pr_ABLATION_DATASET.png (every variant's).
+Under another protocol these are results_PROTOCOL.json, results_PROTOCOL.md,
+pr_DATASET_PROTOCOL.png and pr_ABLATION_DATASET_PROTOCOL.png, beside the default's; a
+PR-curve PNG is drawn only where the rows have PR curves (a streamed top-k ranking has
+none).
 A progress line says which run of how many is going and the time left. A bad input is
 one line `error: ...`; Ctrl-C keeps every finished run and the running one's last
 checkpoint, and re-running the same command goes on from there.
@@ -194,6 +214,16 @@ _SM_C = flags.DEFINE_list(
     "Grid of the logistic regressions' C (SM, SCM; each modality's chosen on validation); "
     f"empty: {','.join(f'{c:g}' for c in baselines_lib.DEFAULT_C_GRID)} "
     f"({','.join(f'{c:g}' for c in CI_C_GRID)} with --preset=ci).",
+)
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol",
+    "default",
+    list(evaluate_lib.PROTOCOLS),
+    "How the runs and baselines are scored; training is the same under each, so the runs "
+    "are shared. "
+    + "; ".join(f"{name}: {p.description}" for name, p in evaluate_lib.PROTOCOLS.items())
+    + ". default writes results.json / results.md, another PROTOCOL results_PROTOCOL.json "
+    "/ results_PROTOCOL.md.",
 )
 _ABLATIONS = flags.DEFINE_list(
     "ablations",
@@ -487,6 +517,76 @@ def plan(
 
 
 # --------------------------------------------------------------------------------------
+# Protocols
+# --------------------------------------------------------------------------------------
+
+
+def results_file(protocol: str, ext: str = "json") -> str:
+  """results.EXT under the default protocol, results_PROTOCOL.EXT under another: the
+  name of a run's results (as `evaluate.evaluate` writes them) and of the table's."""
+  return f"results.{ext}" if protocol == "default" else f"results_{protocol}.{ext}"
+
+
+def metric_name(key: str) -> str:
+  """A results key as tables name it: "map_all" -> "mAP@ALL", "map_at_100" -> "mAP@100"."""
+  return "mAP@ALL" if key == "map_all" else f"mAP@{key[len('map_at_'):]}"
+
+
+def protocol_info(protocol: str) -> dict[str, Any]:
+  """What results.json records of a protocol (one error listing the choices for an
+  unknown one)."""
+  spec = evaluate_lib.protocol_spec(protocol)
+  return {
+      "name": protocol,
+      "query_split": spec.query_split,
+      "gallery_split": spec.gallery_split,
+      "metric": spec.metric,
+      "metric_name": metric_name(spec.metric),
+      "description": spec.description,
+  }
+
+
+def protocol_caption(info: dict[str, Any], metric: str | None = None) -> str:
+  """ "mAP@100, test queries vs train gallery" ("metric" defaults to the protocol's)."""
+  return (
+      f"{metric_name(metric or info['metric'])}, {info['query_split']} queries vs "
+      f"{info['gallery_split']} gallery"
+  )
+
+
+def figure_key(result: dict[str, Any], protocol: str) -> str:
+  """The key of a run's or baseline's figure under `protocol`: the one its results name
+  (a results.json of the default protocol names none: mAP@ALL)."""
+  return result.get("protocol", {}).get("metric") or evaluate_lib.PROTOCOLS[protocol].metric
+
+
+def protocol_current(run: Run, protocol: str) -> bool:
+  """Whether a finished run has results of `protocol` for its checkpoint: those of the
+  default are its results.json; another's results_PROTOCOL.json must name the protocol
+  and results.json's checkpoint (a run trained further since is evaluated again)."""
+  if protocol == "default":
+    return True
+  path = os.path.join(run.workdir, results_file(protocol))
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    stored = json.load(f)
+  with open(os.path.join(run.workdir, "results.json")) as f:
+    trained = json.load(f)
+  return stored.get("protocol", {}).get("name") == protocol and all(
+      stored.get(k) == trained[k] for k in ("checkpoint_step", "checkpoint") if k in trained
+  )
+
+
+def evaluate_run(run: Run, cache: DatasetCache, protocol: str) -> None:
+  """Evaluates a trained run under `protocol` from the checkpoint results.json was
+  computed with (the best by validation): writes its results_PROTOCOL.json."""
+  evaluate_lib.evaluate(
+      run.workdir, config=run.config, dataset=cache.get(run.config.data), protocol=protocol
+  )
+
+
+# --------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------
 
@@ -617,10 +717,14 @@ def run_info(run: Run, cache: DatasetCache) -> dict[str, Any]:
   return info
 
 
-def run_summary(run: Run, info: dict[str, Any], reused: bool) -> dict[str, Any]:
-  with open(os.path.join(run.workdir, "results.json")) as f:
+def run_summary(
+    run: Run, info: dict[str, Any], reused: bool, protocol: str = "default"
+) -> dict[str, Any]:
+  """A run's figures under `protocol` (from its results file of it), time and size."""
+  with open(os.path.join(run.workdir, results_file(protocol))) as f:
     result = json.load(f)
-  if "map_all" not in result:
+  metric = figure_key(result, protocol)
+  if metric not in result:
     raise errors.UserError(
         f"{run.workdir}/results.json has no mAP@ALL: its test gallery was ranked by streamed "
         f"top-{result.get('top_k')} (larger than eval.full_matrix_mb); the table needs "
@@ -633,10 +737,12 @@ def run_summary(run: Run, info: dict[str, Any], reused: bool) -> dict[str, Any]:
       "seed": run.seed,
       "workdir": run.workdir,
       "reused": reused,
-      "map_all": result["map_all"],
+      "metric": metric,
+      metric: result[metric],
       "pr_curve": result.get("pr_curve"),
       "checkpoint_step": result.get("checkpoint_step"),
       "num_queries": result.get("num_queries"),
+      "num_gallery": result.get("num_gallery"),
       "train_seconds": seconds,
       "epochs": epochs,
       "num_params": info.get("num_params"),
@@ -665,15 +771,27 @@ def run_baseline(
     eval_config=None,
     out=None,
     solver: str = "exact",
+    protocol: str = "default",
 ) -> dict[str, Any]:
-  """One baseline on one dataset, reused from WORKDIR/baselines/... when its settings
-  match."""
+  """One baseline on one dataset, scored under `protocol` (its queries, gallery and
+  metric), reused from WORKDIR/baselines/DATASET/TAG.json (TAG_PROTOCOL.json under
+  another protocol) when its settings match."""
   out = out or sys.stdout
+  eval_config = eval_config if eval_config is not None else default_configs.eval_config()
+  spec = evaluate_lib.protocol_spec(protocol)
+  if spec.query_split != "test":
+    raise errors.UserError(
+        f"The baselines take their queries from the test split, not the {spec.query_split} "
+        f"split of protocol {protocol!r}."
+    )
   tag = name + (f"-{text_label}" if text_label else "")
-  path = os.path.join(workdir, "baselines", dataset_name, f"{tag}.json")
+  suffix = "" if protocol == "default" else f"_{protocol}"
+  path = os.path.join(workdir, "baselines", dataset_name, f"{tag}{suffix}.json")
   settings = _baseline_settings(
       data_config, list(components) if components else None, c_grid, solver
   )
+  if protocol != "default":
+    settings["protocol"] = protocol
   settings = json.loads(json.dumps(settings, default=str))
   if os.path.exists(path):
     with open(path) as f:
@@ -681,11 +799,31 @@ def run_baseline(
     if stored.get("settings") == settings:
       print(f"[reproduce] baseline {tag} on {dataset_name}: reused", file=out, flush=True)
       stored["reused"] = True
+      stored.setdefault("metric", figure_key(stored, protocol))
       return stored
   print(f"[reproduce] baseline {tag} on {dataset_name}: fitting", file=out, flush=True)
   dataset = cache.get(data_config)
-  result = baselines_lib.run(name, dataset, components, c_grid, eval_config, solver)
-  result.update({"settings": settings, "text_feature": text_label, "tag": tag})
+  result = baselines_lib.run(
+      name,
+      dataset,
+      components,
+      c_grid,
+      eval_config,
+      solver,
+      gallery_split=spec.gallery_split,
+      map_r=spec.map_r,
+  )
+  info = protocol_info(protocol)
+  info["metric"] = evaluate_lib.protocol_metric(protocol, result["num_gallery"], eval_config)
+  result.update(
+      {
+          "settings": settings,
+          "text_feature": text_label,
+          "tag": tag,
+          "protocol": info,
+          "metric": info["metric"],
+      }
+  )
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -726,12 +864,16 @@ def _mean_curve(curves: Sequence[dict]) -> dict[str, Any] | None:
 
 
 def method_row(method: str, summaries: Sequence[dict]) -> dict[str, Any]:
+  """A method's row: its figure (the protocol's metric, under that key and "metric")
+  and its times as mean and standard deviation over its runs (`run_summary`s)."""
+  metric = summaries[0]["metric"]
   return {
       "name": method,
       "label": NAMES.get(method, method),
       "kind": "method",
       "seeds": [s["seed"] for s in summaries],
-      "map_all": {d: mean_std([s["map_all"][d] for s in summaries]) for d in ("i2t", "t2i", "avg")},
+      "metric": metric,
+      metric: {d: mean_std([s[metric][d] for s in summaries]) for d in ("i2t", "t2i", "avg")},
       "train_seconds": mean_std([s["train_seconds"] for s in summaries]),
       "wall_seconds": mean_std([s["wall_seconds"] for s in summaries]),
       "num_params": summaries[0]["num_params"],
@@ -758,17 +900,20 @@ def variant_row(
 
 
 def baseline_row(result: dict[str, Any]) -> dict[str, Any]:
+  """A baseline's row (`run_baseline`'s result): its figure under its "metric"."""
   name = result["baseline"]
   label = NAMES.get(name, name)
   if result.get("text_feature"):
     label += f" ({result['text_feature']})"
+  metric = result["metric"]
   return {
       "name": result.get("tag", name),
       "label": label,
       "kind": "baseline",
       "description": result["description"],
       "seeds": [],
-      "map_all": {d: mean_std([result["map_all"][d]]) for d in ("i2t", "t2i", "avg")},
+      "metric": metric,
+      metric: {d: mean_std([result[metric][d]]) for d in ("i2t", "t2i", "avg")},
       "fit_seconds": result["fit_seconds"],
       "num_params": result["num_params"],
       "chosen": result["chosen"],
@@ -802,14 +947,20 @@ def _chosen(chosen: dict[str, Any]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-  """results.md: the header, then one table per dataset."""
+  """results.md: the header, then one table per dataset. Under a protocol other than the
+  default, the title, the protocol line, each dataset's heading and the column titles
+  name its metric and gallery."""
   machine = results["machine"]
+  protocol = results["protocol"]
+  default = protocol["name"] == "default"
+  title = "# Comparison table" if default else f"# Comparison table ({protocol_caption(protocol)})"
+  said = "Protocol" if default else f"Protocol `{protocol['name']}`"
   lines = [
-      "# Comparison table",
+      title,
       "",
       f"Produced by `{results['command']}` on {results['date']}, on {machine['summary']}.",
       "",
-      f"Protocol: {results['protocol']}. Preset `{results['preset']}`; methods: mean ± "
+      f"{said}: {protocol['description']}. Preset `{results['preset']}`; methods: mean ± "
       "sample standard deviation over seeds "
       f"{', '.join(str(s) for s in results['seeds'])}, each the best-by-validation "
       "checkpoint. Baselines are deterministic (one run, hyperparameters chosen on "
@@ -819,25 +970,9 @@ def markdown(results: dict[str, Any]) -> str:
   for name, ds in results["datasets"].items():
     lines += [
         "",
-        f"## {name} ({ds['num_test']} test pairs)",
+        f"## {name} ({_pairs(ds, protocol)})",
         "",
-        "| method | i2t | t2i | avg | training time per run | parameters | notes |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in ds["rows"]:
-      m = row["map_all"]
-      if row["kind"] == "baseline":
-        time_text = f"{_format_seconds(row['fit_seconds'])} (fit + selection)"
-        notes = f"baseline; {_chosen(row['chosen'])} on validation"
-      else:
-        time_text = _cell_time(row["train_seconds"])
-        notes = f"{len(row['seeds'])} seeds, {row['epochs']} epochs"
-      lines.append(
-          f"| {row['label']} | {_cell(m['i2t'])} | {_cell(m['t2i'])} | **{_cell(m['avg'])}** "
-          f"| {time_text} | {_params(row['num_params'])} | {notes} |"
-      )
-    if ds.get("plot"):
-      lines += ["", f"Precision-recall curves: [{ds['plot']}]({ds['plot']})"]
+    ] + _table("method", ds, default)
   for name, ablation in results.get("ablations", {}).items():
     lines += [
         "",
@@ -850,22 +985,46 @@ def markdown(results: dict[str, Any]) -> str:
     for dataset, ds in ablation["datasets"].items():
       lines += [
           "",
-          f"### {dataset} ({ds['num_test']} test pairs)",
+          f"### {dataset} ({_pairs(ds, protocol)})",
           "",
-          "| variant | i2t | t2i | avg | training time per run | parameters | notes |",
-          "|---|---|---|---|---|---|---|",
-      ]
-      for row in ds["rows"]:
-        m = row["map_all"]
-        lines.append(
-            f"| {row['label']} | {_cell(m['i2t'])} | {_cell(m['t2i'])} | "
-            f"**{_cell(m['avg'])}** | {_cell_time(row['train_seconds'])} | "
-            f"{_params(row['num_params'])} | {len(row['seeds'])} seeds, "
-            f"{row['epochs']} epochs |"
-        )
-      if ds.get("plot"):
-        lines += ["", f"Precision-recall curves: [{ds['plot']}]({ds['plot']})"]
+      ] + _table("variant", ds, default)
   return "\n".join(lines) + "\n"
+
+
+def _pairs(ds: dict[str, Any], protocol: dict[str, Any]) -> str:
+  """A dataset heading's test pairs, and the gallery's when it is another split's."""
+  text = f"{ds['num_test']} test pairs"
+  if protocol["gallery_split"] != protocol["query_split"]:
+    text += f" against a gallery of {ds.get('num_gallery')} {protocol['gallery_split']} pairs"
+  return text
+
+
+def _table(first: str, ds: dict[str, Any], default: bool = True) -> list[str]:
+  """The markdown lines of one dataset's rows (methods, baselines or variants): the
+  protocol's figure (mAP@ALL by default; other protocols name it in the column titles)
+  as mean ± std, training time, parameters, notes; then its PR-curve link."""
+  columns = ("i2t", "t2i", "avg")
+  if not default:
+    columns = tuple(f"{c} {metric_name(ds['metric'])}" for c in columns)
+  lines = [
+      f"| {first} | {' | '.join(columns)} | training time per run | parameters | notes |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for row in ds["rows"]:
+    m = row[row["metric"]]
+    if row.get("kind") == "baseline":
+      time_text = f"{_format_seconds(row['fit_seconds'])} (fit + selection)"
+      notes = f"baseline; {_chosen(row['chosen'])} on validation"
+    else:
+      time_text = _cell_time(row["train_seconds"])
+      notes = f"{len(row['seeds'])} seeds, {row['epochs']} epochs"
+    lines.append(
+        f"| {row['label']} | {_cell(m['i2t'])} | {_cell(m['t2i'])} | **{_cell(m['avg'])}** "
+        f"| {time_text} | {_params(row['num_params'])} | {notes} |"
+    )
+  if ds.get("plot"):
+    lines += ["", f"Precision-recall curves: [{ds['plot']}]({ds['plot']})"]
+  return lines
 
 
 def _cell_time(stat: dict[str, Any]) -> str:
@@ -876,9 +1035,14 @@ def _cell_time(stat: dict[str, Any]) -> str:
   return f"{_format_seconds(stat['mean'])} ± {_format_seconds(stat['std'])}"
 
 
+def has_pr_curves(rows: Sequence[dict[str, Any]]) -> bool:
+  """Whether any row has a precision-recall curve (a streamed ranking has none)."""
+  return any((row.get("pr_curve") or {}).get(d) for row in rows for d in DIRECTIONS)
+
+
 def plot_pr(rows: Sequence[dict[str, Any]], title: str, path: str) -> str:
   """One PNG: each row's precision-recall curve, image->text and text->image side by side
-  (baselines dashed)."""
+  (baselines dashed), labelled with the row's figure (named unless it is mAP@ALL)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use("Agg")
@@ -890,13 +1054,15 @@ def plot_pr(rows: Sequence[dict[str, Any]], title: str, path: str) -> str:
       curve = (row.get("pr_curve") or {}).get(d)
       if not curve:
         continue
+      metric = row["metric"]
+      name_ = "" if metric == "map_all" else f"{metric_name(metric)} "
       ax.plot(
           curve["recall"],
           curve["precision"],
           linestyle="--" if row["kind"] == "baseline" else "-",
           marker="o",
           ms=3,
-          label=f"{row['label']} ({row['map_all'][d]['mean']:.3f})",
+          label=f"{row['label']} ({name_}{row[metric][d]['mean']:.3f})",
       )
     ax.set(xlabel="Recall", xlim=(0, 1), ylim=(0, 1), title=f"{name}: {title}")
     ax.grid(alpha=0.3)
@@ -935,21 +1101,27 @@ def _write_atomic(path: str, text: str):
 
 def write_outputs(results: dict[str, Any], workdir: str) -> dict[str, Any]:
   """results.json, results.md, one pr_DATASET.png per dataset and one
-  pr_ABLATION_DATASET.png per ablation and dataset."""
+  pr_ABLATION_DATASET.png per ablation and dataset whose rows have PR curves; under a
+  protocol other than the default, results_PROTOCOL.json / .md and PNG names ending in
+  _PROTOCOL."""
   os.makedirs(workdir, exist_ok=True)
+  protocol = results["protocol"]["name"]
+  suffix, where = ("", "") if protocol == "default" else (f"_{protocol}", f" ({protocol})")
   for name, ds in results["datasets"].items():
-    if ds["rows"]:
-      plot = f"pr_{name}.png"
-      plot_pr(ds["rows"], name, os.path.join(workdir, plot))
+    ds.pop("plot", None)
+    if has_pr_curves(ds["rows"]):
+      plot = f"pr_{name}{suffix}.png"
+      plot_pr(ds["rows"], name + where, os.path.join(workdir, plot))
       ds["plot"] = plot
   for ablation, entry in results.get("ablations", {}).items():
     for name, ds in entry["datasets"].items():
-      if ds["rows"]:
-        plot = f"pr_{ablation}_{name}.png"
-        plot_pr(ds["rows"], f"{ablation}, {name}", os.path.join(workdir, plot))
+      ds.pop("plot", None)
+      if has_pr_curves(ds["rows"]):
+        plot = f"pr_{ablation}_{name}{suffix}.png"
+        plot_pr(ds["rows"], f"{ablation}, {name}{where}", os.path.join(workdir, plot))
         ds["plot"] = plot
-  _write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2))
-  _write_atomic(os.path.join(workdir, "results.md"), markdown(results))
+  _write_atomic(os.path.join(workdir, results_file(protocol)), json.dumps(results, indent=2))
+  _write_atomic(os.path.join(workdir, results_file(protocol, "md")), markdown(results))
   return results
 
 
@@ -977,11 +1149,14 @@ def reproduce(
     out=None,
     execute_fn: Callable[[Run, DatasetCache], dict[str, Any]] = execute,
     ablations: Sequence[str] = (),
+    protocol: str = "default",
 ) -> dict[str, Any]:
-  """Runs (or reuses) every run, baseline and ablation variant (names of ABLATIONS);
-  writes and returns the results."""
+  """Runs (or reuses) every run, baseline and ablation variant (names of ABLATIONS),
+  scored under `protocol` (a key of `evaluate.PROTOCOLS`); writes and returns the
+  results."""
   out = out or sys.stdout
   manual_dirs = manual_dirs or {}
+  info = protocol_info(protocol)
   for b in baselines:
     if b not in baselines_lib.BASELINES:
       raise errors.UserError(f"Unknown baseline {b!r}; choose from {baselines_lib.BASELINES}.")
@@ -1029,6 +1204,7 @@ def reproduce(
                 eval_config,
                 out,
                 cca_solver,
+                protocol,
             )
         )
   progress = Progress(runs, out)
@@ -1036,18 +1212,31 @@ def reproduce(
   for k, run in enumerate(runs, start=1):
     _CURRENT["run"] = run
     if is_finished(run):
-      progress.line(k, run, "finished before, reused", runs[k:])
-      summaries.append(run_summary(run, run_info(run, cache), reused=True))
+      # Trained before (under any protocol): evaluated under this one unless it was.
+      current = protocol_current(run, protocol)
+      status = "finished before, reused"
+      if protocol != "default":
+        status += f"; {protocol} results reused" if current else f"; evaluating under {protocol}"
+      progress.line(k, run, status, runs[k:])
+      if not current:
+        evaluate_run(run, cache, protocol)
+      summaries.append(run_summary(run, run_info(run, cache), True, protocol))
       continue
     progress.line(k, run, "training", runs[k - 1 :])
     t0 = time.perf_counter()
-    info = execute_fn(run, cache)
+    trained = execute_fn(run, cache)
+    if protocol != "default":
+      evaluate_run(run, cache, protocol)
     progress.record(run, time.perf_counter() - t0)
-    summaries.append(run_summary(run, info, reused=False))
-    m = summaries[-1]["map_all"]
+    summaries.append(run_summary(run, trained, False, protocol))
+    metric = summaries[-1]["metric"]
+    m = summaries[-1][metric]
+    where = info["query_split"]
+    if info["gallery_split"] != where:
+      where += f" vs {info['gallery_split']} gallery"
     print(
-        f"[reproduce] run {k}/{len(runs)} done: test mAP@ALL i2t {m['i2t']:.4f} t2i "
-        f"{m['t2i']:.4f} avg {m['avg']:.4f}",
+        f"[reproduce] run {k}/{len(runs)} done: {where} {metric_name(metric)} i2t "
+        f"{m['i2t']:.4f} t2i {m['t2i']:.4f} avg {m['avg']:.4f}",
         file=out,
         flush=True,
     )
@@ -1058,7 +1247,7 @@ def reproduce(
       "command": command or "experiments.reproduce.reproduce(...)",
       "preset": preset,
       "seeds": list(range(seeds)),
-      "protocol": "test queries against the test gallery of the other modality, mAP@ALL",
+      "protocol": info,
       "std": "sample standard deviation over seeds (ddof=1)",
       "datasets": {},
   }
@@ -1071,21 +1260,22 @@ def reproduce(
         if (r.dataset, r.method, r.ablation, r.variant) == (dataset, method, ablation, variant)
     ]
 
-  num_test = {}
-  for d in datasets:
-    num_test[d] = next(
-        (s["num_queries"] for s in summaries if s["dataset"] == d and s["num_queries"]),
-        None,
-    )
-    if num_test[d] is None and baseline_results[d]:
-      num_test[d] = baseline_results[d][0]["num_queries"]
+  def sizes(dataset: str, rows: Sequence[dict]) -> dict[str, Any]:
+    """A dataset entry's test pairs, gallery pairs and figure's key, from its runs (any
+    of the table's) or else its baselines."""
+    found = [s for s in summaries if s["dataset"] == dataset] + baseline_results[dataset]
+    num_test = next((s["num_queries"] for s in found if s.get("num_queries")), None)
+    num_gallery = next((s["num_gallery"] for s in found if s.get("num_gallery")), None)
+    metric = rows[0]["metric"] if rows else info["metric"]
+    return {"num_test": num_test, "num_gallery": num_gallery, "metric": metric}
+
   for d in datasets:
     rows = [baseline_row(r) for r in baseline_results[d]]
     for m in methods:
       mine = summaries_of(d, m)
       if mine:
         rows.append(method_row(m, mine))
-    results["datasets"][d] = {"num_test": num_test[d], "rows": rows}
+    results["datasets"][d] = {**sizes(d, rows), "rows": rows}
   if ablations:
     results["ablations"] = {}
   for a in dict.fromkeys(ablations):
@@ -1102,7 +1292,7 @@ def reproduce(
           variant_row(a, label, (d, label) in defaults, summaries_of(d, ablation.method, a, label))
           for label, _ in ablation.variants
       ]
-      entry["datasets"][d] = {"num_test": num_test[d], "rows": rows}
+      entry["datasets"][d] = {**sizes(d, rows), "rows": rows}
     results["ablations"][a] = entry
   return write_outputs(results, workdir)
 
@@ -1141,11 +1331,17 @@ def main(argv):
       sm_c=_numbers(_SM_C.value, float, "sm_c") or None,
       cca_solver=_CCA_SOLVER.value,
       ablations=[a for a in _ABLATIONS.value if a],
+      protocol=_PROTOCOL.value,
       command="python -m experiments.reproduce " + " ".join(sys.argv[1:]),
   )
+  protocol = _PROTOCOL.value
+  plots = "pr_*.png" if protocol == "default" else f"pr_*_{protocol}.png"
   print()
   print(markdown(results), end="")
-  print(f"(results in {_WORKDIR.value}/results.json, results.md, pr_*.png)")
+  print(
+      f"(results in {_WORKDIR.value}/{results_file(protocol)}, "
+      f"{results_file(protocol, 'md')}, {plots})"
+  )
 
 
 if __name__ == "__main__":

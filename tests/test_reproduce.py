@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from crossmodal_jax import baselines
+from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
+from crossmodal_jax import evaluate
 from crossmodal_jax import metrics
 from crossmodal_jax.data import synthetic
 from experiments import reproduce
@@ -99,6 +101,15 @@ def test_semantic_matching_posteriors_and_selection(small):
   assert result["pr_curve"]["i2t"]["precision"] and result["num_params"] > 0
   with pytest.raises(errors.UserError, match="Unknown baseline"):
     baselines.run("pls", small)
+  # yu2018's gallery (the training items): the same choice on validation, mAP@100 of the
+  # test queries against the 400 training items of the other modality.
+  yu = baselines.run("sm", small, c_grid=(0.1, 10.0), gallery_split="train", map_r=100)
+  assert yu["chosen"] == result["chosen"] and yu["validation_map"] == result["validation_map"]
+  assert (yu["num_queries"], yu["gallery_split"], yu["num_gallery"]) == (150, "train", 400)
+  assert yu["map_at_100"]["avg"] > CHANCE + 0.3 and "map_at_50" not in yu
+  assert len(yu["pr_curve"]["t2i"]["precision"]) == len(result["pr_curve"]["t2i"]["precision"])
+  with pytest.raises(errors.UserError, match="Unknown gallery split 'dev'"):
+    baselines.run("sm", small, gallery_split="dev")
 
 
 TINY = (
@@ -187,6 +198,111 @@ def test_finished_runs_are_reused(table):
     )
 
 
+def _mtimes(paths):
+  return {p: (os.path.getmtime(p), pathlib.Path(p).read_bytes()) for p in paths}
+
+
+def test_yu2018_protocol_evaluates_the_trained_runs(table, tmp_path):
+  workdir = table[0]
+  runs = {
+      (m, s): os.path.join(workdir, "runs", "synthetic", m, f"seed_{s}")
+      for m in ("drsl", "hcmsl")
+      for s in (0, 1)
+  }
+  names = ("metrics.jsonl", "config.json", "results.json", reproduce.RUN_INFO)
+  trained = _mtimes([os.path.join(d, n) for d in runs.values() for n in names])
+  default_table = _mtimes(
+      [os.path.join(workdir, n) for n in ("results.json", "results.md", "pr_synthetic.png")]
+  )
+  out = io.StringIO()
+  results = reproduce.reproduce(
+      workdir, **TABLE, out=out, execute_fn=no_training, protocol="yu2018"
+  )
+  log = out.getvalue()
+  assert log.count("finished before, reused; evaluating under yu2018") == 4
+  assert log.count(": fitting") == 2  # the baselines, scored against the training gallery
+  # Nothing retrained, the default table as it was.
+  assert _mtimes(trained) == trained and _mtimes(default_table) == default_table
+  with open(os.path.join(workdir, "results_yu2018.json")) as f:
+    stored = json.load(f)
+  assert stored["protocol"] == {
+      "name": "yu2018",
+      "query_split": "test",
+      "gallery_split": "train",
+      "metric": "map_at_100",
+      "metric_name": "mAP@100",
+      "description": evaluate.PROTOCOLS["yu2018"].description,
+  }
+  ds = stored["datasets"]["synthetic"]
+  assert (ds["num_test"], ds["num_gallery"], ds["metric"]) == (600, 400, "map_at_100")
+  rows = {r["name"]: r for r in ds["rows"]}
+  assert list(rows) == ["cca", "sm", "drsl", "hcmsl"]
+  default_rows = {r["name"]: r for r in table[1]["datasets"]["synthetic"]["rows"]}
+  for name, row in rows.items():
+    assert row["metric"] == "map_at_100" and "map_all" not in row
+    assert row["map_at_100"]["avg"]["mean"] != default_rows[name]["map_all"]["avg"]["mean"]
+  # The baselines keep their choice on validation; CCA's figure is its test projections
+  # ranked against its training projections.
+  assert rows["cca"]["chosen"] == default_rows["cca"]["chosen"]
+  data = data_lib.load_dataset(
+      reproduce.baseline_data_config("synthetic", "ci", reproduce.parse_overrides(TINY), {})
+  )
+  k = rows["cca"]["chosen"]["components"]
+  model = baselines.fit_cca(data.train["image"], data.train["text"], k)
+  test_i, test_t = baselines.cca_project(model, data.test["image"], data.test["text"])
+  train_i, train_t = baselines.cca_project(model, data.train["image"], data.train["text"])
+  for d, (query, gallery) in (("i2t", (test_i, train_t)), ("t2i", (test_t, train_i))):
+    scores = baselines.cosine(query, gallery)
+    expected = metrics.map_at_r(scores, data.test["label"], data.train["label"], 100)
+    assert rows["cca"]["map_at_100"][d]["mean"] == pytest.approx(expected, abs=1e-6)
+  with open(os.path.join(workdir, "results_yu2018.md")) as f:
+    md = f.read()
+  assert md.startswith("# Comparison table (mAP@100, test queries vs train gallery)\n")
+  assert "Protocol `yu2018`: test queries against the training gallery" in md
+  assert "## synthetic (600 test pairs against a gallery of 400 train pairs)" in md
+  assert "| method | i2t mAP@100 | t2i mAP@100 | avg mAP@100 |" in md and "mAP@ALL" not in md
+  drsl = rows["drsl"]["map_at_100"]["avg"]
+  assert "| DRSL | " in md and f"**{drsl['mean']:.3f} ± {drsl['std']:.3f}**" in md
+  assert "| CCA |" in md and "pr_synthetic_yu2018.png" in md
+  with open(os.path.join(workdir, "pr_synthetic_yu2018.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert results["datasets"]["synthetic"]["plot"] == "pr_synthetic_yu2018.png"
+  # Again: the runs' yu2018 results and the baselines are reused, nothing evaluated.
+  evaluated = _mtimes([os.path.join(d, "results_yu2018.json") for d in runs.values()])
+  out = io.StringIO()
+  again = reproduce.reproduce(workdir, **TABLE, out=out, execute_fn=no_training, protocol="yu2018")
+  assert out.getvalue().count("finished before, reused; yu2018 results reused") == 4
+  assert out.getvalue().count(": reused") == 2 and _mtimes(evaluated) == evaluated
+  figures = [r["map_at_100"] for r in results["datasets"]["synthetic"]["rows"]]
+  assert [r["map_at_100"] for r in again["datasets"]["synthetic"]["rows"]] == figures
+  # Results of another checkpoint than results.json's are evaluated again.
+  stale = os.path.join(runs["drsl", 1], "results_yu2018.json")
+  with open(stale) as f:
+    result = json.load(f)
+  with open(stale, "w") as f:
+    json.dump({**result, "checkpoint_step": -1, "map_at_100": {"i2t": 0, "t2i": 0, "avg": 0}}, f)
+  out = io.StringIO()
+  again = reproduce.reproduce(workdir, **TABLE, out=out, execute_fn=no_training, protocol="yu2018")
+  assert out.getvalue().count("evaluating under yu2018") == 1
+  assert again["datasets"]["synthetic"]["rows"][2]["map_at_100"] == rows["drsl"]["map_at_100"]
+  # A method's figure is the mean of evaluate.evaluate(workdir, protocol="yu2018").
+  direct = [
+      evaluate.evaluate(runs["drsl", s], protocol="yu2018", plots=False)["map_at_100"]
+      for s in (0, 1)
+  ]
+  for d in ("i2t", "t2i", "avg"):
+    assert rows["drsl"]["map_at_100"][d]["mean"] == pytest.approx(
+        np.mean([x[d] for x in direct]), abs=1e-6
+    )
+  # Rows without PR curves (a streamed ranking's) draw no PNG and link none.
+  for row in stored["datasets"]["synthetic"]["rows"]:
+    row["pr_curve"] = None
+  bare = reproduce.write_outputs(stored, str(tmp_path))
+  assert "plot" not in bare["datasets"]["synthetic"]
+  assert sorted(os.listdir(tmp_path)) == ["results_yu2018.json", "results_yu2018.md"]
+  assert "Precision-recall" not in (tmp_path / "results_yu2018.md").read_text()
+
+
 def test_bad_inputs_are_one_error(tmp_path):
   def call(**kw):
     args = dict(methods=["drsl"], datasets=["synthetic"], seeds=1, baselines=[])
@@ -205,7 +321,12 @@ def test_bad_inputs_are_one_error(tmp_path):
     call(baselines=["pls"])
   with pytest.raises(errors.UserError, match="Unknown ablation 'nope'; choose from"):
     call(ablations=["drsl_fusion", "nope"])
+  with pytest.raises(errors.UserError, match="Unknown protocol 'nope'; choose one of"):
+    call(protocol="nope")
   assert not os.listdir(tmp_path)
+  help_text = reproduce.flags.FLAGS["protocol"].help
+  for name, spec in evaluate.PROTOCOLS.items():
+    assert f"{name}: {spec.description}" in help_text
   assert reproduce.parse_manual_dirs(["wikipedia=/a", "/b"], ["features", "wikipedia"]) == {
       "wikipedia": "/a",
       "features": "/b",
@@ -322,6 +443,23 @@ def test_ablation_runs_tables_and_reuse(table, tmp_path, monkeypatch):
   assert out.getvalue().count("finished before, reused") == 2
   again_rows = again["ablations"]["drsl_fusion"]["datasets"]["synthetic"]["rows"]
   assert [r["map_all"] for r in again_rows] == [r["map_all"] for r in rows]
+  # The ablation under yu2018: the same runs, evaluated, in results_yu2018.*.
+  out = io.StringIO()
+  yu = reproduce.reproduce(workdir, **args, out=out, execute_fn=no_training, protocol="yu2018")
+  assert out.getvalue().count("finished before, reused; ") == 2
+  yu_rows = yu["ablations"]["drsl_fusion"]["datasets"]["synthetic"]["rows"]
+  assert [(r["label"], r["metric"]) for r in yu_rows] == [
+      ("concat (default)", "map_at_100"),
+      ("multiply", "map_at_100"),
+  ]
+  assert yu_rows[0]["map_at_100"] == yu["datasets"]["synthetic"]["rows"][0]["map_at_100"]
+  with open(os.path.join(multiply, "results_yu2018.json")) as f:
+    assert yu_rows[1]["map_at_100"]["avg"]["mean"] == json.load(f)["map_at_100"]["avg"]
+  with open(os.path.join(workdir, "results_yu2018.md")) as f:
+    section = f.read().split("## Ablation `drsl_fusion`")[1]
+  assert "| variant | i2t mAP@100 | t2i mAP@100 | avg mAP@100 |" in section
+  assert "pr_drsl_fusion_synthetic_yu2018.png" in section
+  assert os.path.exists(os.path.join(workdir, "pr_drsl_fusion_synthetic_yu2018.png"))
   # A variant whose fields changed under the same name is one error before anything runs.
   changed = (full.variants[0], ("multiply", {"model.fusion": "add"}))
   monkeypatch.setitem(
