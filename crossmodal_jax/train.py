@@ -37,6 +37,8 @@ import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -231,6 +233,48 @@ def _check_batch(batch_size: int, devices: int, what: str = "train.batch_size"):
     )
 
 
+class SafeInterrupts:
+  """Ctrl-C during training, taken at safe points.
+
+  The first SIGINT is only noted; `check()` (between steps and after an epoch's saves)
+  then raises KeyboardInterrupt. So a Ctrl-C never lands inside an orbax save or its wait,
+  which orbax would log as a failed save with a traceback, and the checkpoint being
+  written is finished. A second SIGINT interrupts at once. `install()` takes SIGINT in
+  the main thread (the only one that receives signals; elsewhere it does nothing), and
+  `restore()` gives it back to the previous handler.
+  """
+
+  def __init__(self):
+    self.pending = False
+    self._installed = False
+    self._previous = None
+
+  @classmethod
+  def install(cls) -> "SafeInterrupts":
+    interrupts = cls()
+    if threading.current_thread() is threading.main_thread():
+      interrupts._previous = signal.getsignal(signal.SIGINT)
+      signal.signal(signal.SIGINT, interrupts._handle)
+      interrupts._installed = True
+    return interrupts
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    if self.pending:
+      raise KeyboardInterrupt
+    self.pending = True
+
+  def check(self):
+    if self.pending:
+      raise KeyboardInterrupt
+
+  def restore(self):
+    if self._installed:
+      # None: a handler not set from Python; the default one is the nearest.
+      signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+      self._installed = False
+
+
 def _validate(method, state, split, eval_config, mesh) -> tuple[TrainState, dict[str, Any]]:
   """(state with the method's calibration, mAP@ALL on `split`) after an epoch.
 
@@ -332,6 +376,7 @@ def train(
         total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True
     )
   step = start_step
+  interrupts = SafeInterrupts.install()
   try:
     with jax.set_mesh(mesh):
       for epoch in range(start_epoch, tc.num_epochs):
@@ -345,6 +390,7 @@ def train(
             logger.write("train", step, {k: float(v) for k, v in metrics.items()})
           if progress is not None:
             progress.update(1)
+          interrupts.check()
         if len(epoch_losses) != steps_per_epoch:
           raise ValueError(
               f"{type(method).__name__}.batches gave {len(epoch_losses)} batches in epoch "
@@ -385,16 +431,22 @@ def train(
         if improved:
           best_map = record["validation_map"]
           best.save(step, args=ckpt.save_args(state), metrics={ckpt.METRIC: best_map}, force=True)
+        interrupts.check()
   finally:
     # Also on Ctrl-C: the bar ends its line, and a checkpoint still being written in the
-    # background is finished (exiting would cut it off), so the last one is kept whole.
-    if progress is not None:
-      progress.close()
-    latest.wait_until_finished()
-    best.wait_until_finished()
-    latest.close()
-    best.close()
-    logger.close()
+    # background is finished (exiting would cut it off), so the last one is kept whole; a
+    # Ctrl-C while waiting for it is deferred too (a second one still interrupts).
+    try:
+      if progress is not None:
+        progress.close()
+      latest.wait_until_finished()
+      best.wait_until_finished()
+      latest.close()
+      best.close()
+      logger.close()
+    finally:
+      interrupts.restore()
+  interrupts.check()  # a Ctrl-C while the last checkpoint was being finished
   return state, method
 
 

@@ -183,6 +183,23 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path):
   assert (latest / str(step)).is_dir()
 
 
+def test_ctrl_c_in_training_is_taken_at_safe_points():
+  before = signal.getsignal(signal.SIGINT)
+  interrupts = train.SafeInterrupts.install()
+  try:
+    os.kill(os.getpid(), signal.SIGINT)  # the first is only noted ...
+    time.sleep(0.01)
+    assert interrupts.pending
+    with pytest.raises(KeyboardInterrupt):
+      interrupts.check()  # ... and raised where training checks
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)  # a second interrupts at once
+      time.sleep(1)
+  finally:
+    interrupts.restore()
+  assert signal.getsignal(signal.SIGINT) is before
+
+
 # --------------------------------------------------------------------------------------
 # The command line, before anything runs
 # --------------------------------------------------------------------------------------
