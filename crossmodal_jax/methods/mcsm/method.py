@@ -301,9 +301,6 @@ def choose_fusion_weight(
     )
   table["avg"] = (table["i2t"] + table["t2i"]) / 2
   for space in SPACES:
-    maps = {
-        d: metrics.map_at_all(np.asarray(oriented[d][space], np.float32), labels, labels)
-        for d in base.DIRECTIONS
-    }
-    table[space] = {**maps, "avg": (maps["i2t"] + maps["t2i"]) / 2}
+    one = {d: np.asarray(oriented[d][space], np.float32) for d in base.DIRECTIONS}
+    table[space] = metrics.split_metrics(one, labels, full=False)["map_all"]
   return float(grid[int(np.argmax(table["avg"]))]), table
