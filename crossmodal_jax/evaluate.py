@@ -118,17 +118,26 @@ def split_channels(method: base.Method, variables: Any, split: common.Split, eva
   )
 
 
+def _oriented(channels: Any) -> dict[str, Any]:
+  """A split's [n_images, n_texts] channels laid out query x gallery for each direction."""
+  return {"i2t": channels, "t2i": jax.tree.map(np.transpose, channels)}
+
+
+def _rank(method: base.Method, variables: Any, oriented: dict[str, Any]) -> dict[str, np.ndarray]:
+  """Each direction's float32 ranking scores from its query x gallery channels."""
+  return {
+      d: np.asarray(method.retrieval_scores(variables, oriented[d], d), np.float32)
+      for d in DIRECTIONS
+  }
+
+
 def ranking_scores(method: base.Method, variables: Any, channels: Any) -> dict[str, np.ndarray]:
   """Each direction's ranking scores from a split's score channels.
 
   Returns:
     {"i2t": [n_images, n_texts], "t2i": [n_texts, n_images]} float32 arrays.
   """
-  oriented = {"i2t": channels, "t2i": jax.tree.map(np.transpose, channels)}
-  return {
-      d: np.asarray(method.retrieval_scores(variables, oriented[d], d), np.float32)
-      for d in DIRECTIONS
-  }
+  return _rank(method, variables, _oriented(channels))
 
 
 def score_split(
@@ -199,7 +208,7 @@ def evaluate_split(
   if same:
     if channels is None:
       channels = split_channels(method, variables, split, eval_config)
-    oriented = {"i2t": channels, "t2i": jax.tree.map(np.transpose, channels)}
+    oriented = _oriented(channels)
   else:
     q_images, q_texts = encode_split(method, variables, split, eval_config)
     g_images, g_texts = encode_split(method, variables, gallery, eval_config)
@@ -210,10 +219,7 @@ def evaluate_split(
             scoring.method_channels(method, variables, g_images, q_texts, eval_config),
         ),
     }
-  scores = {
-      d: np.asarray(method.retrieval_scores(variables, oriented[d], d), np.float32)
-      for d in DIRECTIONS
-  }
+  scores = _rank(method, variables, oriented)
   result = metrics.split_metrics(
       scores, labels, r, eval_config.precision_ks, full=full, gallery_labels=gallery_labels
   )
@@ -372,31 +378,24 @@ def _evaluate_top_k(method, variables, split, gallery, eval_config, r: int) -> d
   return result
 
 
-def encode_split(method: base.Method, variables: Any, split: common.Split, eval_config) -> tuple:
-  """(image encodings, text encodings) of every item of `split`, each encoded once."""
-  encode_image, encode_text = _jitted_encoders(method)
-  images = scoring.encode(
-      lambda x: encode_image(variables, x), method.image_input(split.arrays), eval_config.batch_size
+def encode_split(
+    method: base.Method,
+    variables: Any,
+    split: common.Split,
+    eval_config,
+    images: bool = True,
+    texts: bool = True,
+) -> tuple:
+  """(image encodings, text encodings) of every item of `split`, each encoded once (None
+  for a modality not asked for)."""
+  return scoring.encode_split(
+      method, variables, split.arrays, eval_config, _jitted_encoders(method), images, texts
   )
-  texts = scoring.encode(
-      lambda x: encode_text(variables, x), method.text_input(split.arrays), eval_config.batch_size
-  )
-  return images, texts
 
 
 def ranks_by_score(method: base.Method) -> bool:
   """Whether `method` ranks by its one score channel (the face's `retrieval_scores`)."""
   return type(method).retrieval_scores is base.Method.retrieval_scores
-
-
-class _RowRanking:
-  """`method.retrieval_scores` of one direction, on blocks of whole query rows."""
-
-  def __init__(self, method: base.Method, variables: Any, direction: str):
-    self.method, self.variables, self.direction = method, variables, direction
-
-  def __call__(self, channels: Any) -> np.ndarray:
-    return self.method.retrieval_scores(self.variables, channels, self.direction)
 
 
 def top_k(
@@ -446,7 +445,8 @@ def top_k(
   try:
     if ranks_by_score(method):
       return scoring.top_k(method.score, variables, query_enc, gallery_enc, k, **kwargs)
-    ranking = _RowRanking(method, variables, direction)
+    # `retrieval_scores` of this direction, on blocks of whole query rows.
+    ranking = functools.partial(method.retrieval_scores, variables, direction=direction)
     return scoring.top_k_of_rows(
         method.score, ranking, variables, query_enc, gallery_enc, k, **kwargs
     )
@@ -495,9 +495,12 @@ def retrieve(
   _check_nonempty(query_split, "query")
   if not 1 <= k <= len(gallery_split):
     raise errors.UserError(f"k={k} must be in [1, {len(gallery_split)}] (the gallery size).")
-  q_images, q_texts = encode_split(method, variables, query_split, eval_config)
-  g_images, g_texts = encode_split(method, variables, gallery_split, eval_config)
-  if direction == "i2t":
+  images = direction == "i2t"  # the queries' modality; the gallery is the other
+  q_images, q_texts = encode_split(method, variables, query_split, eval_config, images, not images)
+  g_images, g_texts = encode_split(
+      method, variables, gallery_split, eval_config, not images, images
+  )
+  if images:
     return top_k(method, variables, q_images, g_texts, direction, k, eval_config)
   return top_k(method, variables, q_texts, g_images, direction, k, eval_config)
 
@@ -615,7 +618,7 @@ def evaluate(
   with errors.config_values():
     method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
-    checkpoint = ckpt.BEST if config.eval.select_by == "validation_map" else ckpt.LATEST
+    checkpoint = default_checkpoint(config.eval)
   variables, step = restore_variables(workdir, method, dataset.train, checkpoint)
   if spec is None:
     result = evaluate_split(method, variables, dataset.splits[split], config.eval)
@@ -645,13 +648,32 @@ def evaluate(
   return result
 
 
+def default_checkpoint(eval_config) -> str:
+  """The checkpoint evaluation restores unless told: the best by validation mAP, or the
+  latest (`eval.select_by`)."""
+  return ckpt.BEST if eval_config.select_by == "validation_map" else ckpt.LATEST
+
+
+def metric_name(key: str) -> str:
+  """A results key as tables name it: "map_all" -> "mAP@ALL", "map_at_100" -> "mAP@100"."""
+  return "mAP@ALL" if key == "map_all" else f"mAP@{key[len('map_at_'):]}"
+
+
+def channel_lines(result: dict[str, Any]) -> list[str]:
+  """One line per score channel ranked alone ("map_all_by_channel": MCSM's two spaces)."""
+  return [
+      f"  {name} alone:  i2t {c['i2t']:.4f}  t2i {c['t2i']:.4f}  avg {c['avg']:.4f}"
+      for name, c in result.get("map_all_by_channel", {}).items()
+  ]
+
+
 def headline(result: dict[str, Any]) -> str:
   """One line of a result's figures: its protocol's metric, else mAP@ALL when it has it
   (a streamed ranking may not), else its mAP@R."""
   keys = ("map_all", *sorted(k for k in result if k.startswith("map_at_")))
   key = result.get("protocol", {}).get("metric") or next(k for k in keys if k in result)
   m = result[key]
-  name = "mAP@ALL" if key == "map_all" else f"mAP@{key[len('map_at_'):]}"
+  name = metric_name(key)
   where = result.get("split", "")
   if result.get("gallery_split", where) != where:
     where = f"{where} vs {result['gallery_split']} gallery"

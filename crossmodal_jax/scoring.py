@@ -547,14 +547,33 @@ def method_channels(method: Any, variables: Any, image_enc: Any, text_enc: Any, 
   )
 
 
-def split_channels(method: Any, variables: Any, arrays: Any, eval_config, encoders) -> Any:
-  """A split's score channels: every item encoded once by `encoders` (jitted
-  (encode_image, encode_text)), then `method_channels`."""
+def encode_split(
+    method: Any,
+    variables: Any,
+    arrays: Any,
+    eval_config,
+    encoders,
+    images: bool = True,
+    texts: bool = True,
+) -> tuple[Any, Any]:
+  """(image encodings, text encodings) of every item of a split's `arrays`, each encoded
+  once by `encoders` (jitted (encode_image, encode_text)); None for a modality not asked
+  for."""
   encode_image, encode_text = encoders
-  image_enc = encode(
-      lambda x: encode_image(variables, x), method.image_input(arrays), eval_config.batch_size
-  )
-  text_enc = encode(
-      lambda x: encode_text(variables, x), method.text_input(arrays), eval_config.batch_size
-  )
+  image_enc = text_enc = None
+  if images:
+    image_enc = encode(
+        lambda x: encode_image(variables, x), method.image_input(arrays), eval_config.batch_size
+    )
+  if texts:
+    text_enc = encode(
+        lambda x: encode_text(variables, x), method.text_input(arrays), eval_config.batch_size
+    )
+  return image_enc, text_enc
+
+
+def split_channels(method: Any, variables: Any, arrays: Any, eval_config, encoders) -> Any:
+  """A split's score channels: every item encoded once (`encode_split`), then
+  `method_channels`."""
+  image_enc, text_enc = encode_split(method, variables, arrays, eval_config, encoders)
   return method_channels(method, variables, image_enc, text_enc, eval_config)

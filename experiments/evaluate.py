@@ -71,8 +71,8 @@ def main(argv):
       protocol=_PROTOCOL.value,
   )
   print(f"{evaluate.headline(results)}  (checkpoint step {results['checkpoint_step']})")
-  for name, c in results.get("map_all_by_channel", {}).items():
-    print(f"  {name} alone:  i2t {c['i2t']:.4f}  t2i {c['t2i']:.4f}  avg {c['avg']:.4f}")
+  for line in evaluate.channel_lines(results):
+    print(line)
 
 
 if __name__ == "__main__":

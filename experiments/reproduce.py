@@ -527,11 +527,6 @@ def results_file(protocol: str, ext: str = "json") -> str:
   return f"results.{ext}" if protocol == "default" else f"results_{protocol}.{ext}"
 
 
-def metric_name(key: str) -> str:
-  """A results key as tables name it: "map_all" -> "mAP@ALL", "map_at_100" -> "mAP@100"."""
-  return "mAP@ALL" if key == "map_all" else f"mAP@{key[len('map_at_'):]}"
-
-
 def protocol_info(protocol: str) -> dict[str, Any]:
   """What results.json records of a protocol (one error listing the choices for an
   unknown one)."""
@@ -541,7 +536,7 @@ def protocol_info(protocol: str) -> dict[str, Any]:
       "query_split": spec.query_split,
       "gallery_split": spec.gallery_split,
       "metric": spec.metric,
-      "metric_name": metric_name(spec.metric),
+      "metric_name": evaluate_lib.metric_name(spec.metric),
       "description": spec.description,
   }
 
@@ -549,7 +544,7 @@ def protocol_info(protocol: str) -> dict[str, Any]:
 def protocol_caption(info: dict[str, Any], metric: str | None = None) -> str:
   """ "mAP@100, test queries vs train gallery" ("metric" defaults to the protocol's)."""
   return (
-      f"{metric_name(metric or info['metric'])}, {info['query_split']} queries vs "
+      f"{evaluate_lib.metric_name(metric or info['metric'])}, {info['query_split']} queries vs "
       f"{info['gallery_split']} gallery"
   )
 
@@ -726,9 +721,10 @@ def run_summary(
   metric = figure_key(result, protocol)
   if metric not in result:
     raise errors.UserError(
-        f"{run.workdir}/results.json has no mAP@ALL: its test gallery was ranked by streamed "
-        f"top-{result.get('top_k')} (larger than eval.full_matrix_mb); the table needs "
-        "--override=eval.ranking=full or eval.top_k=<the gallery size>."
+        f"{run.workdir}/{results_file(protocol)} has no {evaluate_lib.metric_name(metric)}: "
+        f"its gallery was ranked by streamed top-{result.get('top_k')} (larger than "
+        "eval.full_matrix_mb); the table needs --override=eval.ranking=full or "
+        "eval.top_k=<the gallery size>."
     )
   seconds, epochs = train_seconds(run.workdir)
   return {
@@ -1005,7 +1001,7 @@ def _table(first: str, ds: dict[str, Any], default: bool = True) -> list[str]:
   as mean ± std, training time, parameters, notes; then its PR-curve link."""
   columns = ("i2t", "t2i", "avg")
   if not default:
-    columns = tuple(f"{c} {metric_name(ds['metric'])}" for c in columns)
+    columns = tuple(f"{c} {evaluate_lib.metric_name(ds['metric'])}" for c in columns)
   lines = [
       f"| {first} | {' | '.join(columns)} | training time per run | parameters | notes |",
       "|---|---|---|---|---|---|---|",
@@ -1055,7 +1051,7 @@ def plot_pr(rows: Sequence[dict[str, Any]], title: str, path: str) -> str:
       if not curve:
         continue
       metric = row["metric"]
-      name_ = "" if metric == "map_all" else f"{metric_name(metric)} "
+      name_ = "" if metric == "map_all" else f"{evaluate_lib.metric_name(metric)} "
       ax.plot(
           curve["recall"],
           curve["precision"],
@@ -1235,7 +1231,7 @@ def reproduce(
     if info["gallery_split"] != where:
       where += f" vs {info['gallery_split']} gallery"
     print(
-        f"[reproduce] run {k}/{len(runs)} done: {where} {metric_name(metric)} i2t "
+        f"[reproduce] run {k}/{len(runs)} done: {where} {evaluate_lib.metric_name(metric)} i2t "
         f"{m['i2t']:.4f} t2i {m['t2i']:.4f} avg {m['avg']:.4f}",
         file=out,
         flush=True,

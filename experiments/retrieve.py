@@ -34,7 +34,6 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
@@ -233,7 +232,7 @@ def retrieve(
   with errors.config_values():
     method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
-    checkpoint = ckpt.BEST if config.eval.select_by == "validation_map" else ckpt.LATEST
+    checkpoint = evaluate.default_checkpoint(config.eval)
   try:
     variables, step = evaluate.restore_variables(workdir, method, dataset.train, checkpoint)
   except evaluate.CheckpointMismatchError as e:

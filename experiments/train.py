@@ -19,11 +19,11 @@ folder that every process sees; process 0 writes the logs and results.
 import sys
 
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from crossmodal_jax import checkpoint
 from crossmodal_jax import errors
+from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import parallel
 from crossmodal_jax import train
@@ -110,14 +110,10 @@ def main(argv):
   results = train.train_and_evaluate(config, _WORKDIR.value)
   if not parallel.is_primary():
     return
-  m = results["map_all"]
-  logging.info("Test mAP@ALL: i2t %.4f  t2i %.4f  avg %.4f", m["i2t"], m["t2i"], m["avg"])
-  print(
-      f"test mAP@ALL  i2t {m['i2t']:.4f}  t2i {m['t2i']:.4f}  avg {m['avg']:.4f}  "
-      f"(results in {_WORKDIR.value}/results.json)"
-  )
-  for name, c in results.get("map_all_by_channel", {}).items():
-    print(f"  {name} alone:  i2t {c['i2t']:.4f}  t2i {c['t2i']:.4f}  avg {c['avg']:.4f}")
+  # evaluate logs the same headline; a streamed test ranking has mAP@R, not mAP@ALL.
+  print(f"{evaluate.headline(results)}  (results in {_WORKDIR.value}/results.json)")
+  for line in evaluate.channel_lines(results):
+    print(line)
 
 
 if __name__ == "__main__":
