@@ -14,7 +14,8 @@ method's own file, `configs/<METHOD>.py`, whose `get_config(config, dataset)` ad
 
   synthetic   the embedded benchmark (no files);
   wikipedia   the Rasiwasia et al. folder (--config.data.manual_dir);
-  features    a folder of DRSL-layout .mat files (--config.data.manual_dir).
+  features    a folder of feature files: DRSL .mat, .npy, HDF5 or Pascal VOC 2007
+              (--config.data.manual_dir).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   # Feature-file layout: validation rows carved from the end of train when there are
   # no valid_*.mat files.
   data.num_validation = 0
+  # Feature files: keep only the rows with exactly one label in each split (multi-label
+  # data such as Pascal VOC 2007, whose single-object protocol keeps 2,808 / 2,841 pairs).
+  data.single_label_rows = False
   return data
 
 

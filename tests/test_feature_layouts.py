@@ -4,7 +4,10 @@ Each test writes small files in exactly the layout the authors' code reads: DSCM
 ``load_data.py`` (one .mat per array: float32 features, an n x 1 int64 0-based class
 column), the same names as .npy files, and the single ``*_deep_doc2vec_data.h5py`` file of
 SDML's ``data_loader.py`` / MRL's ``src/noisydataset.py`` (``train_imgs_deep``,
-``train_text`` or ``train_texts``, ``train_imgs_labels``, ``train_texts_labels``, ...).
+``train_text`` or ``train_texts``, ``train_imgs_labels``, ``train_texts_labels``, ...),
+and Pascal VOC 2007's ``train.mat`` / ``test.mat`` of struct arrays ``D1``, ``D2``, ...
+(``gist``, ``taglist``, ``objectcount``, ``filename``), as MATLAB saves Hwang & Grauman's
+tag data.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from crossmodal_jax import errors
 from crossmodal_jax.data import features
 from crossmodal_jax.data.features import CrossModalFeatures
 from crossmodal_jax.data.tfds_io import (
@@ -168,6 +172,98 @@ def test_h5_changed_file_is_rebuilt(tmp_path):
   np.testing.assert_array_equal(read_split(b2, "test")["image"], arrays2["test"]["img"])
 
 
+# --------------------------------------------------------------------------- Pascal VOC 2007
+
+_VOC_FIELDS = [("gist", "O"), ("taglist", "O"), ("objectcount", "O"), ("filename", "O")]
+
+
+def _voc_images(rows: int, vocab: int, seed: int):
+  """Per-image (gist [8], tag ids 1-based in given order, object counts [5]) of a split."""
+  rng = np.random.default_rng(seed)
+  images = []
+  for i in range(rows):
+    counts = np.zeros(5)
+    counts[i % 5] = rng.integers(1, 4)  # one class for sure ...
+    if i % 3 == 0:
+      counts[(i + 2) % 5] = 1  # ... and a second one on every third image
+    tags = rng.integers(1, vocab + 1, size=i % 4)  # 0 to 3 tags, repeats possible
+    images.append((rng.normal(size=8), tags.astype(np.float64), counts))
+  return images
+
+
+def _write_voc(root: Path, splits, names=("D1", "D2", "D10")) -> Path:
+  """Each split as MATLAB would save it: 1 x k struct arrays D1, D2, D10 (in that order)."""
+  root.mkdir(parents=True, exist_ok=True)
+  for prefix, images in splits.items():
+    cuts = np.array_split(np.arange(len(images)), len(names))
+    variables = {"vocab_note": np.array([[1.0]])}  # a non-struct variable is ignored
+    for name, rows in zip(names, cuts):
+      arr = np.zeros((1, len(rows)), dtype=_VOC_FIELDS)
+      for j, r in enumerate(rows):
+        gist, tags, counts = images[r]
+        arr[0, j]["gist"] = gist[None, :]
+        arr[0, j]["taglist"] = tags[None, :] if tags.size else np.zeros((0, 0))
+        arr[0, j]["objectcount"] = counts[None, :]
+        arr[0, j]["filename"] = f"{prefix}{r:06d}.jpg"
+      variables[name] = arr
+    scipy.io.savemat(root / f"{prefix}.mat", variables)
+  return root
+
+
+def test_voc2007_layout(tmp_path):
+  splits = {"train": _voc_images(30, 6, 0), "test": _voc_images(12, 9, 1)}
+  src = _write_voc(tmp_path / "voc", splits)
+  built = _read_all(prepare(CrossModalFeatures, src, tmp_path / "data", num_validation=4))
+  assert set(built) == {"train", "validation", "test"}
+  for split, images, rows in (
+      ("train", splits["train"][:26], range(26)),
+      ("validation", splits["train"][26:], range(26, 30)),
+      ("test", splits["test"], range(12)),
+  ):
+    d = built[split]
+    np.testing.assert_array_equal(d["index"], np.array(rows))
+    np.testing.assert_allclose(d["image"], np.stack([g for g, _, _ in images]), rtol=1e-6)
+    # Tag counts over ids 1..9: the largest id of any split sets the width.
+    want = np.zeros((len(images), 9))
+    for i, (_, tags, _) in enumerate(images):
+      for t in tags:
+        want[i, int(t) - 1] += 1
+    np.testing.assert_array_equal(d["text"], want)
+    labels = np.stack([c > 0 for _, _, c in images]).astype(np.float32)
+    np.testing.assert_array_equal(d["labels"], labels)
+    single = labels.sum(1) == 1
+    np.testing.assert_array_equal(d["label"], np.where(single, labels.argmax(1), -1))
+
+
+def test_voc2007_single_label_rows(tmp_path):
+  splits = {"train": _voc_images(30, 6, 0), "test": _voc_images(12, 6, 1)}
+  src = _write_voc(tmp_path / "voc", splits)
+  cfg = types.SimpleNamespace(
+      name="features", manual_dir=str(src), data_dir=str(tmp_path / "data"), num_validation=6
+  )
+  multi = features.load(cfg)
+  assert multi.meta["multi_label"] and multi.num_classes == 5
+  assert multi.train["label"].shape == (24, 5) and multi.test["label"].shape == (12, 5)
+  cfg.single_label_rows = True
+  single = features.load(cfg)
+  assert not single.meta["multi_label"] and single.num_classes == 5
+  for name in ("train", "validation", "test"):
+    m, s = getattr(multi, name), getattr(single, name)
+    keep = m["label"].sum(1) == 1  # every third image has two classes
+    assert 0 < keep.sum() < len(keep)
+    np.testing.assert_array_equal(s["label"], m["label"][keep].argmax(1))
+    np.testing.assert_array_equal(s["image"], m["image"][keep])
+    np.testing.assert_array_equal(s["text"], m["text"][keep])
+  # A split in which no row has exactly one label is one error naming the folder.
+  doubles = _voc_images(1, 6, 2) * 3  # image 0 has two classes
+  cfg.manual_dir = str(
+      _write_voc(tmp_path / "doubles", {"train": splits["train"], "test": doubles})
+  )
+  with pytest.raises(errors.UserError, match="single_label_rows leaves the test split") as err:
+    features.load(cfg)
+  assert cfg.manual_dir in str(err.value) and "\n" not in str(err.value)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -229,6 +325,34 @@ BAD = {
         lambda r: _write_h5(r, _make()),
         ["train_img.mat", H5, "mixes"],
     ),
+    "voc_no_struct": (
+        "voc",
+        lambda r: scipy.io.savemat(r / "train.mat", {"D1": np.ones((2, 8))}),
+        ["train.mat", "gist, taglist, objectcount", "['D1']"],
+    ),
+    "voc_tag_id_zero": (
+        "voc",
+        lambda r: _write_voc(r, {"test": [(np.ones(8), np.array([2.0, 0.0]), np.eye(5)[1])]}),
+        ["test.mat [taglist]", "image 0", "tag id 0"],
+    ),
+    "voc_gist_sizes": (
+        "voc",
+        lambda r: _write_voc(
+            r,
+            {
+                "test": (
+                    [(np.ones(8), np.ones(1), np.eye(5)[1])] * 2
+                    + [(np.ones(7), np.ones(1), np.eye(5)[1])]
+                )
+            },
+        ),
+        ["test.mat [gist]", "image 2 has 7 values"],
+    ),
+    "mixed_voc_mat": (
+        "voc",
+        lambda r: scipy.io.savemat(r / "test_txt.mat", {"test_txt": np.ones((2, 2))}),
+        ["test_txt.mat", "train.mat", "mixes"],
+    ),
 }
 
 
@@ -236,7 +360,10 @@ BAD = {
 def test_bad_files(case, tmp_path):
   layout, mutate, needles = BAD[case]
   src, data = tmp_path / "src", tmp_path / "data"
-  {"h5": _write_h5, "npy": _write_npy, "mat": _write_mat}[layout](src, _make())
+  if layout == "voc":
+    _write_voc(src, {"train": _voc_images(10, 4, 0), "test": _voc_images(5, 4, 1)})
+  else:
+    {"h5": _write_h5, "npy": _write_npy, "mat": _write_mat}[layout](src, _make())
   mutate(src)
   with pytest.raises(DatasetFileError) as err:
     prepare(CrossModalFeatures, src, data)

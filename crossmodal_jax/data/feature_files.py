@@ -2,7 +2,7 @@
 
 A *layout* maps each array the builder needs -- the image features, text features and
 labels of the ``train``, ``valid`` and ``test`` splits -- to a :class:`Source` (the file
-that holds it and its name there) and loads it as a numeric numpy array. Three layouts:
+that holds it and its name there) and loads it as a numeric numpy array. Four layouts:
 
 * ``mat``: one MATLAB file per array, ``train_img.mat`` holding the variable
   ``train_img`` and so on (the DRSL / DSCMR files; what DSCMR's ``load_data.py`` reads).
@@ -15,6 +15,19 @@ that holds it and its name there) and loads it as a numeric numpy array. Three l
   ``test`` and optionally ``valid``. Each dataset is an ``n x d`` row-per-pair array as
   h5py writes it from numpy (MATLAB v7.3 files, which h5py sees transposed, are not
   read). The text labels, when present, must equal the image labels (the rows are pairs).
+* ``voc2007``: Pascal VOC 2007 with the tag data of Hwang & Grauman (BMVC 2010), the
+  layout that the cross-modal literature's Pascal VOC experiments read (e.g.
+  ``util/load_pascal.m`` of TongJiayan/Multimodal-Retrieve): ``train.mat`` and
+  ``test.mat`` (and optionally ``valid.mat``), each holding MATLAB struct arrays
+  (``D1``, ``D2``, ... concatenated in the order of their names' numbers) with one
+  element per image and the fields ``gist`` (the 512-d Gist), ``taglist`` (the image's
+  tags in the order they were given, as 1-based word ids) and ``objectcount`` (how many
+  objects of each of the 20 classes the image holds). The image feature is the Gist, the
+  text feature the tag counts over word ids 1..V (V the largest id in any split), the
+  labels the classes with at least one object (multi-hot: 5,011 / 4,952 rows; the
+  single-object protocol's 2,808 / 2,841 keeps the rows with exactly one class, see
+  ``data.single_label_rows``). Other fields (``filename``, ``color``, ``bow``, ...) are
+  not read.
 
 :func:`detect` picks the layout from the files in the folder; files of two layouts at once
 are an error naming one file of each.
@@ -31,7 +44,7 @@ import scipy.io
 
 from crossmodal_jax.data.tfds_io import DatasetFileError, DatasetFileNotFoundError
 
-__all__ = ["Layout", "Source", "detect", "load_mat_variable"]
+__all__ = ["Layout", "Source", "VocLayout", "detect", "load_mat_variable"]
 
 ROLES = ("img", "txt", "lab")
 PREFIXES = ("train", "valid", "test")
@@ -214,6 +227,108 @@ class H5Layout(Layout):
       )
 
 
+def _natural(name: str) -> tuple[str, int]:
+  """Sort key of MATLAB variable names: D2 before D10."""
+  stem = name.rstrip("0123456789")
+  return stem, int(name[len(stem) :] or -1)
+
+
+class VocLayout(Layout):
+  """Pascal VOC 2007 tag data: ``train.mat`` / ``test.mat`` of struct arrays (module doc)."""
+
+  name = "voc2007"
+  FIELDS = {"img": "gist", "txt": "taglist", "lab": "objectcount"}
+
+  def __init__(self, root: Path):
+    super().__init__(root)
+    self._rows: dict[Path, dict[str, list[np.ndarray]]] = {}
+    self._vocab: int | None = None
+
+  def source(self, prefix: str, role: str) -> Source:
+    return Source(self.root / f"{prefix}.mat", self.FIELDS[role], in_file=True)
+
+  def source_files(self) -> list[str]:
+    return [f"{p}.mat" for p in PREFIXES]
+
+  def _records(self, path: Path) -> dict[str, list[np.ndarray]]:
+    """Each field's per-image values, over the file's struct arrays in name order."""
+    if path in self._rows:
+      return self._rows[path]
+    if not path.is_file():
+      raise DatasetFileNotFoundError(f"{path}: required dataset file is missing")
+    try:
+      mat = scipy.io.loadmat(os.fspath(path))
+    except Exception as e:
+      raise DatasetFileError(
+          f"{path}: cannot read MATLAB file ({type(e).__name__}: {e}); MATLAB v7.3 "
+          "files must be re-saved with save(..., '-v7')"
+      ) from None
+    names = sorted((n for n in mat if not n.startswith("__")), key=_natural)
+    fields = tuple(self.FIELDS.values())
+    structs = [
+        n for n in names if mat[n].dtype.names and all(f in mat[n].dtype.names for f in fields)
+    ]
+    if not structs:
+      raise DatasetFileError(
+          f"{path}: no struct array with the fields {', '.join(fields)} (the Pascal VOC 2007 "
+          f"tag layout); found variables {names}"
+      )
+    rows: dict[str, list[np.ndarray]] = {f: [] for f in fields}
+    for n in structs:
+      for element in mat[n].reshape(-1, order="F"):
+        for f in fields:
+          try:
+            rows[f].append(np.asarray(element[f], dtype=np.float64).reshape(-1))
+          except (TypeError, ValueError):
+            raise DatasetFileError(
+                f"{path} [{n}]: element {len(rows[f])}'s {f} is not numeric"
+            ) from None
+    self._rows[path] = rows
+    return rows
+
+  def _vocab_size(self) -> int:
+    """V: the largest tag id in any split's file (the text feature's width)."""
+    if self._vocab is None:
+      largest = 0
+      for prefix in PREFIXES:
+        path = self.root / f"{prefix}.mat"
+        if path.is_file():
+          tags = self._records(path)["taglist"]
+          for i, t in enumerate(tags):
+            if t.size and (np.any(t < 1) or np.any(t != np.round(t))):
+              bad = t[(t < 1) | (t != np.round(t))][0]
+              raise DatasetFileError(
+                  f"{path} [taglist]: image {i} has the tag id {bad:g}; tag ids are 1-based "
+                  "integers"
+              )
+            largest = max(largest, int(t.max()) if t.size else 0)
+      self._vocab = largest
+    return self._vocab
+
+  def has(self, src: Source) -> bool:
+    return src.path.is_file()
+
+  def load(self, src: Source) -> np.ndarray:
+    rows = self._records(src.path)[src.key]
+    if src.key == "taglist":
+      counts = np.zeros((len(rows), self._vocab_size()), np.float32)
+      for i, t in enumerate(rows):
+        np.add.at(counts[i], t.astype(np.int64) - 1, 1.0)
+      return counts
+    sizes = {r.size for r in rows}
+    if len(sizes) != 1:
+      i = next(i for i, r in enumerate(rows) if r.size != rows[0].size)
+      raise DatasetFileError(
+          f"{src.where}: image {i} has {rows[i].size} values, image 0 has {rows[0].size}"
+      )
+    x = np.stack(rows)
+    if src.key == "objectcount":
+      if not np.all(np.isfinite(x)) or np.any(x < 0):
+        raise DatasetFileError(f"{src.where}: object counts must be finite and >= 0")
+      return (x > 0).astype(np.uint8)  # the classes present: multi-hot labels
+    return x
+
+
 def detect(root: Path) -> Layout:
   """The layout of the feature folder ``root`` (``mat`` when it holds none of them).
 
@@ -221,7 +336,7 @@ def detect(root: Path) -> Layout:
     DatasetFileError: files of two layouts (naming one of each), or two HDF5 files.
   """
   found: dict[str, list[Path]] = {}
-  for layout in (MatLayout(root), NpyLayout(root)):
+  for layout in (MatLayout(root), NpyLayout(root), VocLayout(root)):
     files = [root / n for n in layout.source_files() if (root / n).is_file()]
     if files:
       found[layout.name] = files
@@ -243,4 +358,6 @@ def detect(root: Path) -> Layout:
     return H5Layout(root, h5[0])
   if "npy" in found:
     return NpyLayout(root)
+  if "voc2007" in found:
+    return VocLayout(root)
   return MatLayout(root)

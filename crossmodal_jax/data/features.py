@@ -1,6 +1,6 @@
 """TFDS builder for pre-extracted cross-modal feature files (DRSL / DSCMR and related layouts).
 
-The source folder (``manual_dir``) holds the files of ONE of three layouts, detected from
+The source folder (``manual_dir``) holds the files of ONE of four layouts, detected from
 its files (:mod:`crossmodal_jax.data.feature_files` reads them; a folder with files of
 two layouts is an error naming both):
 
@@ -29,6 +29,11 @@ two layouts is an error naming both):
   the authors or are written with h5py from one's own features. Those scripts take their
   validation set from the FIRST test rows (231 / 5,000 / 4,000 for Wikipedia / NUS-WIDE /
   XMediaNet); this builder does not: give ``valid_*`` datasets or ``num_validation``.
+* ``voc2007`` (Pascal VOC 2007, Hwang & Grauman's tag data): ``train.mat`` and
+  ``test.mat`` (optionally ``valid.mat``) of MATLAB struct arrays with the fields
+  ``gist``, ``taglist`` and ``objectcount``; the Gist is the image feature, the tag
+  counts the text feature, the classes with an object the multi-hot labels (see
+  :class:`~crossmodal_jax.data.feature_files.VocLayout`).
 
 Labels are either an integer class column (``n x 1``, ``1 x n`` or ``n``) or an
 ``n x C`` one-hot / multi-hot 0/1 matrix; all splits must use the same form. Integer
@@ -199,7 +204,9 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       "test_txt.mat, test_img_lab.mat (and optionally valid_img.mat, valid_txt.mat, "
       "valid_img_lab.mat), each holding one variable named like the file; or the same "
       "names as .npy files; or one .h5/.hdf5/.h5py file with train_imgs_deep, "
-      "train_text(s), train_imgs_labels and the test_ (and valid_) equivalents."
+      "train_text(s), train_imgs_labels and the test_ (and valid_) equivalents; or "
+      "Pascal VOC 2007's train.mat and test.mat (struct arrays with gist, taglist and "
+      "objectcount)."
   )
 
   def __init__(
@@ -235,7 +242,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
         builder=self,
         description=(
             "Pre-extracted image and text feature vectors with class labels "
-            "(DRSL / DSCMR .mat, .npy or HDF5 layout)."
+            "(DRSL / DSCMR .mat, .npy, HDF5 or Pascal VOC 2007 layout)."
         ),
         features=tfds.features.FeaturesDict(
             {
@@ -378,8 +385,9 @@ def load(data_config) -> common.Dataset:
   """Builds (once) and reads the feature folder ``data_config.manual_dir``.
 
   Args:
-    data_config: the ``data`` section of a config; reads ``manual_dir``, ``data_dir`` and
-      ``num_validation``.
+    data_config: the ``data`` section of a config; reads ``manual_dir``, ``data_dir``,
+      ``num_validation`` and ``single_label_rows`` (keep only the rows of each split with
+      exactly one label, after the validation rows are carved).
 
   Returns:
     The dataset: float32 ``image`` and ``text``; ``label`` int32 ``[n]`` class ids, or
@@ -388,7 +396,8 @@ def load(data_config) -> common.Dataset:
     empty, with the right shapes.
 
   Raises:
-    UserError: if ``manual_dir`` is not set; DatasetFileError for bad files.
+    UserError: if ``manual_dir`` is not set, or ``single_label_rows`` leaves a split
+      that had rows without any; DatasetFileError for bad files.
   """
   manual_dir = require_manual_dir(data_config)
   builder = prepare(
@@ -399,6 +408,15 @@ def load(data_config) -> common.Dataset:
   )
   available = set(builder.info.splits.keys())
   raw = {s: read_split(builder, s) for s in ("train", "validation", "test") if s in available}
+  if getattr(data_config, "single_label_rows", False):
+    for s, r in raw.items():
+      keep = r["label"] >= 0
+      if len(keep) and not keep.any():
+        raise errors.UserError(
+            f"{manual_dir}: data.single_label_rows leaves the {s} split without rows (none "
+            "of its rows has exactly one label)"
+        )
+      raw[s] = {k: v[keep] for k, v in r.items()}
   multi = any((r["label"] < 0).any() for r in raw.values())
 
   def split(s: str) -> common.Split:
