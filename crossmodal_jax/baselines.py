@@ -43,6 +43,7 @@ import numpy as np
 from crossmodal_jax import errors
 from crossmodal_jax import metrics
 from crossmodal_jax.data import common
+from crossmodal_jax.data import lazy
 
 BASELINES = ("cca", "sm", "scm")
 DESCRIPTIONS = {
@@ -313,7 +314,8 @@ def run(
         f"Unknown gallery split {gallery_split!r}; choose one of {tuple(dataset.splits)}."
     )
   t0 = time.perf_counter()
-  train, val, test = dataset.train, dataset.validation, dataset.test
+  # The fits need whole arrays: a lazily read split (large feature files) is read here.
+  train, val, test = (lazy.loaded(s) for s in (dataset.train, dataset.validation, dataset.test))
   d_img, d_txt = train["image"].shape[1], train["text"].shape[1]
   num_classes = dataset.num_classes
   if components is None:
@@ -325,7 +327,7 @@ def run(
   if any(c <= 0 for c in c_grid):
     raise errors.UserError(f"C must be > 0, got {c_grid}.")
   has_val = len(val) > 0
-  gallery = dataset.splits[gallery_split]
+  gallery = {"train": train, "validation": val, "test": test}[gallery_split]
   cross = gallery_split != "test"  # another split's gallery: its items are scored too
   splits = ([val] if has_val else []) + [test] + ([gallery] if cross else [])
   val_labels = val["label"] if has_val else None

@@ -28,20 +28,6 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
   return np.random.default_rng(np.random.SeedSequence([seed, epoch]))
 
 
-class _SplitSource:
-  """grain random-access source over a split's arrays (only the keys a method reads)."""
-
-  def __init__(self, split: common.Split, keys: tuple[str, ...]):
-    self._arrays = {k: split[k] for k in keys}
-    self._n = len(split)
-
-  def __len__(self) -> int:
-    return self._n
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    return {k: v[index] for k, v in self._arrays.items()}
-
-
 def permutation_batches(
     split: common.Split,
     keys: tuple[str, ...],
@@ -55,11 +41,14 @@ def permutation_batches(
   By default the last partial batch is dropped so every step has the same shape (the
   permutation changes every epoch, so each row is still seen); with `drop_remainder`
   False it is kept, as PyTorch's DataLoader does, and the step compiles once more for
-  its shape. Evaluation never drops anything.
+  its shape. Evaluation never drops anything. The permutation is grain's (a
+  `MapDataset.range` shuffled by the epoch's seed); each batch gathers its rows with one
+  index per array, so a lazily read split reads a batch in one go.
   """
-  ds = grain.MapDataset.source(_SplitSource(split, keys))
-  ds = ds.shuffle(seed=epoch_seed(seed, epoch))
-  return iter(ds.batch(batch_size, drop_remainder=drop_remainder))
+  arrays = {k: split[k] for k in keys}
+  rows = grain.MapDataset.range(len(split)).shuffle(seed=epoch_seed(seed, epoch))
+  for idx in rows.batch(batch_size, drop_remainder=drop_remainder):
+    yield {k: v[idx] for k, v in arrays.items()}
 
 
 def num_permutation_batches(

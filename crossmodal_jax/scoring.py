@@ -522,13 +522,17 @@ def _check_row_wise(rank_fn: Callable[[Any], np.ndarray], channels: Any, ranking
 
 
 def encode(encode_fn: Callable[[Any], Any], inputs: Any, batch_size: int) -> Any:
-  """Applies a jitted per-item encoder over `inputs` in padded batches; drops nothing."""
+  """Applies a jitted per-item encoder over `inputs` in padded batches; drops nothing.
+
+  Only `batch_size` items are taken from `inputs` at a time (a lazily read split column
+  is never read whole); the last batch is padded to the same shape.
+  """
   n = _num_items(inputs)
   batch_size = min(batch_size, n)
-  padded = _pad_to(inputs, math.ceil(n / batch_size) * batch_size)
   parts = []
   for start in range(0, n, batch_size):
-    parts.append(encode_fn(jax.tree.map(lambda x: x[start : start + batch_size], padded)))
+    chunk = jax.tree.map(lambda x: x[start : start + batch_size], inputs)
+    parts.append(encode_fn(_pad_to(chunk, batch_size)))
   return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0)[:n], *parts)
 
 

@@ -68,6 +68,7 @@ RESUMABLE_FIELDS = (
     "eval.",
     "data.data_dir",
     "data.manual_dir",
+    "data.lazy_mb",  # the same rows, loaded or read lazily (statistics agree to ~1e-6)
     "train.num_epochs",
     "train.checkpoint_every_epochs",
     "train.keep_checkpoints",

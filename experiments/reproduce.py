@@ -100,6 +100,7 @@ NAMES.update({"mcsm": "MCSM", "hcmsl": "HCMSL", "cca": "CCA", "sm": "SM", "scm":
 NEUTRAL_FIELDS = (
     "data.data_dir",
     "data.manual_dir",
+    "data.lazy_mb",
     "train.checkpoint_every_epochs",
     "train.keep_checkpoints",
     "train.log_every_steps",

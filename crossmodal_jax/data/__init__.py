@@ -10,7 +10,9 @@
   the same as .npy files, or one HDF5 file (`features.py`, `feature_files.py`).
 
 With `data_config.standardize_image` the image features are then standardised with
-training-split statistics (`standardize`).
+training-split statistics (`standardize`). A feature-file split larger than
+`data_config.lazy_mb` keeps its features in the built files (`lazy.LazyColumn`); the
+standardisation of such a split is applied as each batch is read.
 
 The other modules: `common` (the `Split` / `Dataset` form), `tfds_io` (build and read the
 TFDS datasets without TensorFlow), the text steps `tokens`, `vocab`, `tfidf`, `svd` and
@@ -25,6 +27,7 @@ import numpy as np
 
 from crossmodal_jax import errors
 from crossmodal_jax.data import common
+from crossmodal_jax.data import lazy
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.data import wikipedia_features
 
@@ -53,14 +56,16 @@ def load_dataset(data_config) -> common.Dataset:
 
 def standardize(dataset: common.Dataset, key: str) -> common.Dataset:
   """Zero-mean, unit-variance columns of `key`, with statistics of the training split."""
-  train = dataset.train[key]
-  mean = train.mean(axis=0)
-  std = train.std(axis=0)
+  mean, std = lazy.column_stats(dataset.train[key])
   std = np.where(std > 1e-8, std, 1.0)
+
+  def scale(x: np.ndarray) -> np.ndarray:
+    return ((x - mean) / std).astype(np.float32)
 
   def apply(split: common.Split) -> common.Split:
     arrays = dict(split.arrays)
-    arrays[key] = ((arrays[key] - mean) / std).astype(np.float32)
+    x = arrays[key]
+    arrays[key] = x.map(scale) if lazy.is_lazy(x) else scale(x)  # a lazy split stays lazy
     return common.Split(arrays)
 
   return dataclasses.replace(

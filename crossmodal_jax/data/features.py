@@ -79,9 +79,11 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from crossmodal_jax import errors
 from crossmodal_jax.data import common
+from crossmodal_jax.data import lazy
 from crossmodal_jax.data.feature_files import Layout, Source, detect, load_mat_variable
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
@@ -381,13 +383,41 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
 # --------------------------------------------------------------------------- as a Dataset
 
 
+def _read(builder, split: str, lazy_mb: float) -> dict[str, Any]:
+  """The split's arrays: loaded whole, or -- when its image and text features take more
+  than ``lazy_mb`` MB (``lazy_mb`` >= 0) -- the features as :class:`lazy.LazyColumn`s read
+  from the built files on demand, the labels and ``index`` loaded."""
+  source = builder.as_data_source(split=split)
+  if lazy_mb < 0 or len(source) == 0:
+    return read_split(builder, split)
+  first = source[0]
+  row_bytes = 4 * (np.size(first["image"]) + np.size(first["text"]))
+  if len(source) * row_bytes <= lazy_mb * 2**20:
+    return read_split(builder, split)
+  reader = lazy.RowReader(source, ("image", "text"), eager=("labels", "label"))
+  out = dict(reader.eager)
+  for k in ("image", "text"):
+    out[k] = lazy.LazyColumn(reader, k, np.shape(first[k]), np.float32)
+  logging.info(
+      "%s split %s: %d rows, %.0f MB of features, read lazily (data.lazy_mb=%g).",
+      builder.name,
+      split,
+      len(source),
+      len(source) * row_bytes / 2**20,
+      lazy_mb,
+  )
+  return out
+
+
 def load(data_config) -> common.Dataset:
   """Builds (once) and reads the feature folder ``data_config.manual_dir``.
 
   Args:
     data_config: the ``data`` section of a config; reads ``manual_dir``, ``data_dir``,
-      ``num_validation`` and ``single_label_rows`` (keep only the rows of each split with
-      exactly one label, after the validation rows are carved).
+      ``num_validation``, ``single_label_rows`` (keep only the rows of each split with
+      exactly one label, after the validation rows are carved) and ``lazy_mb`` (a split
+      whose image and text features take more MB is read lazily: its ``image`` and
+      ``text`` are :class:`~crossmodal_jax.data.lazy.LazyColumn`s; negative: never).
 
   Returns:
     The dataset: float32 ``image`` and ``text``; ``label`` int32 ``[n]`` class ids, or
@@ -407,7 +437,8 @@ def load(data_config) -> common.Dataset:
       num_validation=data_config.num_validation,
   )
   available = set(builder.info.splits.keys())
-  raw = {s: read_split(builder, s) for s in ("train", "validation", "test") if s in available}
+  lazy_mb = float(getattr(data_config, "lazy_mb", -1.0))
+  raw = {s: _read(builder, s, lazy_mb) for s in ("train", "validation", "test") if s in available}
   if getattr(data_config, "single_label_rows", False):
     for s, r in raw.items():
       keep = r["label"] >= 0
@@ -416,7 +447,7 @@ def load(data_config) -> common.Dataset:
             f"{manual_dir}: data.single_label_rows leaves the {s} split without rows (none "
             "of its rows has exactly one label)"
         )
-      raw[s] = {k: v[keep] for k, v in r.items()}
+      raw[s] = {k: v.subset(keep) if lazy.is_lazy(v) else v[keep] for k, v in r.items()}
   multi = any((r["label"] < 0).any() for r in raw.values())
 
   def split(s: str) -> common.Split:

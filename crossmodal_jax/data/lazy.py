@@ -1,0 +1,209 @@
+"""Split arrays read lazily from a built TFDS dataset (array_record), a chunk at a time.
+
+A large split (XMediaNet: 32k training pairs of 4,096-d images; NUS-WIDE: 43k) need not
+sit in host memory: a :class:`LazyColumn` stands where the split's numpy array would and
+reads the rows asked for from the built dataset's ``as_data_source()`` when it is indexed
+(``column[rows]``, ``column[a:b]``, ``column[i]``). What the harness does with a split --
+batches of fancy-indexed rows in training, slices of ``eval.batch_size`` rows in
+evaluation, ``column[:2]`` to initialise -- then never holds more than those rows.
+``np.asarray(column)`` still works (it reads every row, a chunk at a time), for the code
+that needs the whole array (the classical baselines, DRSL's sparse text feed).
+
+The columns of one split share a :class:`RowReader`, which keeps the last rows it read,
+so a batch's image and text come from one read of its examples. Rows are in the order of
+the ``index`` feature, as :func:`crossmodal_jax.data.tfds_io.read_split` returns them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from crossmodal_jax.data import common
+
+__all__ = ["LazyColumn", "RowReader", "column_stats", "is_lazy", "loaded"]
+
+CHUNK = 1024  # rows per read when a whole column is read or scanned
+
+
+class RowReader:
+  """The examples of one split of a built TFDS dataset, read by row on demand.
+
+  Args:
+    source: ``builder.as_data_source(split)`` (random access, ``__getitems__``); its
+      examples have an ``index`` feature, the row order.
+    keys: the features read on demand.
+    eager: small features read whole in the one pass over the split that finds the row
+      order (labels, ``index``): ``reader.eager[key]``, stacked in row order.
+  """
+
+  def __init__(self, source: Any, keys: tuple[str, ...], eager: tuple[str, ...] = ()):
+    self._source = source
+    self._keys = tuple(keys)
+    n = len(source)
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in {"index", *eager}}
+    for start in range(0, n, CHUNK):  # one pass, a chunk at a time
+      for ex in source.__getitems__(list(range(start, min(n, start + CHUNK)))):
+        for k, v in columns.items():
+          v.append(np.asarray(ex[k]))
+    stacked = {k: np.stack(v) if v else np.zeros((0,), np.int64) for k, v in columns.items()}
+    order = np.argsort(stacked["index"], kind="stable")
+    self._records = None if np.array_equal(order, np.arange(n)) else order
+    self.eager = {k: stacked[k][order] for k in (*eager, "index") if k in stacked}
+    self._n = n
+    self._last: tuple[bytes, dict[str, np.ndarray]] | None = None
+
+  def __len__(self) -> int:
+    return self._n
+
+  def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The kept features of ``rows`` (int64, in range), stacked in that order."""
+    key = rows.tobytes()
+    if self._last is not None and self._last[0] == key:
+      return self._last[1]
+    records = rows if self._records is None else self._records[rows]
+    examples = self._source.__getitems__(records.tolist()) if len(records) else []
+    out = {}
+    for k in self._keys:
+      values = [np.asarray(ex[k]) for ex in examples]
+      out[k] = np.stack(values) if values else np.zeros((0,), np.float32)
+    self._last = (key, out)
+    return out
+
+
+class LazyColumn:
+  """One array of a split, read from a :class:`RowReader` when indexed (module doc).
+
+  Behaves as a read-only numpy array for what the harness does with split arrays:
+  ``shape``, ``dtype``, ``ndim``, ``len()``, indexing by an int, a slice, an int array or
+  a boolean mask of rows, and ``np.asarray``. ``transform`` (a function of a [rows, ...]
+  block, such as the standardisation of image features) is applied to what is read.
+  """
+
+  def __init__(
+      self,
+      reader: RowReader,
+      key: str,
+      row_shape: tuple[int, ...],
+      dtype: Any,
+      transform: Callable[[np.ndarray], np.ndarray] | None = None,
+      rows: np.ndarray | None = None,
+  ):
+    self._reader = reader
+    self._key = key
+    self._subset = rows  # the reader's rows this column shows (None: all, in order)
+    self.shape = (len(reader) if rows is None else len(rows),) + tuple(row_shape)
+    self.dtype = np.dtype(dtype)
+    self._transform = transform
+
+  def _like(self, **changes) -> LazyColumn:
+    args = dict(
+        reader=self._reader,
+        key=self._key,
+        row_shape=self.shape[1:],
+        dtype=self.dtype,
+        transform=self._transform,
+        rows=self._subset,
+    )
+    args.update(changes)
+    return LazyColumn(**args)
+
+  def subset(self, index: Any) -> LazyColumn:
+    """A column of the rows ``index`` selects (ints, a slice or a mask), still lazy."""
+    rows = self._rows(index)
+    return self._like(rows=rows if self._subset is None else self._subset[rows])
+
+  @property
+  def ndim(self) -> int:
+    return len(self.shape)
+
+  @property
+  def nbytes(self) -> int:
+    return int(np.prod(self.shape)) * self.dtype.itemsize
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __repr__(self) -> str:
+    return f"LazyColumn({self._key!r}, shape={self.shape}, dtype={self.dtype})"
+
+  def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> LazyColumn:
+    """The column with ``fn`` applied to every block read (after any earlier one)."""
+    inner = self._transform
+    return self._like(transform=fn if inner is None else (lambda x: fn(inner(x))))
+
+  def _rows(self, index: Any) -> np.ndarray:
+    n = len(self)
+    if isinstance(index, slice):
+      return np.arange(*index.indices(n), dtype=np.int64)
+    rows = np.asarray(index)
+    if rows.dtype == bool:
+      if rows.shape != (n,):
+        raise IndexError(f"a boolean row mask needs shape ({n},), got {rows.shape}")
+      return np.flatnonzero(rows)
+    if rows.dtype.kind not in "iu":
+      raise IndexError(f"{self!r} is indexed by rows (ints, a slice or a mask), got {index!r}")
+    rows = rows.astype(np.int64).reshape(-1)
+    rows = np.where(rows < 0, rows + n, rows)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+      raise IndexError(f"row {index!r} out of range for {n} rows")
+    return rows
+
+  def __getitem__(self, index: Any) -> np.ndarray:
+    if isinstance(index, tuple):
+      raise IndexError(f"{self!r} is indexed by rows only (no tuple index)")
+    rows = self._rows(index)
+    if self._subset is not None:
+      rows = self._subset[rows]
+    x = self._reader.read(rows)[self._key].astype(self.dtype, copy=False)
+    x = x.reshape((len(rows),) + self.shape[1:])
+    if self._transform is not None:
+      x = np.asarray(self._transform(x), self.dtype)
+    if np.ndim(index) == 0 and not isinstance(index, slice):
+      return x[0]
+    return x.reshape(np.shape(index) + self.shape[1:]) if np.ndim(index) > 1 else x
+
+  def chunks(self, size: int | None = None) -> Iterator[np.ndarray]:
+    """The column's rows, ``size`` (default ``CHUNK``) at a time."""
+    size = size or CHUNK
+    for start in range(0, len(self), size):
+      yield self[start : start + size]
+
+  def __array__(self, dtype=None, copy=None):
+    del copy  # a new array either way
+    parts = list(self.chunks())
+    out = np.concatenate(parts) if parts else np.zeros(self.shape, self.dtype)
+    return out.astype(dtype) if dtype is not None else out
+
+  def astype(self, dtype, copy: bool = True) -> Any:
+    """The column read as ``dtype`` (itself when that is its dtype and no copy is asked)."""
+    if np.dtype(dtype) == self.dtype and not copy:
+      return self
+    return self._like(dtype=dtype)
+
+
+def is_lazy(x: Any) -> bool:
+  return isinstance(x, LazyColumn)
+
+
+def loaded(split: common.Split) -> common.Split:
+  """``split`` with every lazy column read whole (for code that fits on whole arrays)."""
+  if not any(is_lazy(v) for v in split.arrays.values()):
+    return split
+  return common.Split({k: np.asarray(v) if is_lazy(v) else v for k, v in split.arrays.items()})
+
+
+def column_stats(x: Any) -> tuple[np.ndarray, np.ndarray]:
+  """Per-column mean and standard deviation of [n, d] ``x`` (a LazyColumn is scanned a
+  chunk at a time, in float64, never read whole)."""
+  if not is_lazy(x):
+    return x.mean(axis=0), x.std(axis=0)
+  total = np.zeros(x.shape[1:], np.float64)
+  for block in x.chunks():
+    total += block.sum(axis=0, dtype=np.float64)
+  mean = total / len(x)
+  sq = np.zeros_like(total)
+  for block in x.chunks():
+    sq += np.square(block - mean).sum(axis=0)
+  return mean.astype(x.dtype), np.sqrt(sq / len(x)).astype(x.dtype)

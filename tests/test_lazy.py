@@ -1,0 +1,153 @@
+"""Large feature-file splits read lazily from the built dataset (crossmodal_jax.data.lazy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import scipy.io
+
+from configs import default
+from crossmodal_jax import baselines
+from crossmodal_jax import data as data_lib
+from crossmodal_jax import methods
+from crossmodal_jax import scoring
+from crossmodal_jax import train
+from crossmodal_jax.data import lazy
+
+
+def _write_features(root: Path, seed: int = 0) -> Path:
+  """A DRSL-layout .mat folder: 4 classes, image and text features that show them."""
+  rng = np.random.default_rng(seed)
+  centers = rng.normal(size=(4, 12))
+  root.mkdir(parents=True)
+  for prefix, n in (("train", 160), ("valid", 40), ("test", 60)):
+    cls = rng.integers(0, 4, n)
+    img = centers[cls] * 3 + rng.normal(size=(n, 12)) + 5.0  # off-centre: standardising
+    txt = centers[cls, :7] + 0.5 * rng.normal(size=(n, 7))
+    for name, x in (("img", img), ("txt", txt), ("img_lab", cls[:, None])):
+      scipy.io.savemat(root / f"{prefix}_{name}.mat", {f"{prefix}_{name}": x})
+  return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  base = tmp_path_factory.mktemp("lazy")
+  return _write_features(base / "src"), base / "data"
+
+
+def _config(folder, lazy_mb: float, standardize: bool = True):
+  src, data_dir = folder
+  config = default.get_config("drsl,features,ci")
+  config.data.manual_dir = str(src)
+  config.data.data_dir = str(data_dir)
+  config.data.lazy_mb = lazy_mb
+  config.data.standardize_image = standardize
+  return config
+
+
+def test_lazy_columns_read_what_the_loaded_arrays_hold(folder):
+  whole = data_lib.load_dataset(_config(folder, -1.0).data)
+  part = data_lib.load_dataset(_config(folder, 0.0).data)
+  assert not lazy.is_lazy(whole.train["image"])
+  for name in ("train", "validation", "test"):
+    w, p = whole.splits[name], part.splits[name]
+    assert lazy.is_lazy(p["image"]) and lazy.is_lazy(p["text"])
+    assert isinstance(p["label"], np.ndarray)  # labels are small: loaded
+    np.testing.assert_array_equal(p["label"], w["label"])
+    np.testing.assert_array_equal(np.asarray(p["text"]), w["text"])
+    # Standardised with statistics scanned a chunk at a time (float64): equal to 1e-5.
+    np.testing.assert_allclose(np.asarray(p["image"]), w["image"], atol=1e-5)
+    assert p["image"].shape == w["image"].shape and p["image"].dtype == np.float32
+  x, y = part.train["text"], whole.train["text"]
+  n = len(y)
+  rows = np.array([5, 3, 3, n - 1, 0])
+  mask = np.arange(n) % 3 == 0
+  for index in (7, -2, slice(10, 40, 3), slice(None, None, -7), rows, rows.reshape(1, 5), mask):
+    np.testing.assert_array_equal(x[index], y[index], err_msg=repr(index))
+  sub = x.subset(mask)
+  assert len(sub) == mask.sum()
+  np.testing.assert_array_equal(sub[[2, 0]], y[mask][[2, 0]])
+  np.testing.assert_array_equal(sub.map(lambda b: 2 * b)[1:4], 2 * y[mask][1:4])
+  for bad in (n, -n - 1, np.array([0, n])):
+    with pytest.raises(IndexError, match="out of range"):
+      x[bad]
+  with pytest.raises(IndexError, match="rows only"):
+    x[0, 1]
+
+
+def test_row_reader_follows_the_index_feature():
+  """Records stored out of row order are read in the order of their `index`."""
+
+  class Source:
+
+    def __init__(self):
+      self.examples = [{"index": i, "x": np.full(3, float(i))} for i in (2, 0, 3, 1)]
+      self.calls = []
+
+    def __len__(self):
+      return len(self.examples)
+
+    def __getitems__(self, records):
+      self.calls.append(list(records))
+      return [self.examples[r] for r in records]
+
+  source = Source()
+  reader = lazy.RowReader(source, ("x",), eager=("index",))
+  np.testing.assert_array_equal(reader.eager["index"], [0, 1, 2, 3])
+  column = lazy.LazyColumn(reader, "x", (3,), np.float32)
+  np.testing.assert_array_equal(column[[3, 0]][:, 0], [3.0, 0.0])
+  np.testing.assert_array_equal(np.asarray(column)[:, 0], [0.0, 1.0, 2.0, 3.0])
+  calls = len(source.calls)
+  column[[3, 0]], column[[3, 0]]  # the same rows again: served from the last read
+  assert len(source.calls) == calls + 1
+
+
+def test_batches_and_encodings_of_a_lazy_split_equal_the_loaded_ones(folder):
+  config = _config(folder, 0.0)
+  part = data_lib.load_dataset(config.data)
+  whole = data_lib.load_dataset(_config(folder, -1.0).data)
+  method = methods.get_method(config, part.dims(), part.meta)
+  for epoch in (0, 1):
+    got = list(method.batches(part.train, 32, 7, epoch))
+    want = list(method.batches(whole.train, 32, 7, epoch))
+    assert len(got) == len(want) == 160 // 32
+    for g, w in zip(got, want):
+      assert set(g) == set(w)
+      for k in w:
+        np.testing.assert_allclose(g[k], w[k], atol=1e-5, err_msg=k)
+  # The classical baselines fit on whole arrays: a lazy split is read for them.
+  for gallery in ("test", "train"):
+    got = baselines.run("cca", part, components=(4,), gallery_split=gallery)["map_all"]
+    want = baselines.run("cca", whole, components=(4,), gallery_split=gallery)["map_all"]
+    np.testing.assert_allclose(got["avg"], want["avg"], atol=1e-4)
+  double = jax.jit(lambda x: 2 * x)
+  np.testing.assert_allclose(
+      scoring.encode(double, part.test["image"], 25),
+      scoring.encode(double, whole.test["image"], 25),
+      atol=2e-5,
+  )
+
+
+def test_training_on_a_lazy_split_reads_batches_not_the_split(folder, tmp_path, monkeypatch):
+  """Training and evaluation read a batch of rows at a time, never the whole split."""
+  reads = []
+  real_read = lazy.RowReader.read
+
+  def read(self, rows):
+    reads.append(len(rows))
+    return real_read(self, rows)
+
+  monkeypatch.setattr(lazy.RowReader, "read", read)
+  monkeypatch.setattr(lazy, "CHUNK", 40)  # the standardisation's scan, 40 rows at a time
+  config = _config(folder, 0.0)
+  config.train.num_epochs = 2
+  config.train.progress_bar = False
+  config.eval.batch_size = 50
+  result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert reads and max(reads) <= max(config.train.batch_size, config.eval.batch_size, 40)
+  assert max(reads) < 160
+  assert sum(reads) >= 2 * 160  # every training row, every epoch
+  assert result["map_all"]["avg"] > 0.6  # 4 balanced classes: chance is about 0.25
