@@ -78,6 +78,9 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   # Feature-file layout: validation rows carved from the end of train when there are
   # no valid_*.mat files.
   data.num_validation = 0
+  # Where those rows come from: "train" (its last rows) or "test" (its FIRST rows, the
+  # test split being the rest: the convention of SDML's and MRL's scripts).
+  data.validation_from = "train"
   # Feature files: keep only the rows with exactly one label in each split (multi-label
   # data such as Pascal VOC 2007, whose single-object protocol keeps 2,808 / 2,841 pairs).
   data.single_label_rows = False

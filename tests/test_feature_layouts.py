@@ -160,6 +160,38 @@ def test_h5_multi_hot_and_load(tmp_path):
   np.testing.assert_array_equal(ds.test["label"], arrays["test"]["lab"])
 
 
+def test_validation_from_the_first_test_rows(tmp_path):
+  """SDML's and MRL's convention: validation is the first test rows, test the rest."""
+  arrays = _make(n=(("train", 24), ("test", 10)))
+  src = _write_h5(tmp_path / "h5", arrays)
+  data = tmp_path / "data"
+  built = _read_all(
+      prepare(CrossModalFeatures, src, data, num_validation=4, validation_from="test")
+  )
+  test = arrays["test"]
+  np.testing.assert_array_equal(built["train"]["image"], arrays["train"]["img"])
+  np.testing.assert_array_equal(built["validation"]["image"], test["img"][:4])
+  np.testing.assert_array_equal(built["test"]["text"], test["txt"][4:])
+  np.testing.assert_array_equal(built["validation"]["index"], np.arange(4))
+  np.testing.assert_array_equal(built["test"]["index"], np.arange(4, 10))
+  # Its own build, beside the one carved from train.
+  from_train = prepare(CrossModalFeatures, src, data, num_validation=4)
+  assert len(read_split(from_train, "test")["index"]) == 10
+  cfg = types.SimpleNamespace(
+      name="features",
+      manual_dir=str(src),
+      data_dir=str(data),
+      num_validation=4,
+      validation_from="test",
+  )
+  ds = features.load(cfg)
+  assert (len(ds.train), len(ds.validation), len(ds.test)) == (24, 4, 6)
+  with pytest.raises(errors.UserError, match="validation_from must be one of"):
+    prepare(CrossModalFeatures, src, data, num_validation=4, validation_from="valid")
+  with pytest.raises(errors.UserError, match="leaves no test rows"):
+    prepare(CrossModalFeatures, src, data, num_validation=10, validation_from="test")
+
+
 def test_h5_changed_file_is_rebuilt(tmp_path):
   data = tmp_path / "data"
   src = _write_h5(tmp_path / "h5", _make(seed=1))

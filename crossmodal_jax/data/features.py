@@ -28,7 +28,7 @@ two layouts is an error naming both):
   (MRL's ``paper/dataset.md`` points to the original datasets' pages), so they come from
   the authors or are written with h5py from one's own features. Those scripts take their
   validation set from the FIRST test rows (231 / 5,000 / 4,000 for Wikipedia / NUS-WIDE /
-  XMediaNet); this builder does not: give ``valid_*`` datasets or ``num_validation``.
+  XMediaNet); ``validation_from="test"`` does the same (below).
 * ``voc2007`` (Pascal VOC 2007, Hwang & Grauman's tag data): ``train.mat`` and
   ``test.mat`` (optionally ``valid.mat``) of MATLAB struct arrays with the fields
   ``gist``, ``taglist`` and ``objectcount``; the Gist is the image feature, the tag
@@ -45,13 +45,16 @@ negative label is an error), and over the union of the splits they must be exact
 
 Splits: ``train``, ``test`` and ``validation`` -- from the ``valid_*`` files when they
 exist, otherwise the LAST ``num_validation`` training rows (constructor argument,
-default 0 meaning no validation split; giving both is an error).
+default 0 meaning no validation split; giving both is an error) or, with
+``validation_from="test"``, the FIRST ``num_validation`` test rows (the SDML / MRL
+convention; the test split is then the rest).
 
 Example features: ``image`` and ``text`` float32 vectors (their length is read from the
 files: the features are declared ``Tensor(shape=(None,))``), ``labels`` float32[C]
 multi-hot, ``label`` int64 (the class of a single-label row, -1 for a row with several
 labels or none) and ``index`` int64 (the row in the split's source file; carved
-validation rows keep their training-file rows n_train-k..n_train-1).
+validation rows keep their training-file rows n_train-k..n_train-1, or their test-file
+rows 0..k-1, the test rows then starting at k).
 
 Where the build lives: the builder config is named ``val<k>_<fingerprint>`` where the
 fingerprint hashes the resolved source path and the size and mtime of the layout's files
@@ -98,6 +101,8 @@ from crossmodal_jax.data.tfds_io import (
 
 __all__ = ["CrossModalFeatures", "FeaturesConfig", "load", "load_mat_variable"]
 
+VALIDATION_FROM = ("train", "test")  # where num_validation rows are carved from
+
 
 @dataclasses.dataclass(eq=False)
 class FeaturesConfig(tfds.core.BuilderConfig):
@@ -105,6 +110,7 @@ class FeaturesConfig(tfds.core.BuilderConfig):
 
   manual_dir: str | None = None
   num_validation: int = 0
+  validation_from: str = "train"
 
 
 def _features(layout: Layout, src: Source) -> np.ndarray:
@@ -196,6 +202,8 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       build's directory, see the module docstring).
     num_validation: number of LAST training rows carved out as the validation split
       when there are no ``valid_*`` arrays; 0 (default) means no validation split.
+    validation_from: ``"train"`` (the last training rows, default) or ``"test"`` (the
+      FIRST ``num_validation`` test rows, as SDML's and MRL's scripts take theirs).
   """
 
   VERSION = tfds.core.Version("1.0.0")
@@ -216,6 +224,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       *,
       manual_dir: str | os.PathLike | None = None,
       num_validation: int = 0,
+      validation_from: str = "train",
       config: FeaturesConfig | None = None,
       **kwargs: Any,
   ):
@@ -227,13 +236,22 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       num_validation = int(num_validation)
       if num_validation < 0:
         raise errors.UserError(f"num_validation must be >= 0, got {num_validation}")
+      if validation_from not in VALIDATION_FROM:
+        raise errors.UserError(
+            f"validation_from must be one of {VALIDATION_FROM}, got {validation_from!r}"
+        )
       root = resolve_dir(manual_dir)
-      fp = source_fingerprint(root, detect(root).source_files(), num_validation)
+      extra = (num_validation,) if validation_from == "train" else (num_validation, "test")
+      fp = source_fingerprint(root, detect(root).source_files(), *extra)
+      tag = "" if validation_from == "train" else "t"
       config = FeaturesConfig(
-          name=f"val{num_validation}_{fp}",
-          description=f"features from {root}; num_validation={num_validation}",
+          name=f"val{num_validation}{tag}_{fp}",
+          description=(
+              f"features from {root}; num_validation={num_validation} from {validation_from}"
+          ),
           manual_dir=os.fspath(root),
           num_validation=num_validation,
+          validation_from=validation_from,
       )
     elif not isinstance(config, FeaturesConfig):
       raise TypeError(f"config must be a FeaturesConfig, got {type(config)}")
@@ -365,6 +383,17 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
     if has_valid:
       splits["train"] = train
       splits["validation"] = {key: parts["valid"][key] for key in keys}
+    elif k and self.builder_config.validation_from == "test":
+      test = {key: parts["test"][key] for key in keys}
+      n = test["index"].shape[0]
+      if k >= n:
+        raise errors.UserError(
+            f"{layout.source('test', 'img').where}: num_validation={k} from the test rows "
+            f"leaves no test rows (the file has {n})"
+        )
+      splits["train"] = train
+      splits["validation"] = {key: v[:k] for key, v in test.items()}
+      splits["test"] = {key: v[k:] for key, v in test.items()}
     elif k:
       n = train["index"].shape[0]
       if k >= n:
@@ -376,7 +405,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       splits["validation"] = {key: v[n - k :] for key, v in train.items()}
     else:
       splits["train"] = train
-    splits["test"] = {key: parts["test"][key] for key in keys}
+    splits.setdefault("test", {key: parts["test"][key] for key in keys})
     return {"splits": splits, "num_classes": num_classes, "base": base}
 
 
@@ -435,6 +464,7 @@ def load(data_config) -> common.Dataset:
       manual_dir,
       data_config.data_dir,
       num_validation=data_config.num_validation,
+      validation_from=getattr(data_config, "validation_from", "train"),
   )
   available = set(builder.info.splits.keys())
   lazy_mb = float(getattr(data_config, "lazy_mb", -1.0))
