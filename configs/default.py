@@ -56,6 +56,9 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   data.synthetic_preset = "default"  # synthetic benchmark: "default" or "xmedianet" (sized)
   data.synthetic_seed = 0  # seed that generates the synthetic benchmark
   data.synthetic_num_train = -1  # synthetic training pairs (-1: the preset's size)
+  # Synthetic multi-label data: the probability that a row also gets each other class
+  # (its regions and words then mix its classes; labels are float32 multi-hot [n, C]).
+  data.synthetic_multi_label = 0.0  # 0: one class per row, int labels
   # Wikipedia text features: "tfidf_svd", "tfidf", "bow", "lda".
   data.text_feature = "tfidf_svd"
   data.vocab_size = 10000  # Wikipedia vocabulary: the most frequent training words

@@ -17,6 +17,12 @@ the mean over regions. Texts are word sequences drawn from a class-dependent mix
 group words, detail words and background words, with word vectors built the same way
 (topic direction + noise), and lengths varying per text. Every text form is emitted:
 word ids + mask, bag-of-words counts, and a fixed text feature (the mean word vector).
+With ``multi_label`` p > 0 the data is multi-label: besides its primary class, a row gets
+every other class independently with probability p, each signal region shows one of the
+row's classes and each word is drawn from one of them (uniformly), and labels are 0/1
+float32 multi-hot rows ``[n, C]`` (``meta["multi_label"]``); two items are relevant when
+they share a class. p = 0 (the default) draws nothing more: the single-label data, with
+int labels, is unchanged.
 With ``data_config.word_graph``, :func:`load` adds ``meta["word_graph"]``, the
 :class:`~crossmodal_jax.data.word_graph.WordGraph` of the words' vectors (its vertex ``w``
 is word ``w``, column ``w`` of "bow"); the generated arrays do not change.
@@ -51,6 +57,7 @@ class SyntheticConfig:
   min_words: int = 10
   text_group_strength: float = 0.35
   topic_word_prob: float = 0.5
+  multi_label: float = 0.0  # probability that a row also gets each other class
   seed: int = 0
 
   @property
@@ -81,12 +88,14 @@ def load(data_config) -> common.Dataset:
 
   Args:
     data_config: the ``data`` section of a config; reads ``synthetic_preset`` (a key of
-      :data:`PRESETS`), ``synthetic_seed`` and ``synthetic_num_train`` (``<= 0``: the
-      preset's size), and ``word_graph``, ``graph_neighbors``, ``graph_lambda_max``.
+      :data:`PRESETS`), ``synthetic_seed``, ``synthetic_num_train`` (``<= 0``: the
+      preset's size) and ``synthetic_multi_label`` (absent: 0), and ``word_graph``,
+      ``graph_neighbors``, ``graph_lambda_max``.
 
   Returns:
-    ``make_dataset`` of the preset with that seed and training size, with
-    ``meta["word_graph"]`` (built from ``meta["word_vectors"]``) when ``word_graph`` is set.
+    ``make_dataset`` of the preset with that seed, training size and multi-label
+    probability, with ``meta["word_graph"]`` (built from ``meta["word_vectors"]``) when
+    ``word_graph`` is set.
 
   Raises:
     ValueError: if the preset is unknown.
@@ -98,7 +107,11 @@ def load(data_config) -> common.Dataset:
         f"Unknown synthetic preset {data_config.synthetic_preset!r}; choose "
         f"one of {tuple(PRESETS)}."
     ) from None
-  cfg = dataclasses.replace(preset, seed=data_config.synthetic_seed)
+  cfg = dataclasses.replace(
+      preset,
+      seed=data_config.synthetic_seed,
+      multi_label=float(data_config.get("synthetic_multi_label", 0.0)),
+  )
   if data_config.get("synthetic_num_train", -1) > 0:
     cfg = dataclasses.replace(cfg, num_train=data_config.synthetic_num_train)
   dataset = make_dataset(cfg)
@@ -126,8 +139,20 @@ def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+def _pick_labels(rng: np.random.Generator, hot: np.ndarray, slots: int) -> np.ndarray:
+  """int [n, slots]: for each row of bool `hot` [n, C] and each slot, one of the row's
+  classes, uniformly."""
+  _, classes = np.nonzero(hot)  # each row's classes, row by row
+  per_row = hot.sum(axis=1)
+  first = np.cumsum(per_row) - per_row
+  k = (rng.random((len(hot), slots)) * per_row[:, None]).astype(np.int64)
+  return classes[first[:, None] + np.minimum(k, per_row[:, None] - 1)]
+
+
 def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
   """Generates the three splits (and word vectors) deterministically from cfg.seed."""
+  if not 0.0 <= cfg.multi_label <= 1.0:
+    raise ValueError(f"Synthetic multi_label must be in [0, 1], got {cfg.multi_label}.")
   for field in ("num_train", "num_groups", "num_details", "num_regions", "vocab_size", "word_dim"):
     if getattr(cfg, field) < 1:
       raise ValueError(f"Synthetic {field} must be >= 1, got {getattr(cfg, field)}.")
@@ -175,20 +200,33 @@ def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
   word_probs /= word_probs.sum(axis=1, keepdims=True)
   word_cdf = np.cumsum(word_probs, axis=1)
 
+  multi = cfg.multi_label > 0
+
   def make_split(n: int) -> common.Split:
     labels = rng.integers(0, n_cls, size=n)
+    if multi:  # the primary class, and each other one with probability multi_label
+      hot = rng.random((n, n_cls)) < cfg.multi_label
+      hot[np.arange(n), labels] = True
     shows = rng.random((n, cfg.num_regions)) < cfg.region_signal_prob
     shows[np.arange(n), rng.integers(0, cfg.num_regions, size=n)] = True  # >= 1 region
-    region_latent = shows[..., None] * image_proto[labels][
-        :, None, :
-    ] + cfg.image_noise * rng.standard_normal((n, cfg.num_regions, latent))
+    if multi:  # each region shows one of the row's classes (added a region at a time)
+      shown = _pick_labels(rng, hot, cfg.num_regions)
+      region_latent = cfg.image_noise * rng.standard_normal((n, cfg.num_regions, latent))
+      for r in range(cfg.num_regions):
+        region_latent[:, r] += shows[:, r, None] * image_proto[shown[:, r]]
+    else:
+      region_latent = shows[..., None] * image_proto[labels][
+          :, None, :
+      ] + cfg.image_noise * rng.standard_normal((n, cfg.num_regions, latent))
     regions = np.maximum(region_latent @ lift, 0.0).astype(np.float32)
     lengths = rng.integers(cfg.min_words, cfg.max_words + 1, size=n)
     u = rng.random((n, cfg.max_words))
+    # The class each word is drawn from: the row's, or one of the row's.
+    word_class = _pick_labels(rng, hot, cfg.max_words) if multi else labels[:, None]
     ids = np.empty((n, cfg.max_words), dtype=np.int64)
     for c in range(n_cls):  # inverse-CDF sampling, vectorised per class
-      rows = labels == c
-      ids[rows] = np.minimum(np.searchsorted(word_cdf[c], u[rows]), cfg.vocab_size - 1)
+      words = np.broadcast_to(word_class == c, ids.shape)
+      ids[words] = np.minimum(np.searchsorted(word_cdf[c], u[words]), cfg.vocab_size - 1)
     mask = np.arange(cfg.max_words)[None, :] < lengths[:, None]
     bow = np.zeros((n, cfg.vocab_size), dtype=np.float32)
     np.add.at(bow, (np.repeat(np.arange(n), cfg.max_words)[mask.ravel()], ids[mask]), 1.0)
@@ -197,7 +235,7 @@ def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
         {
             "image": regions.mean(axis=1),
             "text": text.astype(np.float32),
-            "label": labels.astype(np.int32),
+            "label": hot.astype(np.float32) if multi else labels.astype(np.int32),
             "image_regions": regions,
             # Sequence ids follow data.vocab's convention: 0 = padding, 1 = OOV, word w -> w + 2.
             "word_ids": np.where(mask, ids + 2, 0).astype(np.int32),
@@ -222,6 +260,7 @@ def make_dataset(cfg: SyntheticConfig = SyntheticConfig()) -> common.Dataset:
           "word_vectors": table,
           "class_names": class_names,
           "text_feature": "mean word vector",
+          "multi_label": multi,
           "config": dataclasses.asdict(cfg),
       },
   )
