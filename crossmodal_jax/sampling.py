@@ -10,12 +10,14 @@ resumed at an epoch boundary replays exactly the batches an unbroken run sees.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterator
 
 import grain
 import numpy as np
 
 from crossmodal_jax.data import common
+from crossmodal_jax.data import lazy
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -26,6 +28,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
   """A numpy generator for epoch `epoch` of a run seeded `seed`."""
   return np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+
+
+# Threads that read ahead the batches of a lazily read split (data.lazy_mb); 0: none.
+READ_THREADS = min(8, os.cpu_count() or 1)
 
 
 def permutation_batches(
@@ -43,12 +49,21 @@ def permutation_batches(
   False it is kept, as PyTorch's DataLoader does, and the step compiles once more for
   its shape. Evaluation never drops anything. The permutation is grain's (a
   `MapDataset.range` shuffled by the epoch's seed); each batch gathers its rows with one
-  index per array, so a lazily read split reads a batch in one go.
+  index per array, so a lazily read split reads a batch in one go, and its next batches
+  are read ahead by `READ_THREADS` threads (the same batches, in the same order).
   """
   arrays = {k: split[k] for k in keys}
   rows = grain.MapDataset.range(len(split)).shuffle(seed=epoch_seed(seed, epoch))
-  for idx in rows.batch(batch_size, drop_remainder=drop_remainder):
-    yield {k: v[idx] for k, v in arrays.items()}
+  batches = rows.batch(batch_size, drop_remainder=drop_remainder)
+  if READ_THREADS < 1 or not any(lazy.is_lazy(v) for v in arrays.values()):
+    for idx in batches:
+      yield {k: v[idx] for k, v in arrays.items()}
+    return
+  # A lazily read split: grain's threads read the next batches while the steps run.
+  gathered = batches.map(lambda idx: {k: v[idx] for k, v in arrays.items()})
+  yield from gathered.to_iter_dataset(
+      grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=2 * READ_THREADS)
+  )
 
 
 def num_permutation_batches(

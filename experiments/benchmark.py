@@ -17,7 +17,11 @@ Measures, on whatever devices JAX sees:
 - SCANet's training steps with pairs grouped by text against shuffled pairs, and its
   all-pairs scoring (`--only=scanet`);
 - MCSM's training steps on Wikipedia at the code's LSTM width and the CPU one
-  (`--only=mcsm`, with --wikipedia_dir).
+  (`--only=mcsm`, with --wikipedia_dir);
+- a feature-file training split of XMediaNet's width (4,096-d images, 300-d texts;
+  `--lazy_rows` rows) read for one epoch of shuffled 100-row batches, loaded whole
+  against read lazily from the built array_record files (`data.lazy_mb`), with the
+  peak host memory each takes (tracemalloc; `--only=feature_read`).
 Every entry carries its FLOP count (analytic, counting a multiply-add as 2 FLOPs) and the
 achieved GFLOP/s.
 """
@@ -28,7 +32,10 @@ import itertools
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
+import tracemalloc
 from typing import Any
 
 from absl import app
@@ -38,10 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default as default_configs
+from crossmodal_jax import data as data_lib
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
+from crossmodal_jax import sampling
 from crossmodal_jax import scoring
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
@@ -68,7 +77,7 @@ _ONLY = flags.DEFINE_list(
     [],
     "Run only benchmarks whose name starts with one of "
     "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot, text_first_layer, "
-    "scanet, mcsm; mcsm needs --wikipedia_dir and runs only with it).",
+    "scanet, mcsm, feature_read; mcsm needs --wikipedia_dir and runs only with it).",
 )
 _SCANET_STEPS = flags.DEFINE_integer("scanet_steps", 20, "Timed SCANet training steps per order.")
 # MCSM's timed configs (spec, then model fields and data.max_words over it): the
@@ -80,6 +89,9 @@ MCSM_CONFIGS = {
     "default": ("mcsm,wikipedia", {}),
 }
 _GALLERY = flags.DEFINE_integer("gallery", 4096, "Items per modality in the scoring test.")
+_LAZY_ROWS = flags.DEFINE_integer(
+    "lazy_rows", 8192, "Training rows of the XMediaNet-wide feature folder (32000: its size)."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Repetitions of each scoring measurement.")
 
 
@@ -617,6 +629,67 @@ def bench_mcsm(configs: dict[str, tuple[str, dict]]) -> list[dict]:
   return out
 
 
+def bench_feature_read(rows: int, batch_size: int = 100) -> list[dict]:
+  """One epoch of shuffled batches of an XMediaNet-wide feature split: loaded whole, then
+  read lazily (rows on demand from the built files); seconds and peak host memory."""
+  d_img, d_txt, classes = 4096, 300, 200
+  work = tempfile.mkdtemp(prefix="crossmodal_jax_lazy_")
+  try:
+    return _feature_read_rows(work, rows, batch_size, d_img, d_txt, classes)
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _feature_read_rows(work, rows, batch_size, d_img, d_txt, classes) -> list[dict]:
+  rng = np.random.default_rng(0)
+  src = os.path.join(work, "features")
+  os.makedirs(src)
+  for prefix, n in (("train", rows), ("test", 64)):
+    np.save(os.path.join(src, f"{prefix}_img.npy"), rng.random((n, d_img), np.float32))
+    np.save(os.path.join(src, f"{prefix}_txt.npy"), rng.random((n, d_txt), np.float32))
+    np.save(os.path.join(src, f"{prefix}_img_lab.npy"), np.arange(n) % classes)
+  config = default_configs.get_config("drsl,features")
+  config.data.manual_dir = src
+  config.data.data_dir = os.path.join(work, "tfds")
+  start = time.perf_counter()
+  data_lib.load_dataset(config.data)  # the build, once
+  build = time.perf_counter() - start
+  feature_mb = rows * (d_img + d_txt) * 4 / 2**20
+  out = []
+  for mode, lazy_mb in (("loaded", -1.0), ("lazy", 0.0)):
+    config.data.lazy_mb = lazy_mb
+    tracemalloc.start()
+    start = time.perf_counter()
+    split = data_lib.load_dataset(config.data).train
+    load = time.perf_counter() - start
+    start = time.perf_counter()
+    steps = 0
+    for batch in sampling.permutation_batches(split, ("image", "text", "label"), batch_size, 0, 0):
+      steps += 1
+      del batch
+    epoch = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    out.append(
+        {
+            "name": f"feature_read/{mode}",
+            "rows": rows,
+            "image_dim": d_img,
+            "text_dim": d_txt,
+            "feature_mb": round(feature_mb, 1),
+            "build_seconds": round(build, 2),
+            "load_seconds": round(load, 3),
+            "epoch_seconds": round(epoch, 3),
+            "steps": steps,
+            "rows_per_second": round(steps * batch_size / epoch, 1),
+            "peak_host_mb": round(peak / 2**20, 1),
+            "flops": 0,
+            "note": "one epoch of shuffled batches of 100 rows (no training step)",
+        }
+    )
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -646,6 +719,7 @@ def main(argv):
       + (bench_text_layer(cache) if wanted("text_first_layer") else [])
       + (bench_scanet(cache) if wanted("scanet") else [])
       + (bench_mcsm(MCSM_CONFIGS) if wanted("mcsm") and (_WIKI.value or _ONLY.value) else [])
+      + (bench_feature_read(_LAZY_ROWS.value) if wanted("feature_read") else [])
   )
   for r in more:
     results.append(r)

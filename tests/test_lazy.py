@@ -101,7 +101,7 @@ def test_row_reader_follows_the_index_feature():
   np.testing.assert_array_equal(column[[3, 0]][:, 0], [3.0, 0.0])
   np.testing.assert_array_equal(np.asarray(column)[:, 0], [0.0, 1.0, 2.0, 3.0])
   calls = len(source.calls)
-  column[[3, 0]], column[[3, 0]]  # the same rows again: served from the last read
+  column[[2, 1]], column[[2, 1]], column[[3, 0]]  # rows read before: served from memory
   assert len(source.calls) == calls + 1
 
 

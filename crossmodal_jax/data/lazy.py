@@ -9,13 +9,17 @@ evaluation, ``column[:2]`` to initialise -- then never holds more than those row
 ``np.asarray(column)`` still works (it reads every row, a chunk at a time), for the code
 that needs the whole array (the classical baselines, DRSL's sparse text feed).
 
-The columns of one split share a :class:`RowReader`, which keeps the last rows it read,
-so a batch's image and text come from one read of its examples. Rows are in the order of
+The columns of one split share a :class:`RowReader`, which keeps its last few reads, so
+a batch's image and text come from one read of its examples; it may be called from
+several threads (training reads the next batches ahead,
+:func:`crossmodal_jax.sampling.permutation_batches`). Rows are in the order of
 the ``index`` feature, as :func:`crossmodal_jax.data.tfds_io.read_split` returns them.
 """
 
 from __future__ import annotations
 
+import collections
+import threading
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -25,6 +29,7 @@ from crossmodal_jax.data import common
 __all__ = ["LazyColumn", "RowReader", "column_stats", "is_lazy", "loaded"]
 
 CHUNK = 1024  # rows per read when a whole column is read or scanned
+RECENT_ROWS = 2048  # rows a RowReader keeps of its last reads (batches read ahead)
 
 
 class RowReader:
@@ -52,7 +57,10 @@ class RowReader:
     self._records = None if np.array_equal(order, np.arange(n)) else order
     self.eager = {k: stacked[k][order] for k in (*eager, "index") if k in stacked}
     self._n = n
-    self._last: tuple[bytes, dict[str, np.ndarray]] | None = None
+    # The last reads (a batch's image and text are one read), shared by reader threads.
+    self._recent: collections.OrderedDict[bytes, dict[str, np.ndarray]] = collections.OrderedDict()
+    self._recent_rows = 0
+    self._lock = threading.Lock()
 
   def __len__(self) -> int:
     return self._n
@@ -60,15 +68,23 @@ class RowReader:
   def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
     """The kept features of ``rows`` (int64, in range), stacked in that order."""
     key = rows.tobytes()
-    if self._last is not None and self._last[0] == key:
-      return self._last[1]
+    with self._lock:
+      hit = self._recent.get(key)
+    if hit is not None:
+      return hit
     records = rows if self._records is None else self._records[rows]
     examples = self._source.__getitems__(records.tolist()) if len(records) else []
     out = {}
     for k in self._keys:
       values = [np.asarray(ex[k]) for ex in examples]
       out[k] = np.stack(values) if values else np.zeros((0,), np.float32)
-    self._last = (key, out)
+    with self._lock:
+      if key not in self._recent:
+        self._recent[key] = out
+        self._recent_rows += len(rows)
+      while self._recent_rows > RECENT_ROWS and len(self._recent) > 1:
+        old_key, _ = self._recent.popitem(last=False)
+        self._recent_rows -= len(old_key) // 8  # int64 rows
     return out
 
 
