@@ -89,7 +89,7 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   data.single_label_rows = False
   # Feature files: a split whose image and text features take more MB than this is read
   # lazily, a batch of rows at a time, from the built dataset instead of loaded whole
-  # (XMediaNet's 32k x 4,096-d training split: 560 MB). Negative: always load whole.
+  # (XMediaNet's 32k x 4,096-d training split: 537 MB). Negative: always load whole.
   data.lazy_mb = 256.0
   return data
 

@@ -118,6 +118,11 @@ def sample_pairs(labels: np.ndarray, num_positive: int, num_negative: int, seed:
   """
   labels = np.asarray(labels)
   if labels.ndim == 2:
+    if not np.all((labels == 0) | (labels == 1)):
+      raise ValueError(
+          f"2-D labels must be 0/1 multi-hot rows [n, C]; shape {labels.shape} holds "
+          f"{labels[(labels != 0) & (labels != 1)][0]!r} (int labels are a vector [n])."
+      )
     return _sample_multi_hot_pairs(labels != 0, num_positive, num_negative, seed)
   if labels.ndim != 1:
     raise ValueError(

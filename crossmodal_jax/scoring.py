@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -527,13 +527,23 @@ def encode(encode_fn: Callable[[Any], Any], inputs: Any, batch_size: int) -> Any
   Only `batch_size` items are taken from `inputs` at a time (a lazily read split column
   is never read whole); the last batch is padded to the same shape.
   """
-  n = _num_items(inputs)
+  return encode_many([(encode_fn, inputs)], batch_size)[0]
+
+
+def encode_many(jobs: Sequence[tuple[Callable[[Any], Any], Any]], batch_size: int) -> list[Any]:
+  """`encode` of several (encoder, inputs) jobs over the same items, batch by batch: each
+  batch of items is taken from every job's inputs in turn (the image and text of a lazily
+  read split then come from one read of its rows)."""
+  if not jobs:
+    return []
+  n = _num_items([inputs for _, inputs in jobs])
   batch_size = min(batch_size, n)
-  parts = []
+  parts: list[list[Any]] = [[] for _ in jobs]
   for start in range(0, n, batch_size):
-    chunk = jax.tree.map(lambda x: x[start : start + batch_size], inputs)
-    parts.append(encode_fn(_pad_to(chunk, batch_size)))
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0)[:n], *parts)
+    for (encode_fn, inputs), out in zip(jobs, parts):
+      chunk = jax.tree.map(lambda x: x[start : start + batch_size], inputs)
+      out.append(encode_fn(_pad_to(chunk, batch_size)))
+  return [jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0)[:n], *out) for out in parts]
 
 
 def method_channels(method: Any, variables: Any, image_enc: Any, text_enc: Any, eval_config) -> Any:
@@ -564,16 +574,13 @@ def encode_split(
   once by `encoders` (jitted (encode_image, encode_text)); None for a modality not asked
   for."""
   encode_image, encode_text = encoders
-  image_enc = text_enc = None
+  jobs = []
   if images:
-    image_enc = encode(
-        lambda x: encode_image(variables, x), method.image_input(arrays), eval_config.batch_size
-    )
+    jobs.append((lambda x: encode_image(variables, x), method.image_input(arrays)))
   if texts:
-    text_enc = encode(
-        lambda x: encode_text(variables, x), method.text_input(arrays), eval_config.batch_size
-    )
-  return image_enc, text_enc
+    jobs.append((lambda x: encode_text(variables, x), method.text_input(arrays)))
+  encodings = iter(encode_many(jobs, eval_config.batch_size))
+  return (next(encodings) if images else None), (next(encodings) if texts else None)
 
 
 def split_channels(method: Any, variables: Any, arrays: Any, eval_config, encoders) -> Any:

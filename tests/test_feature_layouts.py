@@ -362,6 +362,18 @@ BAD = {
         lambda r: scipy.io.savemat(r / "train.mat", {"D1": np.ones((2, 8))}),
         ["train.mat", "gist, taglist, objectcount", "['D1']"],
     ),
+    "voc_struct_lacks_a_field": (
+        "voc",
+        lambda r: scipy.io.savemat(
+            r / "train.mat", {"D1": np.zeros((1, 2), dtype=[("gist", "O"), ("taglist", "O")])}
+        ),
+        ["train.mat [D1]", "lacks the field(s) objectcount"],
+    ),
+    "voc_no_image": (
+        "voc",
+        lambda r: scipy.io.savemat(r / "test.mat", {"D1": np.zeros((1, 0), dtype=_VOC_FIELDS)}),
+        ["test.mat", "hold no image"],
+    ),
     "voc_tag_id_zero": (
         "voc",
         lambda r: _write_voc(r, {"test": [(np.ones(8), np.array([2.0, 0.0]), np.eye(5)[1])]}),

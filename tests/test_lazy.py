@@ -71,8 +71,9 @@ def test_lazy_columns_read_what_the_loaded_arrays_hold(folder):
   assert len(sub) == mask.sum()
   np.testing.assert_array_equal(sub[[2, 0]], y[mask][[2, 0]])
   np.testing.assert_array_equal(sub.map(lambda b: 2 * b)[1:4], 2 * y[mask][1:4])
-  for bad in (n, -n - 1, np.array([0, n])):
-    with pytest.raises(IndexError, match="out of range"):
+  assert x[[]].shape == (0, 7) and x[np.zeros(0, int)].shape == (0, 7)
+  for bad, first in ((n, n), (-n - 1, -n - 1), (np.arange(n - 2, n + 30), n)):
+    with pytest.raises(IndexError, match=f"row {first} is out of range for the {n} rows"):
       x[bad]
   with pytest.raises(IndexError, match="rows only"):
     x[0, 1]
@@ -101,8 +102,11 @@ def test_row_reader_follows_the_index_feature():
   np.testing.assert_array_equal(column[[3, 0]][:, 0], [3.0, 0.0])
   np.testing.assert_array_equal(np.asarray(column)[:, 0], [0.0, 1.0, 2.0, 3.0])
   calls = len(source.calls)
-  column[[2, 1]], column[[2, 1]], column[[3, 0]]  # rows read before: served from memory
+  column[[2, 1]], column[[2, 1]]  # the same rows again: this thread's last read
   assert len(source.calls) == calls + 1
+  batch = column[[2, 1]]
+  batch[:] = 99.0  # what is handed out is a copy: the next read is not changed
+  np.testing.assert_array_equal(column[[2, 1]][:, 0], [2.0, 1.0])
 
 
 def test_batches_and_encodings_of_a_lazy_split_equal_the_loaded_ones(folder):

@@ -119,6 +119,11 @@ def test_multi_hot_pairs_are_uniform_over_pairs():
     np.testing.assert_allclose(seen, expected, rtol=0.1, atol=1)
 
 
+def test_two_dimensional_labels_must_be_multi_hot():
+  with pytest.raises(ValueError, match="must be 0/1 multi-hot"):
+    sampling.sample_pairs(np.array([[0], [1], [2]]), 3, 1, seed=0)  # class ids as a column
+
+
 def test_int_labels_and_their_one_hot_rows_give_the_same_relations():
   labels = np.random.default_rng(3).integers(0, 4, size=30)
   one_hot = np.eye(4, dtype=np.float32)[labels]

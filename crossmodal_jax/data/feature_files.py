@@ -265,9 +265,14 @@ class VocLayout(Layout):
       ) from None
     names = sorted((n for n in mat if not n.startswith("__")), key=_natural)
     fields = tuple(self.FIELDS.values())
-    structs = [
-        n for n in names if mat[n].dtype.names and all(f in mat[n].dtype.names for f in fields)
-    ]
+    structs = [n for n in names if mat[n].dtype.names]
+    for n in structs:
+      missing = [f for f in fields if f not in mat[n].dtype.names]
+      if missing:  # a struct array of images that lacks a field: never dropped silently
+        raise DatasetFileError(
+            f"{path} [{n}]: the struct array lacks the field(s) {', '.join(missing)} (has "
+            f"{', '.join(mat[n].dtype.names)})"
+        )
     if not structs:
       raise DatasetFileError(
           f"{path}: no struct array with the fields {', '.join(fields)} (the Pascal VOC 2007 "
@@ -275,14 +280,14 @@ class VocLayout(Layout):
       )
     rows: dict[str, list[np.ndarray]] = {f: [] for f in fields}
     for n in structs:
-      for element in mat[n].reshape(-1, order="F"):
+      for i, element in enumerate(mat[n].reshape(-1, order="F")):
         for f in fields:
           try:
             rows[f].append(np.asarray(element[f], dtype=np.float64).reshape(-1))
           except (TypeError, ValueError):
-            raise DatasetFileError(
-                f"{path} [{n}]: element {len(rows[f])}'s {f} is not numeric"
-            ) from None
+            raise DatasetFileError(f"{path} [{n}]: element {i}'s {f} is not numeric") from None
+    if not rows[fields[0]]:
+      raise DatasetFileError(f"{path}: its struct arrays {structs} hold no image")
     self._rows[path] = rows
     return rows
 

@@ -446,7 +446,8 @@ def load(data_config) -> common.Dataset:
       ``num_validation``, ``single_label_rows`` (keep only the rows of each split with
       exactly one label, after the validation rows are carved) and ``lazy_mb`` (a split
       whose image and text features take more MB is read lazily: its ``image`` and
-      ``text`` are :class:`~crossmodal_jax.data.lazy.LazyColumn`s; negative: never).
+      ``text`` are :class:`~crossmodal_jax.data.lazy.LazyColumn`s; negative, or absent as
+      in configs saved before the field existed: never).
 
   Returns:
     The dataset: float32 ``image`` and ``text``; ``label`` int32 ``[n]`` class ids, or
