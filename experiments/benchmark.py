@@ -18,6 +18,10 @@ Measures, on whatever devices JAX sees:
   all-pairs scoring (`--only=scanet`);
 - MCSM's training steps on Wikipedia at the code's LSTM width and the CPU one
   (`--only=mcsm`, with --wikipedia_dir);
+- all-pairs scoring of a 40k x 40k synthetic gallery without its score matrix
+  (`--only=score_large`, `--large_gallery`): DRSL's streamed top-100 of every image query,
+  measured once with the process's peak memory, and SCANet's time implied by a measured
+  `--scanet_block` x `--scanet_block` block (its cost is the same per pair);
 - a feature-file training split of XMediaNet's width (4,096-d images, 300-d texts;
   `--lazy_rows` rows) read for one epoch of shuffled 100-row batches, loaded whole
   against read lazily from the built array_record files (`data.lazy_mb`), with the
@@ -77,7 +81,8 @@ _ONLY = flags.DEFINE_list(
     [],
     "Run only benchmarks whose name starts with one of "
     "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot, text_first_layer, "
-    "scanet, mcsm, feature_read; mcsm needs --wikipedia_dir and runs only with it).",
+    "scanet, mcsm, feature_read, score_large; mcsm needs --wikipedia_dir and runs only with "
+    "it).",
 )
 _SCANET_STEPS = flags.DEFINE_integer("scanet_steps", 20, "Timed SCANet training steps per order.")
 # MCSM's timed configs (spec, then model fields and data.max_words over it): the
@@ -89,6 +94,15 @@ MCSM_CONFIGS = {
     "default": ("mcsm,wikipedia", {}),
 }
 _GALLERY = flags.DEFINE_integer("gallery", 4096, "Items per modality in the scoring test.")
+_LARGE = flags.DEFINE_integer(
+    "large_gallery",
+    40000,
+    "Items per modality of the streamed top-k scoring (DRSL measured, SCANet timed on "
+    "--scanet_block items and scaled by pairs); 0: skip.",
+)
+_SCANET_BLOCK = flags.DEFINE_integer(
+    "scanet_block", 1024, "Items per modality of SCANet's measured block for --large_gallery."
+)
 _LAZY_ROWS = flags.DEFINE_integer(
     "lazy_rows", 8192, "Training rows of the XMediaNet-wide feature folder (32000: its size)."
 )
@@ -161,8 +175,6 @@ def _load_wikipedia(method_name: str, text_feature: str, cache: dict):
   config.data.text_feature = text_feature
   if text_feature not in cache:
     if _WIKI.value:
-      from crossmodal_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-
       config.data.manual_dir = _WIKI.value
       config.data.data_dir = _DATA_DIR.value
       cache[text_feature] = data_lib.load_dataset(config.data)
@@ -324,6 +336,95 @@ def bench_scoring() -> list[dict]:
   return results
 
 
+def _peak_memory_mb() -> dict:
+  """The process's peak host memory so far (MB) and, where the backend reports it, the
+  device's peak bytes in use (MB)."""
+  import resource  # pylint: disable=g-import-not-at-top
+
+  out = {"peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    out["peak_device_mb"] = stats["peak_bytes_in_use"] / 2**20
+  return out
+
+
+def bench_large_scoring(n: int, k: int = 100) -> list[dict]:
+  """All-pairs scoring of an n x n synthetic gallery (paper sizes) without its n x n
+  matrix: every image query's top k texts streamed through the blockwise scorer within
+  eval.memory_budget_mb, as evaluation does for galleries too big for full matrices."""
+  config = default_configs.get_config("drsl,synthetic")
+  rng = np.random.default_rng(0)
+  images = rng.standard_normal((n, 128), dtype=np.float32)
+  texts = rng.standard_normal((n, 300), dtype=np.float32)
+  method = methods.get_method(config, {"image": (128,), "text": (300,), "label": ()})
+  variables = method.init(jax.random.key(0), {"image": images[:2], "text": texts[:2]})
+  ce = config.eval
+  enc_i = scoring.encode(jax.jit(lambda x: method.encode_image(variables, x)), images, 4096)
+  enc_t = scoring.encode(jax.jit(lambda x: method.encode_text(variables, x)), texts, 4096)
+  k_width = config.model.relation_layers[0]
+  pair_flops = 2 * k_width + 2 * k_width  # add + ReLU, then the K-long dot
+  before = _peak_memory_mb()
+  start = time.perf_counter()
+  scores, _ = evaluate.top_k(method, variables, enc_i, enc_t, "i2t", k, ce)
+  seconds = time.perf_counter() - start
+  assert scores.shape == (n, k)
+  row = {
+      "name": "score_all_pairs/drsl/streamed_top_k",
+      "items": n,
+      "pairs": n * n,
+      "k": k,
+      "seconds": seconds,
+      "pairs_per_s": n * n / seconds,
+      "flops": n * n * pair_flops,
+      "gflops_per_s": n * n * pair_flops / seconds / 1e9,
+      "memory_budget_mb": ce.memory_budget_mb,
+      "full_matrix_mb": n * n * 4 / 2**20,
+      "peak_host_mb_before": before["peak_host_mb"],
+      **_peak_memory_mb(),
+      "note": "one run (no repeats); peaks are the process's",
+  }
+  return [row]
+
+
+def bench_scanet_large(cache: dict, n: int, block: int) -> list[dict]:
+  """SCANet's all-pairs scoring (two co-attention layers) timed on a block x block
+  gallery of Wikipedia-shaped items, and the n x n time it implies (the cost is the same
+  per pair)."""
+  config = default_configs.get_config("scanet,wikipedia")
+  dataset = _scanet_data(config, cache)
+  method = methods.get_method(config, dataset.dims(), dataset.meta)
+  split = dataset.train
+  reps = -(-block // len(split))
+  rows = np.tile(np.arange(len(split)), reps)[:block]
+  arrays = {key: split[key][rows] for key in split.arrays}
+  variables = method.init(jax.random.key(0), method.init_batch(dataset.train))
+  part = common.Split(arrays)
+  evaluate.score_split(method, variables, part, config.eval)  # compile
+  start = time.perf_counter()
+  evaluate.score_split(method, variables, part, config.eval)
+  seconds = time.perf_counter() - start
+  scale = (n / block) ** 2
+  graph = dataset.meta["word_graph"]
+  flops = scanet_step_flops(
+      config.model, graph, dataset.dims()["image"][0], block, block, block * block
+  )["forward"]
+  return [
+      {
+          "name": "score_all_pairs/scanet/large_gallery_estimate",
+          "measured_items": block,
+          "measured_seconds": seconds,
+          "measured_flops": flops,
+          "gflops_per_s": flops / seconds / 1e9,
+          "items": n,
+          "pairs": n * n,
+          "flops": flops * scale,
+          "seconds_estimate": seconds * scale,
+          "hours_estimate": seconds * scale / 3600,
+          "note": "block x block measured (encoding included), scaled by the pairs",
+      }
+  ]
+
+
 def bench_kernel() -> list[dict]:
   p = q = 200
   k = 1024
@@ -453,8 +554,6 @@ def _scanet_data(config, cache: dict) -> common.Dataset:
   random 10,055-word kNN graph and ~200-word random bags of words."""
   if "scanet" not in cache:
     if _WIKI.value:
-      from crossmodal_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-
       config.data.manual_dir = _WIKI.value
       config.data.data_dir = _DATA_DIR.value
       cache["scanet"] = data_lib.load_dataset(config.data)
@@ -720,6 +819,12 @@ def main(argv):
       + (bench_scanet(cache) if wanted("scanet") else [])
       + (bench_mcsm(MCSM_CONFIGS) if wanted("mcsm") and (_WIKI.value or _ONLY.value) else [])
       + (bench_feature_read(_LAZY_ROWS.value) if wanted("feature_read") else [])
+      + (bench_large_scoring(_LARGE.value) if wanted("score_large") and _LARGE.value > 0 else [])
+      + (
+          bench_scanet_large(cache, _LARGE.value, _SCANET_BLOCK.value)
+          if wanted("score_large") and _LARGE.value > 0
+          else []
+      )
   )
   for r in more:
     results.append(r)
