@@ -269,20 +269,28 @@ def bench_training(
   return row
 
 
-def bench_scoring() -> list[dict]:
+def _drsl_gallery(n: int):
+  """DRSL at the paper's sizes on an n x n synthetic gallery (random 128-d images, 300-d
+  texts): (config, method, variables, images, texts, image and text encodings, FLOPs
+  per scored pair), encoded 4,096 items at a time."""
   config = default_configs.get_config("drsl,synthetic")
-  n = _GALLERY.value
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.standard_normal((n, 128), dtype=np.float32))
-  texts = jnp.asarray(rng.standard_normal((n, 300), dtype=np.float32))
-  dims = {"image": (128,), "text": (300,), "label": ()}
-  method = methods.get_method(config, dims)
+  images = rng.standard_normal((n, 128), dtype=np.float32)
+  texts = rng.standard_normal((n, 300), dtype=np.float32)
+  method = methods.get_method(config, {"image": (128,), "text": (300,), "label": ()})
   variables = method.init(jax.random.key(0), {"image": images[:2], "text": texts[:2]})
-  enc_i = jax.jit(method.encode_image)(variables, images)
-  enc_t = jax.jit(method.encode_text)(variables, texts)
-  ce = config.eval
+  enc_i = scoring.encode(jax.jit(lambda x: method.encode_image(variables, x)), images, 4096)
+  enc_t = scoring.encode(jax.jit(lambda x: method.encode_text(variables, x)), texts, 4096)
   k = config.model.relation_layers[0]
   pair_flops = 2 * k + 2 * k  # add + ReLU, then the K-long dot
+  return config, method, variables, images, texts, enc_i, enc_t, pair_flops
+
+
+def bench_scoring() -> list[dict]:
+  n = _GALLERY.value
+  config, method, variables, images, texts, enc_i, enc_t, pair_flops = _drsl_gallery(n)
+  ce = config.eval
+  k = config.model.relation_layers[0]
   seconds = _timeit(
       lambda: scoring.method_channels(method, variables, enc_i, enc_t, ce),
       _REPEATS.value,
@@ -352,17 +360,8 @@ def bench_large_scoring(n: int, k: int = 100) -> list[dict]:
   """All-pairs scoring of an n x n synthetic gallery (paper sizes) without its n x n
   matrix: every image query's top k texts streamed through the blockwise scorer within
   eval.memory_budget_mb, as evaluation does for galleries too big for full matrices."""
-  config = default_configs.get_config("drsl,synthetic")
-  rng = np.random.default_rng(0)
-  images = rng.standard_normal((n, 128), dtype=np.float32)
-  texts = rng.standard_normal((n, 300), dtype=np.float32)
-  method = methods.get_method(config, {"image": (128,), "text": (300,), "label": ()})
-  variables = method.init(jax.random.key(0), {"image": images[:2], "text": texts[:2]})
+  config, method, variables, _, _, enc_i, enc_t, pair_flops = _drsl_gallery(n)
   ce = config.eval
-  enc_i = scoring.encode(jax.jit(lambda x: method.encode_image(variables, x)), images, 4096)
-  enc_t = scoring.encode(jax.jit(lambda x: method.encode_text(variables, x)), texts, 4096)
-  k_width = config.model.relation_layers[0]
-  pair_flops = 2 * k_width + 2 * k_width  # add + ReLU, then the K-long dot
   before = _peak_memory_mb()
   start = time.perf_counter()
   scores, _ = evaluate.top_k(method, variables, enc_i, enc_t, "i2t", k, ce)

@@ -310,9 +310,6 @@ class VocLayout(Layout):
       self._vocab = largest
     return self._vocab
 
-  def has(self, src: Source) -> bool:
-    return src.path.is_file()
-
   def load(self, src: Source) -> np.ndarray:
     rows = self._records(src.path)[src.key]
     if src.key == "taglist":
