@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import numpy as np
@@ -55,13 +55,27 @@ def permutation_batches(
   arrays = {k: split[k] for k in keys}
   rows = grain.MapDataset.range(len(split)).shuffle(seed=epoch_seed(seed, epoch))
   batches = rows.batch(batch_size, drop_remainder=drop_remainder)
+  yield from gather_batches(batches, lambda idx: {k: v[idx] for k, v in arrays.items()}, arrays)
+
+
+def gather_batches(
+    plans: Sequence[Any] | grain.MapDataset,
+    gather: Callable[[Any], dict[str, np.ndarray]],
+    arrays: dict[str, Any],
+) -> Iterator[dict[str, np.ndarray]]:
+  """`gather(plan)` for each plan (e.g. a batch's row indices), in order.
+
+  When one of `arrays` (the columns `gather` reads) is read lazily from files
+  (`lazy.is_lazy`), grain's `READ_THREADS` threads gather the next batches while the
+  steps run; the batches and their order are the same either way.
+  """
   if READ_THREADS < 1 or not any(lazy.is_lazy(v) for v in arrays.values()):
-    for idx in batches:
-      yield {k: v[idx] for k, v in arrays.items()}
+    for plan in plans:
+      yield gather(plan)
     return
-  # A lazily read split: grain's threads read the next batches while the steps run.
-  gathered = batches.map(lambda idx: {k: v[idx] for k, v in arrays.items()})
-  yield from gathered.to_iter_dataset(
+  if not isinstance(plans, grain.MapDataset):
+    plans = grain.MapDataset.source(list(plans))
+  yield from plans.map(gather).to_iter_dataset(
       grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=2 * READ_THREADS)
   )
 
@@ -418,6 +432,5 @@ def semi_supervised_batches(
     arrays["label"] = hide_labels(arrays["label"], labeled)
   arrays["labeled"] = labeled.astype(np.float32)
   stop = n - n % batch_size if drop_remainder else n
-  for start in range(0, stop, batch_size):
-    idx = order[start : start + batch_size]
-    yield {k: v[idx] for k, v in arrays.items()}
+  plans = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
+  yield from gather_batches(plans, lambda idx: {k: v[idx] for k, v in arrays.items()}, arrays)

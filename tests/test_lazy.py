@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import jax
@@ -139,6 +140,37 @@ def test_batches_and_encodings_of_a_lazy_split_equal_the_loaded_ones(folder):
       scoring.encode(double, whole.test["image"], 25),
       atol=2e-5,
   )
+
+
+@pytest.mark.parametrize("method_name", ["drsl", "hcmsl"])
+def test_samplers_read_a_lazy_split_ahead_on_threads(tmp_path, monkeypatch, method_name):
+  """DRSL's permutation batches and HCMSL's semi-supervised batches read lazy columns on
+  grain's threads, and give the batches of the loaded split. (SCANet needs raw text for
+  its word graph, which feature folders, the only lazily read datasets, do not have.)"""
+  readers = []
+  real_read = lazy.RowReader.read
+
+  def read(self, rows):
+    readers.append(threading.current_thread() is threading.main_thread())
+    return real_read(self, rows)
+
+  src = _write_features(tmp_path / "src", seed=2)
+  configs = []
+  for lazy_mb in (0.0, -1.0):
+    config = default.get_config(f"{method_name},features,ci")
+    config.data.update(manual_dir=str(src), data_dir=str(tmp_path / "data"), lazy_mb=lazy_mb)
+    configs.append(config)
+  part, whole = (data_lib.load_dataset(c.data) for c in configs)
+  method = methods.get_method(configs[0], part.dims(), part.meta)
+  want = list(method.batches(whole.train, 40, 3, 1))
+  monkeypatch.setattr(lazy.RowReader, "read", read)
+  got = list(method.batches(part.train, 40, 3, 1))
+  assert readers and not any(readers)  # every read on a worker thread
+  assert len(got) == len(want) > 1
+  for g, w in zip(got, want):
+    assert set(g) == set(w)
+    for k in w:
+      np.testing.assert_allclose(g[k], w[k], atol=1e-5, err_msg=k)
 
 
 def test_training_on_a_lazy_split_reads_batches_not_the_split(tmp_path, monkeypatch):
