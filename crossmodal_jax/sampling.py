@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import grain
 import numpy as np
@@ -55,27 +55,26 @@ def permutation_batches(
   arrays = {k: split[k] for k in keys}
   rows = grain.MapDataset.range(len(split)).shuffle(seed=epoch_seed(seed, epoch))
   batches = rows.batch(batch_size, drop_remainder=drop_remainder)
-  yield from gather_batches(batches, lambda idx: {k: v[idx] for k, v in arrays.items()}, arrays)
+  yield from gather_batches(batches, arrays)
 
 
 def gather_batches(
-    plans: Sequence[Any] | grain.MapDataset,
-    gather: Callable[[Any], dict[str, np.ndarray]],
-    arrays: dict[str, Any],
+    batches: Sequence[np.ndarray] | grain.MapDataset, arrays: dict[str, Any]
 ) -> Iterator[dict[str, np.ndarray]]:
-  """`gather(plan)` for each plan (e.g. a batch's row indices), in order.
+  """{key: array[rows]} for each batch of row indices, in order.
 
-  When one of `arrays` (the columns `gather` reads) is read lazily from files
-  (`lazy.is_lazy`), grain's `READ_THREADS` threads gather the next batches while the
-  steps run; the batches and their order are the same either way.
+  When one of `arrays` is read lazily from files (`lazy.is_lazy`), grain's
+  `READ_THREADS` threads gather the next batches while the steps run; the batches and
+  their order are the same either way.
   """
+  gather = lambda rows: {k: v[rows] for k, v in arrays.items()}
   if READ_THREADS < 1 or not any(lazy.is_lazy(v) for v in arrays.values()):
-    for plan in plans:
-      yield gather(plan)
+    for rows in batches:
+      yield gather(rows)
     return
-  if not isinstance(plans, grain.MapDataset):
-    plans = grain.MapDataset.source(list(plans))
-  yield from plans.map(gather).to_iter_dataset(
+  if not isinstance(batches, grain.MapDataset):
+    batches = grain.MapDataset.source(list(batches))
+  yield from batches.map(gather).to_iter_dataset(
       grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=2 * READ_THREADS)
   )
 
@@ -432,5 +431,5 @@ def semi_supervised_batches(
     arrays["label"] = hide_labels(arrays["label"], labeled)
   arrays["labeled"] = labeled.astype(np.float32)
   stop = n - n % batch_size if drop_remainder else n
-  plans = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
-  yield from gather_batches(plans, lambda idx: {k: v[idx] for k, v in arrays.items()}, arrays)
+  batches = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
+  yield from gather_batches(batches, arrays)

@@ -818,9 +818,9 @@ def main(argv):
       + (bench_scanet(cache) if wanted("scanet") else [])
       + (bench_mcsm(MCSM_CONFIGS) if wanted("mcsm") and (_WIKI.value or _ONLY.value) else [])
       + (bench_feature_read(_LAZY_ROWS.value) if wanted("feature_read") else [])
-      + (bench_large_scoring(_LARGE.value) if wanted("score_large") and _LARGE.value > 0 else [])
       + (
-          bench_scanet_large(cache, _LARGE.value, _SCANET_BLOCK.value)
+          bench_large_scoring(_LARGE.value)
+          + bench_scanet_large(cache, _LARGE.value, _SCANET_BLOCK.value)
           if wanted("score_large") and _LARGE.value > 0
           else []
       )
