@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -298,6 +300,28 @@ def test_fake_wiki_bad_input(case, fake_wiki, tmp_path):
   _write_fake_wiki(fake_wiki)
   b = prepare(WikipediaCrossModal, fake_wiki, data_dir, num_validation=2)
   assert len(read_split(b, "train")["index"]) == 6
+
+
+def test_concurrent_prepares_build_once_and_wait_for_the_build(fake_wiki, tmp_path, caplog):
+  """Callers that find the dataset unbuilt at the same moment (seeds started together on a
+  fresh machine, parallel test workers) build it once: the others wait on the build's lock
+  and open its result; the lock file does not outlive the build."""
+  data_dir = tmp_path / "data"
+  start = threading.Barrier(3)
+
+  def build(_):
+    start.wait()
+    return prepare(WikipediaCrossModal, fake_wiki, data_dir, num_validation=2)
+
+  with caplog.at_level("INFO"), concurrent.futures.ThreadPoolExecutor(3) as pool:
+    builders = list(pool.map(build, range(3)))
+  builds = [r for r in caplog.records if r.getMessage().startswith("Building")]
+  assert len(builds) == 1, [r.getMessage() for r in builds]
+  first = read_split(builders[0], "train")
+  for b in builders:
+    assert b.is_prepared() and b.data_dir == builders[0].data_dir
+    np.testing.assert_array_equal(read_split(b, "train")["index"], first["index"])
+  assert not list(data_dir.glob("*.lock")) and not list(data_dir.glob(".*.lock"))
 
 
 def test_fake_wiki_missing_folder(tmp_path):

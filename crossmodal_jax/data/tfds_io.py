@@ -41,6 +41,8 @@ lines, its nested progress bars) is switched off while :func:`prepare` builds.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import inspect
 import os
@@ -210,6 +212,36 @@ def _remove_leftovers(data_path: Path) -> None:
       shutil.rmtree(p, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+  """Holds an exclusive ``flock`` on the file ``path`` (created if absent).
+
+  The file is unlinked before the lock is released, so it does not outlive the build. A
+  waiter that then acquires the lock of the unlinked file sees that ``path`` no longer
+  names it and tries again on the current file, so two callers never both hold it.
+  """
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX)
+      try:
+        current = os.stat(path).st_ino
+      except FileNotFoundError:
+        current = None
+    except BaseException:
+      os.close(fd)
+      raise
+    if current == os.fstat(fd).st_ino:
+      break
+    os.close(fd)  # the holder before us removed this file: lock the current one
+  try:
+    yield
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(path)
+    os.close(fd)  # releases the lock
+
+
 def _prune_empty(dirs: Iterable[Path]) -> None:
   for d in dirs:
     try:
@@ -218,40 +250,8 @@ def _prune_empty(dirs: Iterable[Path]) -> None:
       pass
 
 
-# --------------------------------------------------------------------------- API
-
-
-def prepare(
-    builder_cls: type[tfds.core.DatasetBuilder],
-    manual_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    **builder_kwargs: Any,
-) -> tfds.core.DatasetBuilder:
-  """Constructs ``builder_cls`` for ``manual_dir`` and builds it once into ``data_dir``.
-
-  The builder is constructed with ``file_format="array_record"``, ``data_dir`` and,
-  when its constructor accepts it, ``manual_dir=``; ``builder_kwargs`` are passed on
-  (e.g. ``num_validation=``). If the dataset is not yet prepared, the source folder
-  is validated (``builder.load_source()``) and ``download_and_prepare`` runs with a
-  ``tfds.download.DownloadConfig(manual_dir=manual_dir)``. Leftovers of an earlier
-  failed or interrupted build are removed first; on failure the directories this
-  call created are removed again and the error is re-raised.
-
-  Raises:
-    DatasetFileNotFoundError: ``manual_dir`` is missing or a required file is.
-    DatasetFileError: a source file is malformed or inconsistent.
-  """
-  root = resolve_dir(manual_dir)
-  data_root = Path(data_dir).expanduser().resolve()
-  kwargs = dict(builder_kwargs)
-  kwargs.setdefault("file_format", FILE_FORMAT)
-  if "manual_dir" in inspect.signature(builder_cls.__init__).parameters:
-    kwargs["manual_dir"] = root
-  builder = builder_cls(data_dir=os.fspath(data_root), **kwargs)
-  if builder.is_prepared():
-    return builder
-
-  data_path = Path(os.fspath(builder.data_path))
+def _build(builder: tfds.core.DatasetBuilder, root: Path, data_root: Path, data_path: Path):
+  """Builds ``builder`` from ``root`` (prepare()'s build, run under its lock)."""
   # Directories between data_dir and the version dir that do not exist yet; removed
   # again (when empty) if the build fails.
   created = [
@@ -286,6 +286,50 @@ def prepare(
     tfds.display_progress_bar(bars)
     if isinstance(builder, SourceBuilderMixin):
       builder.clear_source()
+
+
+# --------------------------------------------------------------------------- API
+
+
+def prepare(
+    builder_cls: type[tfds.core.DatasetBuilder],
+    manual_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    **builder_kwargs: Any,
+) -> tfds.core.DatasetBuilder:
+  """Constructs ``builder_cls`` for ``manual_dir`` and builds it once into ``data_dir``.
+
+  The builder is constructed with ``file_format="array_record"``, ``data_dir`` and,
+  when its constructor accepts it, ``manual_dir=``; ``builder_kwargs`` are passed on
+  (e.g. ``num_validation=``). If the dataset is not yet prepared, the source folder
+  is validated (``builder.load_source()``) and ``download_and_prepare`` runs with a
+  ``tfds.download.DownloadConfig(manual_dir=manual_dir)``. Leftovers of an earlier
+  failed or interrupted build are removed first; on failure the directories this
+  call created are removed again and the error is re-raised. Concurrent callers for one
+  folder build it once: the build holds a lock file in ``data_dir`` and the others wait
+  for it, then open the finished build.
+
+  Raises:
+    DatasetFileNotFoundError: ``manual_dir`` is missing or a required file is.
+    DatasetFileError: a source file is malformed or inconsistent.
+  """
+  root = resolve_dir(manual_dir)
+  data_root = Path(data_dir).expanduser().resolve()
+  kwargs = dict(builder_kwargs)
+  kwargs.setdefault("file_format", FILE_FORMAT)
+  if "manual_dir" in inspect.signature(builder_cls.__init__).parameters:
+    kwargs["manual_dir"] = root
+  builder = builder_cls(data_dir=os.fspath(data_root), **kwargs)
+  if builder.is_prepared():
+    return builder
+
+  data_path = Path(os.fspath(builder.data_path))
+  data_root.mkdir(parents=True, exist_ok=True)
+  lock = data_root / ("." + "_".join(data_path.relative_to(data_root).parts) + ".lock")
+  with _exclusive(lock):
+    if builder.is_prepared():  # another caller built it while this one waited
+      return builder_cls(data_dir=os.fspath(data_root), **kwargs)
+    _build(builder, root, data_root, data_path)
   return builder
 
 
