@@ -418,11 +418,11 @@ def _read(builder, split: str, lazy_mb: float) -> dict[str, Any]:
   from the built files on demand, the labels and ``index`` loaded."""
   source = builder.as_data_source(split=split)
   if lazy_mb < 0 or len(source) == 0:
-    return read_split(builder, split)
+    return read_split(builder, split, source=source)
   first = source[0]
   row_bytes = 4 * (np.size(first["image"]) + np.size(first["text"]))
   if len(source) * row_bytes <= lazy_mb * 2**20:
-    return read_split(builder, split)
+    return read_split(builder, split, source=source)
   reader = lazy.RowReader(source, ("image", "text"), eager=("labels", "label"))
   out = dict(reader.eager)
   for k in ("image", "text"):

@@ -354,16 +354,18 @@ def _empty_array(feature: Any) -> np.ndarray:
 
 
 def read_split(
-    builder: tfds.core.DatasetBuilder, split: str, batch_size: int = 1024
+    builder: tfds.core.DatasetBuilder, split: str, batch_size: int = 1024, source: Any = None
 ) -> dict[str, np.ndarray]:
   """Reads every example of ``split`` into a dict of stacked numpy arrays.
 
-  Uses ``builder.as_data_source(split)`` (no TensorFlow) and batched
-  ``__getitems__`` calls. Numeric features become ``[n, ...]`` arrays of their
-  dtype, text features numpy object arrays of ``str``. Rows are returned sorted by the
-  ``index`` feature when there is one (row order of the source files).
+  Uses ``builder.as_data_source(split)`` (no TensorFlow; ``source``, when given, is that
+  data source already opened by the caller) and batched ``__getitems__`` calls. Numeric
+  features become ``[n, ...]`` arrays of their dtype, text features numpy object arrays
+  of ``str``. Rows are returned sorted by the ``index`` feature when there is one (row
+  order of the source files).
   """
-  source = builder.as_data_source(split=split)
+  if source is None:
+    source = builder.as_data_source(split=split)
   n = len(source)
   if n == 0:
     feats = builder.info.features
