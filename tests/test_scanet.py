@@ -316,6 +316,7 @@ def test_paper_preset_has_the_papers_hyperparameters():
   assert (c.model.num_positive, c.model.num_negative) == (40000, 40000)
   assert (c.data.graph_vocab_size, c.data.graph_neighbors, c.model.cheb_order) == (10055, 8, 3)
   assert (c.model.attention_scale, c.model.text_input) == ("softmax", "counts")
+  assert tuple(c.model.gcn_filters) == (1, 1)  # "3 parameters per layer"
   # The default differs only in what was re-chosen on validation.
   default = get_config("scanet,wikipedia")
   changed = {
@@ -326,7 +327,7 @@ def test_paper_preset_has_the_papers_hyperparameters():
   }
   assert changed == {
       "model.attention_scale", "model.gcn_init", "model.text_input", "train.learning_rate",
-      "train.weight_decay", "train.num_epochs", "model.pair_order",
+      "train.weight_decay", "train.num_epochs", "model.pair_order", "model.gcn_filters",
   }  # fmt: skip
 
 
