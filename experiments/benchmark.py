@@ -536,8 +536,10 @@ def scanet_step_flops(model_cfg, graph, d_img: int, texts: int, images: int, pai
   `pairs` pairs (a multiply-add = 2 FLOPs); training ~ 3x forward."""
   n, k = model_cfg.dim, model_cfg.cheb_order
   filters = (1, *model_cfg.gcn_filters)
+  # Each layer propagates the narrower of its widths over the graph (`ChebConv` projects
+  # first, by Clenshaw's recurrence, when F_out < F_in).
   gcn = sum(
-      2 * graph.num_edges * (k - 1) * f_in + 2 * graph.num_nodes * k * f_in * f_out
+      2 * graph.num_edges * (k - 1) * min(f_in, f_out) + 2 * graph.num_nodes * k * f_in * f_out
       for f_in, f_out in zip(filters[:-1], filters[1:])
   )
   att = model_cfg.attention_layers

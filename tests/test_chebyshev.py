@@ -123,7 +123,8 @@ def test_laplacian_matvec_matches_dense(dense, trailing, symmetric):
 
 
 @pytest.mark.parametrize(
-    "order, f_in, f_out", [(3, 1, 1), (3, 2, 3), (2, 2, 3), (5, 2, 3), (3, 4, 1)]
+    "order, f_in, f_out",
+    [(3, 1, 1), (3, 2, 3), (2, 2, 3), (5, 2, 3), (3, 4, 1), (2, 8, 1), (5, 8, 3)],
 )
 def test_layer_matches_dense_reference(dense, graph, order, f_in, f_out):
   layer = chebyshev.ChebConv(f_out, order=order)
@@ -133,6 +134,21 @@ def test_layer_matches_dense_reference(dense, graph, order, f_in, f_out):
   assert out.shape == (5, V, f_out)
   expected = _reference(dense, x, params["params"]["kernel"], params["params"]["bias"])
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("f_in, f_out", [(8, 1), (1, 8), (3, 3)])
+def test_propagation_carries_the_narrower_feature_width(graph, f_in, f_out):
+  """The K - 1 propagations (gather of [E, B * F] messages) run on min(F_in, F_out)
+  channels: an 8 -> 1 layer projects first (Clenshaw) and never propagates 8."""
+  batch, num_edges = 5, int(graph.edges.shape[0])
+  jaxpr = str(
+      jax.make_jaxpr(chebyshev.ChebConv(f_out, order=3).apply)(
+          _params(3, f_in, f_out), graph, _signals(batch, f_in)
+      )
+  )
+  assert f"f32[{num_edges},{batch * min(f_in, f_out)}]" in jaxpr
+  if f_in != f_out:
+    assert f"f32[{num_edges},{batch * max(f_in, f_out)}]" not in jaxpr
 
 
 def test_init_shapes_and_no_bias(graph):

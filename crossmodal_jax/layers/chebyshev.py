@@ -77,7 +77,10 @@ def laplacian_matvec(graph: jraph.GraphsTuple, x: jax.Array) -> jax.Array:
 class ChebConv(nn.Module):
   """One Chebyshev graph convolution: `sum_{k<K} T_k(L~) x theta_k (+ bias)`.
 
-  No activation is applied (SCANet follows each layer with a ReLU).
+  No activation is applied (SCANet follows each layer with a ReLU). When F_out < F_in the
+  series is projected to F_out first and summed by Clenshaw's recurrence (`_clenshaw`), so
+  the K - 1 propagations over the graph carry the narrower of the two feature widths (the
+  same sum, exactly; e.g. SCANet's 8 -> 1 second layer propagates one channel, not 8).
 
   Initialisation. Defaults: `kernel_init` is LeCun normal with fan-in K * F_in (variance
   1 / (K * F_in), truncated normal as in Flax's Dense) and `bias_init` zeros. That is the
@@ -127,6 +130,12 @@ class ChebConv(nn.Module):
     batch, num_vertices, f_in = x.shape
     kernel = self.param("kernel", self.kernel_init, (self.order, f_in, self.features))
 
+    if self.order > 1 and self.features < f_in:
+      out = _clenshaw(graph, jnp.transpose(x, (1, 0, 2)), kernel)
+      if self.use_bias:
+        out = out + self.param("bias", self.bias_init, (self.features,))
+      return jnp.transpose(out, (1, 0, 2))  # [B, V, F_out]
+
     # The batch rides in the feature axis of the one graph: [V, B * F_in].
     t_cur = jnp.transpose(x, (1, 0, 2)).reshape(num_vertices, batch * f_in)
 
@@ -143,3 +152,27 @@ class ChebConv(nn.Module):
     if self.use_bias:
       out = out + self.param("bias", self.bias_init, (self.features,))
     return jnp.transpose(out, (1, 0, 2))  # [B, V, F_out]
+
+
+def _clenshaw(graph: jraph.GraphsTuple, x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`sum_k T_k(L~) (x theta_k)` by Clenshaw's recurrence, for [V, B, F_in] `x` and
+  [K, F_in, F_out] `kernel`; returns [V, B, F_out].
+
+  The filter is linear, so each term may be projected before it is propagated:
+  `T_k(L~) x theta_k = T_k(L~) (x theta_k)`. Clenshaw's recurrence then sums the
+  projected series with K - 1 products by L~, as the forward recurrence does, but on
+  F_out channels instead of F_in: `b_{K-1} = y_{K-1}`, `b_k = y_k + 2 L~ b_{k+1} - b_{k+2}`
+  down to k = 1, and the sum is `y_0 + L~ b_1 - b_2` (with `y_k = x theta_k`, and
+  `b_K = 0`). `ChebConv` takes this path when F_out < F_in.
+  """
+  num_vertices, batch, _ = x.shape
+  order, _, f_out = kernel.shape
+  y = jnp.einsum("vbi,kio->kvbo", x, kernel).reshape(order, num_vertices, batch * f_out)
+  b1, b2 = y[order - 1], None  # b_{k+1}, b_{k+2}
+  for k in range(order - 2, 0, -1):
+    b = y[k] + 2.0 * laplacian_matvec(graph, b1)
+    b1, b2 = (b if b2 is None else b - b2), b1
+  out = y[0] + laplacian_matvec(graph, b1)
+  if b2 is not None:
+    out = out - b2
+  return out.reshape(num_vertices, batch, f_out)
