@@ -136,6 +136,15 @@ def test_layer_matches_dense_reference(dense, graph, order, f_in, f_out):
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_projected_path_without_bias_matches_dense_reference(dense, graph):
+  layer = chebyshev.ChebConv(3, order=5, use_bias=False)
+  params = {"params": {"kernel": _params(5, 8, 3)["params"]["kernel"]}}
+  x = _signals(4, 8)
+  out = jax.jit(layer.apply)(params, graph, x)
+  expected = _reference(dense, x, params["params"]["kernel"], np.zeros(3))
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("f_in, f_out", [(8, 1), (1, 8), (3, 3)])
 def test_propagation_carries_the_narrower_feature_width(graph, f_in, f_out):
   """The K - 1 propagations (gather of [E, B * F] messages) run on min(F_in, F_out)

@@ -33,6 +33,12 @@ writes into a temporary ``incomplete.*`` directory that is renamed only on succe
 :func:`prepare` additionally removes leftovers of interrupted earlier builds and the
 empty directories a failed build created, so the next call rebuilds cleanly.
 
+Concurrent builds. Several processes (or threads) may call :func:`prepare` for the same
+folder at once, e.g. the seeds of one experiment started together on a fresh machine or
+the workers of a parallel test run: the build runs under an exclusive ``flock`` on a
+lock file in ``data_dir`` (removed again when released), so one caller builds and the
+others wait, then open its result.
+
 Quiet builds. A build logs one INFO line per split it writes (the builders of this package
 announce their splits through :meth:`SourceBuilderMixin.announced`); TFDS's own output
 (the "Downloading and preparing dataset Unknown size" and "downloaded and prepared"
@@ -221,7 +227,7 @@ def _exclusive(path: Path) -> Iterator[None]:
   names it and tries again on the current file, so two callers never both hold it.
   """
   while True:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # any user's run may wait on it
     try:
       fcntl.flock(fd, fcntl.LOCK_EX)
       try:
@@ -237,9 +243,11 @@ def _exclusive(path: Path) -> Iterator[None]:
   try:
     yield
   finally:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(path)
-    os.close(fd)  # releases the lock
+    try:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    finally:
+      os.close(fd)  # releases the lock, whatever the unlink did
 
 
 def _prune_empty(dirs: Iterable[Path]) -> None:
@@ -250,7 +258,7 @@ def _prune_empty(dirs: Iterable[Path]) -> None:
       pass
 
 
-def _build(builder: tfds.core.DatasetBuilder, root: Path, data_root: Path, data_path: Path):
+def _build(builder: tfds.core.DatasetBuilder, root: Path, data_root: Path, data_path: Path) -> None:
   """Builds ``builder`` from ``root`` (prepare()'s build, run under its lock)."""
   # Directories between data_dir and the version dir that do not exist yet; removed
   # again (when empty) if the build fails.

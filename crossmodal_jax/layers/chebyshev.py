@@ -18,8 +18,8 @@ The graph is a `jraph.GraphsTuple` that stores L~ in edge form:
 SCANet's text model runs such layers over ONE word graph shared by all texts, each text's
 signal being its bag-of-words counts. `ChebConv` therefore takes a batch of B signals on
 the same graph, [B, V, F_in], and carries the batch in the feature axis of that one graph
-([V, B * F_in]): the graph is never copied per text, and each propagation step is a single
-gather of [E, B * F_in] messages plus one segment sum.
+([V, B * F]): the graph is never copied per text, and each propagation step is a single
+gather of [E, B * F] messages plus one segment sum, F = min(F_in, F_out) (`ChebConv`).
 
 The graph is built once with `jraph.GraphsTuple(...)` directly; jraph's padding helpers
 (`zero_out_padding` and others) call the removed `jax.tree_map` and are not used here.
@@ -63,8 +63,8 @@ def laplacian_matvec(graph: jraph.GraphsTuple, x: jax.Array) -> jax.Array:
     promoted dtype of `edges` and `x`. V is taken from `x.shape[0]` (static under jit;
     `graph.n_node` is not read).
 
-  Memory: the gathered messages are [E, *x.shape[1:]] (E * B * F_in floats for the
-  [V, B * F_in] signal of `ChebConv`).
+  Memory: the gathered messages are [E, *x.shape[1:]] (E * B * F floats for the
+  [V, B * F] signal of `ChebConv`, F = min(F_in, F_out)).
   """
   num_vertices = x.shape[0]
   weights = jnp.reshape(graph.edges, (-1,) + (1,) * (x.ndim - 1))
@@ -80,7 +80,8 @@ class ChebConv(nn.Module):
   No activation is applied (SCANet follows each layer with a ReLU). When F_out < F_in the
   series is projected to F_out first and summed by Clenshaw's recurrence (`_clenshaw`), so
   the K - 1 propagations over the graph carry the narrower of the two feature widths (the
-  same sum, exactly; e.g. SCANet's 8 -> 1 second layer propagates one channel, not 8).
+  same sum up to float rounding; e.g. SCANet's 8 -> 1 second layer propagates one
+  channel, not 8).
 
   Initialisation. Defaults: `kernel_init` is LeCun normal with fan-in K * F_in (variance
   1 / (K * F_in), truncated normal as in Flax's Dense) and `bias_init` zeros. That is the
@@ -155,8 +156,9 @@ class ChebConv(nn.Module):
 
 
 def _clenshaw(graph: jraph.GraphsTuple, x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """`sum_k T_k(L~) (x theta_k)` by Clenshaw's recurrence, for [V, B, F_in] `x` and
-  [K, F_in, F_out] `kernel`; returns [V, B, F_out].
+  """`sum_k T_k(L~) (x theta_k)` by Clenshaw's recurrence: [V, B, F_in] -> [V, B, F_out].
+
+  `kernel` is theta, [K, F_in, F_out].
 
   The filter is linear, so each term may be projected before it is propagated:
   `T_k(L~) x theta_k = T_k(L~) (x theta_k)`. Clenshaw's recurrence then sums the
