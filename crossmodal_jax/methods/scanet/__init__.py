@@ -4,11 +4,12 @@ Files: `model.py` (the Flax module), `method.py` (its face: pairs, loss, scoring
 
 Text path: each text's bag-of-words counts over the word graph's V vertices
 (`data.word_graph`: V most frequent training words with a GloVe vector, k=8 nearest
-neighbours by cosine, symmetrised) -> two Chebyshev graph convolutions (K=3, one filter
-each in the paper, `model.gcn_filters`; + ReLU) -> Dense V -> N. Image path: Dense d -> N (hidden layers optional). Then
-0..3 stacked co-attention layers, the product of the two attended features, dropout,
-Dense(1) and sigmoid; trained with the global loss (variance + lambda x mean-gap hinge)
-on 40,000 positive and 40,000 negative training pairs.
+neighbours by cosine, symmetrised) -> two Chebyshev graph convolutions (K=3, each + ReLU;
+`model.gcn_filters`: 1 and 1 filters in the paper, 8 and 1 by default) -> Dense V -> N.
+Image path: Dense d -> N (hidden layers optional). Then 0..3 stacked co-attention layers,
+the product of the two attended features, dropout, Dense(1) and sigmoid; trained with the
+global loss (variance + lambda x mean-gap hinge) on 40,000 positive and 40,000 negative
+training pairs.
 
 Choices the paper leaves open (decided here, with the reason):
 - Co-attention layer k >= 2 reads the previous layer's attended features f~^{k-1} on
@@ -34,11 +35,11 @@ validation split; the "paper" preset keeps the paper's):
 - The graph signal log(1 + counts) and LeCun-normal filter taps with zero bias instead
   of raw counts and cnn_graph's N(0, 0.1) taps with bias 0.1: one filter of 3 taps per
   layer is fragile; these kept the text path alive and learned fastest.
-- On Wikipedia, 8 filters in the first graph layer (`model.gcn_filters=(8, 1)`; the
-  paper's "3 parameters per layer" is one filter each): the second layer maps the 8
-  rectified responses back to one per word, so the V x N Dense keeps its size. With one
-  filter, which of a seed's 3 taps survive the ReLU decided the text feature's scale at
-  init (0.07-1.1 against the image feature's 14.5 over seeds 0-4) and the weakest seed
+- 8 filters in the first graph layer (`model.gcn_filters=(8, 1)`; the paper's "3
+  parameters per layer" is one filter each): the second layer maps the 8 rectified
+  responses back to one per word, so the V x N Dense keeps its size. With one filter,
+  which of a seed's 3 taps survive the ReLU decided the text feature's scale at init (on
+  Wikipedia 0.07-1.1 against the image feature's 14.5 over seeds 0-4) and weak seeds
   learned late; with 8 it is 0.34-2.1.
 - Batches group each text's pairs (`model.pair_order="text"`; the paper preset draws
   them uniformly, "shuffled"): a batch of 256 pairs holds about 8 distinct texts instead
