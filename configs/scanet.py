@@ -11,9 +11,9 @@ Presets (`configs/default.py:scanet,DATASET[,PRESET]`):
 - "full" (default): the recipe chosen on the Wikipedia validation split: Adam 3e-4, L2
   5e-4, 12 epochs (best-by-validation checkpoint), attention N x softmax(.), LeCun filter
   init, log(1 + counts), batches that group each text's pairs (10x cheaper steps), 8
-  filters in the first graph layer (`get_config`). On the
-  synthetic benchmark (N = 256, 20 epochs) AdamW's decoupled decay 1.0 replaces the
-  coupled L2, which collapsed seeds 1, 2 and 3 (see `get_config`);
+  filters in the first graph layer (`get_config`). On the synthetic benchmark (N = 256,
+  20 epochs) AdamW's decoupled decay 1.0 replaces the coupled L2, which collapsed seeds
+  1, 2 and 3 of the one-filter model (see `get_config`);
 - "ci": "full" shrunk for the test suite (N = 128, 20,000 pairs, V = 2,000, Adam 1e-3,
   6 epochs).
 """
