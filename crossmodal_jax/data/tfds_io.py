@@ -258,7 +258,12 @@ def _prune_empty(dirs: Iterable[Path]) -> None:
       pass
 
 
-def _build(builder: tfds.core.DatasetBuilder, root: Path, data_root: Path, data_path: Path) -> None:
+def _build(
+    builder: tfds.core.DatasetBuilder,
+    root: Path,
+    data_root: Path,
+    data_path: Path,
+) -> None:
   """Builds ``builder`` from ``root`` (prepare()'s build, run under its lock)."""
   # Directories between data_dir and the version dir that do not exist yet; removed
   # again (when empty) if the build fails.

@@ -128,31 +128,37 @@ class ChebConv(nn.Module):
       raise ValueError(f"x must be [B, V, F_in], got shape {x.shape}.")
     if not jnp.issubdtype(x.dtype, jnp.floating):
       x = x.astype(jnp.float32)
-    batch, num_vertices, f_in = x.shape
+    f_in = x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (self.order, f_in, self.features))
 
-    if self.order > 1 and self.features < f_in:
-      out = _clenshaw(graph, jnp.transpose(x, (1, 0, 2)), kernel)
-      if self.use_bias:
-        out = out + self.param("bias", self.bias_init, (self.features,))
-      return jnp.transpose(out, (1, 0, 2))  # [B, V, F_out]
-
-    # The batch rides in the feature axis of the one graph: [V, B * F_in].
-    t_cur = jnp.transpose(x, (1, 0, 2)).reshape(num_vertices, batch * f_in)
-
-    def project(t, k):  # [V, B * F_in] -> [V, B, F_out]
-      return jnp.einsum("vbi,io->vbo", t.reshape(num_vertices, batch, f_in), kernel[k])
-
-    out = project(t_cur, 0)
-    if self.order > 1:
-      t_prev, t_cur = t_cur, laplacian_matvec(graph, t_cur)
-      out = out + project(t_cur, 1)
-      for k in range(2, self.order):
-        t_prev, t_cur = t_cur, 2.0 * laplacian_matvec(graph, t_cur) - t_prev
-        out = out + project(t_cur, k)
+    # Propagate the narrower width: project first when F_out < F_in.
+    series = _clenshaw if self.order > 1 and self.features < f_in else _forward
+    out = series(graph, jnp.transpose(x, (1, 0, 2)), kernel)  # [V, B, F_out]
     if self.use_bias:
       out = out + self.param("bias", self.bias_init, (self.features,))
     return jnp.transpose(out, (1, 0, 2))  # [B, V, F_out]
+
+
+def _forward(graph: jraph.GraphsTuple, x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`sum_k (T_k(L~) x) theta_k` by the forward recurrence: [V, B, F_in] -> [V, B, F_out].
+
+  `kernel` is theta, [K, F_in, F_out]. The K - 1 products by L~ run on F_in channels, the
+  batch riding in the feature axis of the one graph ([V, B * F_in]).
+  """
+  num_vertices, batch, f_in = x.shape
+  t_cur = x.reshape(num_vertices, batch * f_in)
+
+  def project(t, k):  # [V, B * F_in] -> [V, B, F_out]
+    return jnp.einsum("vbi,io->vbo", t.reshape(num_vertices, batch, f_in), kernel[k])
+
+  out = project(t_cur, 0)
+  if len(kernel) > 1:
+    t_prev, t_cur = t_cur, laplacian_matvec(graph, t_cur)
+    out = out + project(t_cur, 1)
+    for k in range(2, len(kernel)):
+      t_prev, t_cur = t_cur, 2.0 * laplacian_matvec(graph, t_cur) - t_prev
+      out = out + project(t_cur, k)
+  return out
 
 
 def _clenshaw(graph: jraph.GraphsTuple, x: jax.Array, kernel: jax.Array) -> jax.Array:
