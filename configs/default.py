@@ -76,7 +76,10 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   data.graph_neighbors = 8  # k nearest words by cosine, symmetrised
   data.graph_lambda_max = 0.0  # 0: computed; 2.0: the original code's assumption
   data.graph_signal = "counts"  # per text: "counts" or "tfidf" (sublinear, idf of train, L2)
-  # Image features are standardised with training-split statistics.
+  # Image features: x -> sign(x) |x|^image_power (in (0, 1]; 1: unchanged; 0.5 on
+  # bag-of-visual-words histograms: the Hellinger map), then, with standardize_image,
+  # standardised with training-split statistics.
+  data.image_power = 1.0
   data.standardize_image = True
   # Feature-file layout: validation rows carved from the end of train when there are
   # no valid_*.mat files.
@@ -180,6 +183,25 @@ def common_config(method: str, dataset: str, preset: str = "full") -> ml_collect
   config.train = train_config()
   config.eval = eval_config()
   return config
+
+
+def neutral_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with its data, train and eval fields at their common defaults.
+
+  A field is added to the common defaults at the value that keeps the earlier behaviour;
+  a method's file may then set another. A run saved before the field existed behaved as
+  the common default, not as the method's value: resume checks and `reproduce` compare a
+  field absent from an old config.json with this. A config without `method` and
+  `data.name` (not built by this file) is returned as it is.
+  """
+  if "method" not in config or "data" not in config or "name" not in config.data:
+    return config
+  out = ml_collections.ConfigDict(config.to_dict())
+  common = common_config(config.method, config.data.name, config.get("preset", "full"))
+  for section in ("data", "train", "eval"):
+    if section in out:
+      out[section].update(common[section].to_dict())
+  return out
 
 
 def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:

@@ -403,13 +403,18 @@ def baseline_data_config(
 
 
 def config_differences(before: dict, now: dict) -> list[str]:
-  """Fields (not NEUTRAL_FIELDS) whose values differ; a field absent from `before` (added
-  to the code since) counts as equal."""
+  """Fields (not NEUTRAL_FIELDS) whose values differ. A field absent from `before` was
+  added to the code since: it counts as equal at the value that run behaved as, its
+  common default (`configs.default.neutral_defaults`; a model field: any value)."""
   b = train_lib.flatten_config(before)
   n = train_lib.flatten_config(now)
-  return sorted(
-      k for k in n if k in b and b[k] != n[k] and not k.startswith(NEUTRAL_FIELDS)
-  ) + sorted(k for k in b if k not in n and not k.startswith(NEUTRAL_FIELDS))
+  neutral = train_lib.flatten_config(
+      _json_roundtrip(default_configs.neutral_defaults(ml_collections.ConfigDict(now)))
+  )
+  b.update({k: neutral.get(k, n[k]) for k in n if k not in b})
+  return sorted(k for k in n if b[k] != n[k] and not k.startswith(NEUTRAL_FIELDS)) + sorted(
+      k for k in b if k not in n and not k.startswith(NEUTRAL_FIELDS)
+  )
 
 
 def _json_roundtrip(config: ml_collections.ConfigDict) -> dict:

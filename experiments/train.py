@@ -21,6 +21,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from configs import default as default_configs
 from crossmodal_jax import checkpoint
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
@@ -104,8 +105,11 @@ def main(argv):
     given = ", ".join(f"--{k}" for k, v in cluster.items() if v is not None)
     raise errors.UserError(f"{given} are for a multi-host run: add --config.train.multi_host=True.")
   # Resuming: a field newer than the workdir's config.json counts as unchanged at its
-  # default, the config file's value before the command line's overrides.
-  defaults = overrides.load(config_flags.get_config_filename(flags.FLAGS["config"]))
+  # default: the common default of a data / train / eval field (the value the code had
+  # before the field existed), else the config file's value before the command line's.
+  defaults = default_configs.neutral_defaults(
+      overrides.load(config_flags.get_config_filename(flags.FLAGS["config"]))
+  )
   train.check_resumable(config, _WORKDIR.value, defaults)
   results = train.train_and_evaluate(config, _WORKDIR.value)
   if not parallel.is_primary():

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 import scipy.io
@@ -345,3 +346,16 @@ def test_resume_counts_a_field_newer_than_config_json_as_its_default(tmp_path):
   now.model.dropout = 0.5  # a field config.json has, changed
   with pytest.raises(errors.UserError, match=r"model.dropout: 0.0 -> 0.5"):
     train.check_resumable(now, str(workdir), defaults)
+
+
+def test_a_new_common_field_set_by_a_method_file_is_not_the_old_run():
+  """A common field added since an old run, at a method file's own value: that run behaved
+  as the field's common default (`neutral_defaults`), not as the method's value."""
+  config = default.get_config("drsl,synthetic")
+  config.data.image_power = 0.5  # what a method file may set
+  config.model.dropout = 0.3
+  neutral = default.neutral_defaults(config)
+  assert neutral.data.image_power == 1.0 and neutral.model.dropout == 0.3
+  assert neutral.data.name == "synthetic" and config.data.image_power == 0.5
+  user_config = ml_collections.ConfigDict({"train": {"batch_size": 8}})
+  assert default.neutral_defaults(user_config) is user_config  # not built by this file

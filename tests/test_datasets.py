@@ -16,6 +16,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 
 from crossmodal_jax import data
+from crossmodal_jax import errors
 from crossmodal_jax.data.features import CrossModalFeatures
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
@@ -685,6 +686,27 @@ def test_load_dataset_wikipedia_word_sequences_and_standardize(loadable_wiki, tm
   np.testing.assert_allclose(ds.train["image"].mean(0), 0.0, atol=1e-5)
   raw = data.load_dataset(_data_config("wikipedia", loadable_wiki, tmp_path / "data"))
   np.testing.assert_array_equal(data.standardize(raw, "image").test["image"], ds.test["image"])
+
+
+def test_image_power_maps_every_split_before_standardising(tmp_path):
+  src = tmp_path / "src"
+  _write_features(src)
+  config = lambda **kw: _data_config("features", src, tmp_path / "data", num_validation=8, **kw)
+  raw = data.load_dataset(config())
+  rooted = data.load_dataset(config(image_power=0.5))
+  for name, split in raw.splits.items():
+    x = split["image"]
+    assert (x < 0).any() and (x > 0).any()  # the signed power keeps each entry's sign
+    np.testing.assert_allclose(rooted.splits[name]["image"], np.sign(x) * np.sqrt(np.abs(x)))
+    assert rooted.splits[name]["image"].dtype == np.float32
+    np.testing.assert_array_equal(rooted.splits[name]["text"], split["text"])
+  both = data.load_dataset(config(image_power=0.5, standardize_image=True))
+  expected = data.standardize(data.power_normalize(raw, "image", 0.5), "image")
+  np.testing.assert_array_equal(both.test["image"], expected.test["image"])
+  np.testing.assert_allclose(both.train["image"].std(0), 1.0, rtol=1e-4)
+  for bad in (0.0, -0.5, 1.5):
+    with pytest.raises(errors.UserError, match=rf"data.image_power must be in \(0, 1\], got {bad}"):
+      data.load_dataset(config(image_power=bad))
 
 
 def test_load_dataset_features(tmp_path):

@@ -86,6 +86,17 @@ def test_lazy_columns_read_what_the_loaded_arrays_hold(folder):
     x[0, 1]
 
 
+def test_lazy_image_power_equals_the_loaded_one(folder):
+  configs = [_config(folder, lazy_mb) for lazy_mb in (-1.0, 0.0)]
+  for config in configs:
+    config.data.image_power = 0.5
+  whole, part = (data_lib.load_dataset(c.data) for c in configs)
+  assert lazy.is_lazy(part.test["image"])
+  # Rooted, then standardised with statistics of the rooted training split.
+  np.testing.assert_allclose(np.asarray(part.test["image"]), whole.test["image"], atol=1e-5)
+  np.testing.assert_allclose(whole.train["image"].mean(0), 0.0, atol=1e-5)
+
+
 def test_row_reader_follows_the_index_feature():
   """Records stored out of row order are read in the order of their `index`."""
 

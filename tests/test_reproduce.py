@@ -173,6 +173,19 @@ def no_training(run, cache):
   raise AssertionError(f"retrained {run.workdir}")
 
 
+def test_a_field_newer_than_a_finished_run_counts_at_its_common_default():
+  config = reproduce.default_configs.get_config("hcmsl,wikipedia")
+  now = json.loads(config.to_json_best_effort())
+  old = json.loads(config.to_json_best_effort())
+  del old["data"]["image_power"], old["model"]["margin"]  # fields an older version lacked
+  assert reproduce.config_differences(old, now) == []
+  config.data.image_power = 0.5  # the old run behaved as 1.0: another result
+  config.model.margin = 0.7  # a model field has no common default: counted unchanged
+  assert reproduce.config_differences(old, json.loads(config.to_json_best_effort())) == [
+      "data.image_power"
+  ]
+
+
 def test_finished_runs_are_reused(table):
   workdir = table[0]
   path = os.path.join(workdir, "runs", "synthetic", "drsl", "seed_0", "metrics.jsonl")

@@ -9,10 +9,12 @@
 - "features": `features.load`, a folder of feature files: the DRSL / DSCMR .mat layout,
   the same as .npy files, or one HDF5 file (`features.py`, `feature_files.py`).
 
-With `data_config.standardize_image` the image features are then standardised with
-training-split statistics (`standardize`). A feature-file split larger than
-`data_config.lazy_mb` keeps its features in the built files (`lazy.LazyColumn`); the
-standardisation of such a split is applied as each batch is read.
+With `data_config.image_power` p != 1 each image feature x becomes sign(x) |x|^p
+(`power_normalize`; p = 0.5 on histograms is the Hellinger map of RootSIFT and of
+Perronnin et al.'s power normalisation). With `data_config.standardize_image` the image
+features are then standardised with training-split statistics (`standardize`). A
+feature-file split larger than `data_config.lazy_mb` keeps its features in the built
+files (`lazy.LazyColumn`); both maps of such a split are applied as each batch is read.
 
 The other modules: `common` (the `Split` / `Dataset` form), `tfds_io` (build and read the
 TFDS datasets without TensorFlow), the text steps `tokens`, `vocab`, `tfidf`, `svd` and
@@ -49,9 +51,41 @@ def load_dataset(data_config) -> common.Dataset:
     dataset = features.load(data_config)
   else:
     raise errors.UserError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
+  power = data_config.get("image_power", 1.0)
+  if power != 1.0:
+    dataset = power_normalize(dataset, "image", power)
   if data_config.get("standardize_image", False):
     dataset = standardize(dataset, "image")
   return dataset
+
+
+def _map_column(dataset: common.Dataset, key: str, fn) -> common.Dataset:
+  """`fn` applied to `key` of every split; a lazy column stays lazy (applied per read)."""
+
+  def apply(split: common.Split) -> common.Split:
+    arrays = dict(split.arrays)
+    x = arrays[key]
+    arrays[key] = x.map(fn) if lazy.is_lazy(x) else fn(x)
+    return common.Split(arrays)
+
+  return dataclasses.replace(
+      dataset,
+      train=apply(dataset.train),
+      validation=apply(dataset.validation),
+      test=apply(dataset.test),
+  )
+
+
+def power_normalize(dataset: common.Dataset, key: str, power: float) -> common.Dataset:
+  """sign(x) |x|^power of every entry of `key` (float32), a signed power that also maps
+  negative features; power in (0, 1] damps a histogram's large bins."""
+  if not 0.0 < power <= 1.0:
+    raise errors.UserError(f"data.image_power must be in (0, 1], got {power}.")
+
+  def scale(x: np.ndarray) -> np.ndarray:
+    return (np.sign(x) * np.power(np.abs(x), power)).astype(np.float32)
+
+  return _map_column(dataset, key, scale)
 
 
 def standardize(dataset: common.Dataset, key: str) -> common.Dataset:
@@ -62,15 +96,4 @@ def standardize(dataset: common.Dataset, key: str) -> common.Dataset:
   def scale(x: np.ndarray) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
-  def apply(split: common.Split) -> common.Split:
-    arrays = dict(split.arrays)
-    x = arrays[key]
-    arrays[key] = x.map(scale) if lazy.is_lazy(x) else scale(x)  # a lazy split stays lazy
-    return common.Split(arrays)
-
-  return dataclasses.replace(
-      dataset,
-      train=apply(dataset.train),
-      validation=apply(dataset.validation),
-      test=apply(dataset.test),
-  )
+  return _map_column(dataset, key, scale)
