@@ -359,6 +359,9 @@ def test_config_presets_and_no_paper_preset():
   assert (full.model.labeled_fraction, full.model.use_unlabeled) == (1.0, True)
   assert ci.model.dim < full.model.dim and ci.train.num_epochs < full.train.num_epochs
   assert get_config("hcmsl,synthetic").train.num_epochs < full.train.num_epochs
+  # Square roots of Wikipedia's SIFT histograms; the synthetic features stay as they are.
+  assert full.data.image_power == ci.data.image_power == 0.5
+  assert get_config("hcmsl,synthetic").data.image_power == 1.0
   with pytest.raises(ValueError, match="hcmsl has no 'paper' preset"):
     get_config("hcmsl,wikipedia,paper")
   config = get_config("hcmsl,synthetic")

@@ -56,7 +56,8 @@ is our interpretation (METHODS-NOTES.md, HCMSL), not the paper's:
 - Initialisation: PyTorch's U(+-1/sqrt(fan_in)) by default (`model.init`), as the other
   methods' code-faithful configs; no batch norm (none is named in the abstract).
 - No "paper" preset: the abstract gives no hyperparameter. The Wikipedia recipe
-  (configs/hcmsl.py) was chosen on the validation split (README).
+  (configs/hcmsl.py) was chosen on the validation split (README), including the square
+  roots of the SIFT histograms before standardising (`data.image_power=0.5`).
 """
 
 from crossmodal_jax.methods.hcmsl.method import INSTANCE_PAIRS
