@@ -330,7 +330,10 @@ def test_paper_preset_has_the_papers_hyperparameters():
   assert changed == {
       "model.attention_scale", "model.gcn_init", "model.text_input", "train.learning_rate",
       "train.weight_decay", "train.num_epochs", "model.pair_order", "model.gcn_filters",
+      "data.image_power",
   }  # fmt: skip
+  assert (default.data.image_power, default.train.num_epochs) == (0.5, 6)
+  assert get_config("scanet,synthetic").data.image_power == 1.0  # not histograms
 
 
 def test_synthetic_recipe_is_not_overpowered_by_its_l2_at_a_seed_that_collapsed():
@@ -376,7 +379,7 @@ def test_ci_preset_learns_on_real_wikipedia(tmp_path, wiki_data_dir):
 def test_config_spec_takes_an_optional_preset():
   full, ci = get_config("scanet,wikipedia"), get_config("scanet,wikipedia,ci")
   assert (full.preset, ci.preset) == ("full", "ci")
-  assert ci.model.dim < full.model.dim and ci.train.num_epochs < full.train.num_epochs
+  assert ci.model.dim < full.model.dim and ci.model.num_positive < full.model.num_positive
   assert get_config("drsl,synthetic,full").to_dict() == get_config("drsl,synthetic").to_dict()
   with pytest.raises(ValueError, match="Unknown preset 'fast'"):
     get_config("scanet,wikipedia,fast")
