@@ -76,11 +76,10 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   data.graph_neighbors = 8  # k nearest words by cosine, symmetrised
   data.graph_lambda_max = 0.0  # 0: computed; 2.0: the original code's assumption
   data.graph_signal = "counts"  # per text: "counts" or "tfidf" (sublinear, idf of train, L2)
-  # Image features: x -> sign(x) |x|^image_power (in (0, 1]; 1: unchanged; 0.5 on
-  # bag-of-visual-words histograms: the Hellinger map), then, with standardize_image,
-  # standardised with training-split statistics.
+  # Image features x -> sign(x) |x|^image_power, in (0, 1] (1: unchanged; 0.5 on
+  # bag-of-visual-words histograms: the Hellinger map), before any standardising.
   data.image_power = 1.0
-  data.standardize_image = True
+  data.standardize_image = True  # image features standardised with training statistics
   # Feature-file layout: validation rows carved from the end of train when there are
   # no valid_*.mat files.
   data.num_validation = 0
@@ -196,7 +195,7 @@ def neutral_defaults(config: ml_collections.ConfigDict) -> ml_collections.Config
   """
   if "method" not in config or "data" not in config or "name" not in config.data:
     return config
-  out = ml_collections.ConfigDict(config.to_dict())
+  out = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
   common = common_config(config.method, config.data.name, config.get("preset", "full"))
   for section in ("data", "train", "eval"):
     if section in out:

@@ -435,7 +435,9 @@ def is_finished(run: Run) -> bool:
 
 def check_run(run: Run) -> None:
   """Raises (before anything is trained) if the run's workdir holds another run."""
-  train_lib.check_resumable(run.config, run.workdir)
+  # A field newer than the workdir's config.json counts as unchanged at its common
+  # default only: the value the saved run behaved as.
+  train_lib.check_resumable(run.config, run.workdir, default_configs.neutral_defaults(run.config))
   path = os.path.join(run.workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -761,6 +763,21 @@ def _baseline_settings(data_config, components, c_grid, solver) -> dict[str, Any
   return {"data": data, "components": components, "c": list(c_grid), "solver": solver}
 
 
+def _same_settings(stored: dict | None, settings: dict[str, Any]) -> bool:
+  """A stored baseline's settings equal `settings`; a data field absent from `stored`
+  (added to the code since) counts as equal at its common default, as for the runs."""
+  if not stored:
+    return False
+  common = train_lib.flatten_config(
+      _json_roundtrip(default_configs.data_config(settings["data"].get("name", "")))
+  )
+  data = dict(stored.get("data") or {})
+  for k, v in settings["data"].items():
+    if k not in data and k in common and common[k] == v:
+      data[k] = v
+  return {**stored, "data": data} == settings
+
+
 def run_baseline(
     name: str,
     dataset_name: str,
@@ -798,7 +815,7 @@ def run_baseline(
   if os.path.exists(path):
     with open(path) as f:
       stored = json.load(f)
-    if stored.get("settings") == settings:
+    if _same_settings(stored.get("settings"), settings):
       print(f"[reproduce] baseline {tag} on {dataset_name}: reused", file=out, flush=True)
       stored["reused"] = True
       stored.setdefault("metric", figure_key(stored, protocol))

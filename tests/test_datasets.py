@@ -689,6 +689,7 @@ def test_load_dataset_wikipedia_word_sequences_and_standardize(loadable_wiki, tm
 
 
 def test_image_power_maps_every_split_before_standardising(tmp_path):
+  """sign(x) |x|^p on every split's image features, then (if asked) standardised."""
   src = tmp_path / "src"
   _write_features(src)
   config = lambda **kw: _data_config("features", src, tmp_path / "data", num_validation=8, **kw)
@@ -704,9 +705,11 @@ def test_image_power_maps_every_split_before_standardising(tmp_path):
   expected = data.standardize(data.power_normalize(raw, "image", 0.5), "image")
   np.testing.assert_array_equal(both.test["image"], expected.test["image"])
   np.testing.assert_allclose(both.train["image"].std(0), 1.0, rtol=1e-4)
-  for bad in (0.0, -0.5, 1.5):
+  for bad in (0.0, -0.5, 1.5, float("nan")):
+    fresh = _data_config("features", src, tmp_path / "fresh", image_power=bad)
     with pytest.raises(errors.UserError, match=rf"data.image_power must be in \(0, 1\], got {bad}"):
-      data.load_dataset(config(image_power=bad))
+      data.load_dataset(fresh)
+    assert not (tmp_path / "fresh").exists()  # refused before anything is built
 
 
 def test_load_dataset_features(tmp_path):

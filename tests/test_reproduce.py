@@ -173,17 +173,42 @@ def no_training(run, cache):
   raise AssertionError(f"retrained {run.workdir}")
 
 
-def test_a_field_newer_than_a_finished_run_counts_at_its_common_default():
-  config = reproduce.default_configs.get_config("hcmsl,wikipedia")
+def test_a_field_newer_than_a_finished_run_counts_at_its_common_default(tmp_path):
+  config = reproduce.default_configs.get_config("drsl,wikipedia")
+  assert config.data.image_power == 1.0
   now = json.loads(config.to_json_best_effort())
   old = json.loads(config.to_json_best_effort())
-  del old["data"]["image_power"], old["model"]["margin"]  # fields an older version lacked
+  del old["data"]["image_power"], old["model"]["dropout"]  # fields an older version lacked
   assert reproduce.config_differences(old, now) == []
   config.data.image_power = 0.5  # the old run behaved as 1.0: another result
-  config.model.margin = 0.7  # a model field has no common default: counted unchanged
+  config.model.dropout = 0.7  # a model field has no common default: counted unchanged
   assert reproduce.config_differences(old, json.loads(config.to_json_best_effort())) == [
       "data.image_power"
   ]
+  # Its checkpoints are not resumed as the new recipe's either (their config.json lacks
+  # the field; the method file's value is not what they were trained with).
+  workdir = tmp_path / "old_run"
+  (workdir / "checkpoints" / "latest" / "12").mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps(old))
+  config.model.dropout = now["model"]["dropout"]
+  run = reproduce.Run("drsl", "wikipedia", 0, config, str(workdir))
+  with pytest.raises(errors.UserError, match=r"data.image_power: 1.0 -> 0.5"):
+    reproduce.check_run(run)
+  config.data.image_power = 1.0
+  reproduce.check_run(run)
+
+
+def test_a_stored_baseline_without_a_newer_data_field_is_reused_at_its_default():
+  data_config = reproduce.default_configs.data_config("wikipedia")
+  settings = lambda: json.loads(
+      json.dumps(reproduce._baseline_settings(data_config, [4], [0.1], "exact"), default=str)
+  )
+  stored = settings()
+  del stored["data"]["image_power"]  # stored by a version without the field
+  assert reproduce._same_settings(stored, settings())
+  data_config.image_power = 0.5
+  assert not reproduce._same_settings(stored, settings())
+  assert not reproduce._same_settings(None, settings())
 
 
 def test_finished_runs_are_reused(table):

@@ -317,6 +317,7 @@ def test_paper_preset_has_the_papers_hyperparameters():
   assert (c.data.graph_vocab_size, c.data.graph_neighbors, c.model.cheb_order) == (10055, 8, 3)
   assert (c.model.attention_scale, c.model.text_input) == ("softmax", "counts")
   assert tuple(c.model.gcn_filters) == (1, 1)  # "3 parameters per layer"
+  assert c.data.image_power == 1.0  # the raw SIFT histograms
   for dataset in ("wikipedia", "synthetic"):  # chosen on validation (issue 14)
     assert tuple(get_config(f"scanet,{dataset}").model.gcn_filters) == (8, 1)
   # The default differs only in what was re-chosen on validation.

@@ -40,6 +40,8 @@ TEXT_FEATURES = wikipedia_features.TEXT_FEATURES
 def load_dataset(data_config) -> common.Dataset:
   """Loads (building first if needed) the dataset named by `data_config.name`."""
   name = data_config.name
+  power = data_config.get("image_power", 1.0)
+  _check_power(power)  # before a dataset is built
   if name == "synthetic":
     dataset = synthetic.load(data_config)
   elif name == "wikipedia":
@@ -51,7 +53,6 @@ def load_dataset(data_config) -> common.Dataset:
     dataset = features.load(data_config)
   else:
     raise errors.UserError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
-  power = data_config.get("image_power", 1.0)
   if power != 1.0:
     dataset = power_normalize(dataset, "image", power)
   if data_config.get("standardize_image", False):
@@ -76,11 +77,19 @@ def _map_column(dataset: common.Dataset, key: str, fn) -> common.Dataset:
   )
 
 
+def _check_power(power: float):
+  if not 0.0 < power <= 1.0:  # also False for NaN
+    raise errors.UserError(f"data.image_power must be in (0, 1], got {power}.")
+
+
 def power_normalize(dataset: common.Dataset, key: str, power: float) -> common.Dataset:
   """sign(x) |x|^power of every entry of `key` (float32), a signed power that also maps
-  negative features; power in (0, 1] damps a histogram's large bins."""
-  if not 0.0 < power <= 1.0:
-    raise errors.UserError(f"data.image_power must be in (0, 1], got {power}.")
+  negative features; power in (0, 1] damps a histogram's large bins.
+
+  Raises:
+    UserError: when power is not in (0, 1].
+  """
+  _check_power(power)
 
   def scale(x: np.ndarray) -> np.ndarray:
     return (np.sign(x) * np.power(np.abs(x), power)).astype(np.float32)
