@@ -28,7 +28,10 @@ the text space's settings):
   epoch on the shared machine): the default;
 - the image space alone (`model.retrieval=image_space`, 10 words) with its LSTM at the
   code's width 512 instead of 128 (one step on Wikipedia, so cheap; a trial change, not
-  kept): 0.241 against 0.241.
+  kept): 0.241 against 0.241;
+- the square roots of the SIFT histograms (`data.image_power=0.5`, which HCMSL and
+  SCANet take on Wikipedia): 0.254 (epoch 15) against the default's 0.256, so MCSM keeps
+  the raw histograms.
 Wikipedia: word sequences (`data.word_sequences`, GloVe 6B 50-d, frozen) of the first
 `data.max_words` in-vocabulary words; the document vector of the image space is
 `data.text_feature` (TF-IDF -> SVD-300); images are global SIFT vectors (one region).
