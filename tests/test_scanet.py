@@ -187,6 +187,30 @@ def test_blockwise_scores_equal_the_per_pair_forward_pass(dataset, layers, scale
   assert np.std(got) > 0
 
 
+def test_word_dropout_acts_in_training_only(dataset):
+  """Dropped words are zeros of the graph signal in the loss; encodings (retrieval) and
+  a rate of 0 (whose loss keeps the head's dropout key) are untouched."""
+  _, plain, variables = _method(dataset)
+  _, dropping, _ = _method(dataset, word_dropout=0.5)
+  bows = dataset.test["bow"][:6]
+  np.testing.assert_array_equal(
+      dropping.encode_text(variables, bows)["f"], plain.encode_text(variables, bows)["f"]
+  )
+  batch = next(iter(plain.batches(dataset.train, 64, 0, 0)))
+  loss = lambda m, key: float(m.loss(variables, batch, jax.random.key(key), None)[0])
+  assert loss(plain, 3) != loss(plain, 4)  # the head's dropout
+  assert loss(dropping, 3) != loss(plain, 3) and loss(dropping, 3) != loss(dropping, 4)
+  # In training the signal loses words: at rate 1 every word, as an empty text.
+  _, all_dropped, _ = _method(dataset, word_dropout=1.0)
+  got = all_dropped.module.apply(
+      variables, bows, all_dropped.graph, deterministic=False,
+      method=all_dropped.module.encode_text, rngs={"dropout": jax.random.key(9)},
+  )["f"]  # fmt: skip
+  empty = plain.encode_text(variables, np.zeros_like(bows))["f"]
+  np.testing.assert_allclose(got, empty, rtol=1e-6)
+  assert not np.allclose(empty, plain.encode_text(variables, bows)["f"])
+
+
 def _softmax(x):
   e = np.exp(x - x.max(-1, keepdims=True))
   return e / e.sum(-1, keepdims=True)

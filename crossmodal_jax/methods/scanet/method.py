@@ -56,6 +56,7 @@ class SCANetMethod(base.Method):
         gcn_init=c.gcn_init,
         text_input=c.text_input,
         attention_scale=c.attention_scale,
+        word_dropout=c.word_dropout,
     )
     self._pair_sets = {}
 
@@ -101,7 +102,19 @@ class SCANetMethod(base.Method):
     # Each device encodes its share of the batch's distinct items; every device then
     # sees all encodings and scores its share of the pairs.
     images = parallel.gather(self.encode_image(variables, batch[self.image_key]), axis_name)
-    texts = parallel.gather(self.encode_text(variables, batch["bow"]), axis_name)
+    if self.config.model.word_dropout:
+      rng, words_rng = jax.random.split(rng)  # (without it, the head's rng is unchanged)
+      texts = self.module.apply(
+          variables,
+          batch["bow"],
+          self.graph,
+          deterministic=False,
+          method=SCANet.encode_text,
+          rngs={"dropout": words_rng},
+      )
+    else:
+      texts = self.encode_text(variables, batch["bow"])
+    texts = parallel.gather(texts, axis_name)
     take = lambda enc, rows: jax.tree.map(lambda x: x[rows], enc)
     logits = self.module.apply(
         variables,

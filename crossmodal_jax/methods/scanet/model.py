@@ -70,6 +70,8 @@ class SCANet(nn.Module):
       attention divides a feature by about N per layer while it is near uniform.
     text_input: the graph signal from a text's counts: "counts", "log1p" (log(1 + c)) or
       "l2" (counts over their L2 norm).
+    word_dropout: dropout rate on the graph signal in training (a dropped word is 0 at
+      its vertex; the kept ones are scaled by 1 / (1 - rate)).
   """
 
   dim: int
@@ -85,6 +87,7 @@ class SCANet(nn.Module):
   gcn_init: str = "cnn_graph"
   text_input: str = "counts"
   attention_scale: str = "softmax"
+  word_dropout: float = 0.0
 
   def setup(self):
     if self.attention_scale not in ATTENTION_SCALES:
@@ -123,6 +126,7 @@ class SCANet(nn.Module):
     )
     self.head_bias = self.param("head_bias", initializers.bias(self.param_init, self.dim), (1,))
     self.head_dropout = nn.Dropout(self.dropout)
+    self.word_dropout_layer = nn.Dropout(self.word_dropout)
 
   def __call__(self, image, bow, graph, train: bool = False):
     """Logits of the matched pairs (row i with row i): builds every parameter."""
@@ -136,9 +140,13 @@ class SCANet(nn.Module):
       return {"f": f}
     return {"f": f, "p": _attention(attention[0], f, self.attention_scale)}
 
-  def encode_text(self, bow: jax.Array, graph: jraph.GraphsTuple) -> dict[str, jax.Array]:
-    """bow [B, V] word counts on the shared graph -> {"f", "p"} [B, N]."""
-    x = TEXT_INPUTS[self.text_input](bow.astype(jnp.float32))[..., None]
+  def encode_text(
+      self, bow: jax.Array, graph: jraph.GraphsTuple, deterministic: bool = True
+  ) -> dict[str, jax.Array]:
+    """bow [B, V] word counts on the shared graph -> {"f", "p"} [B, N]; with
+    `deterministic` False, word dropout on the signal (needs a "dropout" rng)."""
+    x = TEXT_INPUTS[self.text_input](bow.astype(jnp.float32))
+    x = self.word_dropout_layer(x, deterministic=deterministic)[..., None]
     for conv in self.graph_convs:
       x = nn.relu(conv(graph, x))
     return self._common(self.text_map(x.reshape(x.shape[0], -1)), self.text_attention)
