@@ -102,18 +102,17 @@ class SCANetMethod(base.Method):
     # Each device encodes its share of the batch's distinct items; every device then
     # sees all encodings and scores its share of the pairs.
     images = parallel.gather(self.encode_image(variables, batch[self.image_key]), axis_name)
+    words = {}  # word dropout's key (split off only when on: the head's key is unchanged)
     if self.config.model.word_dropout:
-      rng, words_rng = jax.random.split(rng)  # (without it, the head's rng is unchanged)
-      texts = self.module.apply(
-          variables,
-          batch["bow"],
-          self.graph,
-          deterministic=False,
-          method=SCANet.encode_text,
-          rngs={"dropout": words_rng},
-      )
-    else:
-      texts = self.encode_text(variables, batch["bow"])
+      rng, words["dropout"] = jax.random.split(rng)
+    texts = self.module.apply(
+        variables,
+        batch["bow"],
+        self.graph,
+        deterministic=not words,
+        method=SCANet.encode_text,
+        rngs=words,
+    )
     texts = parallel.gather(texts, axis_name)
     take = lambda enc, rows: jax.tree.map(lambda x: x[rows], enc)
     logits = self.module.apply(
