@@ -145,6 +145,13 @@ def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
   return flat
 
 
+def with_absent_fields(before: dict, now: dict, defaults: dict) -> dict:
+  """`before`, the flat config of an older run, completed with the fields of `now` that
+  it lacks (added to the code since), each at its value in `defaults` (the value that run
+  behaved as), else at its value in `now` (counted unchanged)."""
+  return {**{k: defaults.get(k, v) for k, v in now.items() if k not in before}, **before}
+
+
 def check_resumable(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -172,7 +179,7 @@ def check_resumable(
   now = flatten_config(config.to_dict())
   default = flatten_config(defaults.to_dict()) if defaults is not None else {}
   # Absent from the old config.json: compared with its default (see the docstring).
-  before.update({k: default.get(k, now[k]) for k in set(now) - set(before)})
+  before = with_absent_fields(before, now, default)
   changed = sorted(
       k
       for k in set(before) | set(now)

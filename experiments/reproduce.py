@@ -411,7 +411,7 @@ def config_differences(before: dict, now: dict) -> list[str]:
   neutral = train_lib.flatten_config(
       _json_roundtrip(default_configs.neutral_defaults(ml_collections.ConfigDict(now)))
   )
-  b.update({k: neutral.get(k, n[k]) for k in n if k not in b})
+  b = train_lib.with_absent_fields(b, n, neutral)
   return sorted(k for k in n if b[k] != n[k] and not k.startswith(NEUTRAL_FIELDS)) + sorted(
       k for k in b if k not in n and not k.startswith(NEUTRAL_FIELDS)
   )
