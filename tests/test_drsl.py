@@ -85,12 +85,24 @@ def pairwise_inputs(seed, p, q, k, integer=False):
   return a, b, w, s
 
 
+# Every form of the kernel: the one the backend picks (the row loop on the CPU), the row
+# loop, and the accelerator's row blocks, also with blocks small enough that several run
+# and the last one is padded (2 rows of 5 x 16 floats: 7 rows -> 4 blocks).
+PAIRWISE_FORMS = {
+    "picked": pairwise.pairwise_relu_dot,
+    "rows": pairwise.pairwise_relu_dot_rows,
+    "blocks": pairwise.pairwise_relu_dot_blocks,
+    "small_blocks": pairwise.row_block_form(block_elements=2 * 5 * 16),
+}
+
+
+@pytest.mark.parametrize("form", sorted(PAIRWISE_FORMS))
 @pytest.mark.parametrize("p,q,k", [(7, 5, 16), (4, 11, 9), (1, 6, 3)])
-def test_pairwise_relu_dot_matches_reference(p, q, k):
+def test_pairwise_relu_dot_matches_reference(p, q, k, form):
   a, b, w, s = pairwise_inputs(p * 100 + q * 10 + k, p, q, k)
   want = np_pairwise(a, b, w)
   want_grads = np_pairwise_grads(a, b, w, s)
-  r_fused, g_fused = fwd_and_loss_grads(pairwise.pairwise_relu_dot, a, b, w, s)
+  r_fused, g_fused = fwd_and_loss_grads(PAIRWISE_FORMS[form], a, b, w, s)
   r_naive, g_naive = fwd_and_loss_grads(pairwise.pairwise_relu_dot_reference, a, b, w, s)
   assert_close(r_fused, want, 1e-5, "fused forward")
   assert_close(r_naive, want, 1e-5, "reference forward")
@@ -105,17 +117,29 @@ def test_pairwise_relu_dot_eager_forward():
   assert_close(pairwise.pairwise_relu_dot(a, b, w), np_pairwise(a, b, w), 1e-5)
 
 
-def test_pairwise_relu_dot_grad_at_kink_matches_reference():
+@pytest.mark.parametrize("form", sorted(PAIRWISE_FORMS))
+def test_pairwise_relu_dot_grad_at_kink_matches_reference(form):
   # Integer inputs put many a_pk + b_qk exactly at 0: the recomputed mask must use the
   # same convention as jax.nn.relu (derivative 0 at 0).
   a, b, w, s = pairwise_inputs(3, 7, 5, 16, integer=True)
   assert np.sum(a[:, None, :] + b[None, :, :] == 0) > 50
-  r_fused, g_fused = fwd_and_loss_grads(pairwise.pairwise_relu_dot, a, b, w, s)
+  r_fused, g_fused = fwd_and_loss_grads(PAIRWISE_FORMS[form], a, b, w, s)
   r_naive, g_naive = fwd_and_loss_grads(pairwise.pairwise_relu_dot_reference, a, b, w, s)
   np.testing.assert_allclose(r_fused, r_naive, rtol=1e-6, atol=1e-5)
   for gf, gn, gw in zip(g_fused, g_naive, np_pairwise_grads(a, b, w, s)):
     np.testing.assert_allclose(gf, gn, rtol=1e-5, atol=1e-4)
     assert_close(gf, gw, 1e-5)
+
+
+def test_pairwise_relu_dot_picks_its_form_by_platform():
+  # The CPU program loops over rows (a mat-vec each); the GPU program reduces blocks of
+  # rows (no dot at all), for the forward pass and the gradient alike.
+  a, b, w, s = pairwise_inputs(2, 7, 5, 16)
+  loss = lambda a, b, w: jnp.sum(jnp.square(pairwise.pairwise_relu_dot(a, b, w) - s))
+  for fn in (pairwise.pairwise_relu_dot, jax.grad(loss, argnums=(0, 1, 2))):
+    for platform, loops_rows in (("cpu", True), ("cuda", False)):
+      text = jax.export.export(jax.jit(fn), platforms=[platform])(a, b, w).mlir_module()
+      assert ("dot_general" in text) == loops_rows, (fn, platform)
 
 
 def test_pairwise_relu_dot_finite_differences():

@@ -10,6 +10,15 @@ ReLU mask) alive for the backward pass. `pairwise_relu_dot` instead expresses ea
 a loop over rows whose [Q, K] tile stays in cache (forward: a mat-vec per row), and its
 custom VJP recomputes the ReLU mask inside the backward reductions rather than storing it,
 so no [P, Q, K] buffer is ever allocated: the grid is only ever streamed through.
+
+That row loop suits a CPU, whose cache holds a row's tile. On a GPU it is a sequence of P
+small kernels (on an H200, 200 x 200 x 1024 fwd + bwd: 5.3 ms, 6x the naive grid's
+0.83 ms). Elsewhere than on the CPU each pass therefore runs over blocks of rows, each
+block's [rows, Q, K] grid written as one broadcast-reduce that XLA fuses into a single
+reduction kernel, with the blocks sized so that a block's grid stays within
+`BLOCK_ELEMENTS` floats if it is materialised (there: 0.36 ms). The choice is made when
+the computation is lowered (`jax.lax.platform_dependent`), so one traced function serves
+every backend.
 """
 
 from __future__ import annotations
@@ -17,8 +26,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# A row block's [rows, Q, K] grid on accelerators: at most this many floats (64 MiB).
+BLOCK_ELEMENTS = 1 << 24
 
-def _grid_forward(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
+
+def _rows_forward(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
   # One row of the grid at a time: relu(a_p + b) is a [Q, K] tile that stays in cache,
   # and its weighted sum over K is a mat-vec. Measured on 2 CPU cores this is ~10x
   # faster than a single fused broadcast-reduce over the whole [P, Q, K] grid.
@@ -28,28 +40,7 @@ def _grid_forward(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
   return jax.lax.map(row, a)
 
 
-@jax.custom_vjp
-def pairwise_relu_dot(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
-  """Returns R[p, q] = sum_k relu(a[p, k] + b[q, k]) * w[k] without a [P, Q, K] buffer.
-
-  Args:
-    a: [P, K] per-row projections (e.g. images after the relation's first layer).
-    b: [Q, K] per-column projections (e.g. texts).
-    w: [K] output weights.
-
-  Returns:
-    [P, Q] scores.
-  """
-  return _grid_forward(a, b, w)
-
-
-def _fwd(a, b, w):
-  return _grid_forward(a, b, w), (a, b, w)
-
-
-def _bwd(residuals, g):
-  a, b, w = residuals
-
+def _rows_backward(a, b, w, g):
   # Recompute each row's ReLU mask instead of storing the grid. With m = [a_p + b > 0]:
   #   da_p = w * sum_q g_pq m_pq.     db_q = w * sum_p g_pq m_pq.
   #   dw = sum_pq g_pq relu(a_p + b_q) = sum_p a_p * G_p + sum_q b_q * D_q,
@@ -60,13 +51,103 @@ def _bwd(residuals, g):
     return d_acc + gm, jnp.sum(gm, axis=0)
 
   d_sum, g_rows = jax.lax.scan(step, jnp.zeros_like(b), (a, g.astype(b.dtype)))
-  da = g_rows * w
-  db = d_sum * w
-  dw = jnp.sum(a * g_rows, axis=0) + jnp.sum(b * d_sum, axis=0)
-  return da, db, dw
+  return _grads(a, b, w, g_rows, d_sum)
+
+
+def _grads(a, b, w, g_rows, d_sum):
+  return g_rows * w, d_sum * w, jnp.sum(a * g_rows, axis=0) + jnp.sum(b * d_sum, axis=0)
+
+
+def block_rows(p: int, q: int, k: int, block_elements: int = BLOCK_ELEMENTS) -> int:
+  """Rows per block of the accelerator form: the most whose [rows, q, k] grid has at
+  most `block_elements` floats (at least 1, at most p)."""
+  return max(1, min(p, block_elements // max(q * k, 1)))
+
+
+def _row_blocks(x: jax.Array, rows: int) -> jax.Array:
+  """[P, ...] -> [ceil(P / rows), rows, ...], the last block padded with zero rows."""
+  x = jnp.pad(x, [(0, -x.shape[0] % rows)] + [(0, 0)] * (x.ndim - 1))
+  return x.reshape(-1, rows, *x.shape[1:])
+
+
+def _blocks_forward(a, b, w, block_elements: int = BLOCK_ELEMENTS):
+  rows = block_rows(a.shape[0], *b.shape, block_elements)
+
+  def block(a_blk):  # [rows, K] -> [rows, Q]: one fused broadcast-reduce
+    return jnp.sum(jax.nn.relu(a_blk[:, None, :] + b[None]) * w, axis=-1)
+
+  r = jax.lax.map(block, _row_blocks(a, rows))
+  return r.reshape(-1, b.shape[0])[: a.shape[0]]
+
+
+def _blocks_backward(a, b, w, g, block_elements: int = BLOCK_ELEMENTS):
+  # The row loop's reductions, a block of rows at a time. Padded rows have g = 0, so
+  # they add nothing to D and their G rows are dropped.
+  rows = block_rows(a.shape[0], *b.shape, block_elements)
+
+  def step(d_acc, inputs):
+    a_blk, g_blk = inputs
+    gm = jnp.where(a_blk[:, None, :] + b[None] > 0, g_blk[:, :, None], 0.0)
+    return d_acc + jnp.sum(gm, axis=0), jnp.sum(gm, axis=1)
+
+  g = g.astype(b.dtype)
+  d_sum, g_rows = jax.lax.scan(
+      step, jnp.zeros_like(b), (_row_blocks(a, rows), _row_blocks(g, rows))
+  )
+  return _grads(a, b, w, g_rows.reshape(-1, b.shape[1])[: a.shape[0]], d_sum)
+
+
+@jax.custom_vjp
+def pairwise_relu_dot(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
+  """Returns R[p, q] = sum_k relu(a[p, k] + b[q, k]) * w[k] without a [P, Q, K] buffer.
+
+  On the CPU each pass loops over rows; elsewhere over blocks of rows (module doc).
+
+  Args:
+    a: [P, K] per-row projections (e.g. images after the relation's first layer).
+    b: [Q, K] per-column projections (e.g. texts).
+    w: [K] output weights.
+
+  Returns:
+    [P, Q] scores.
+  """
+  return _forward(a, b, w)
+
+
+def _forward(a, b, w):
+  return jax.lax.platform_dependent(a, b, w, cpu=_rows_forward, default=_blocks_forward)
+
+
+def _fwd(a, b, w):
+  return _forward(a, b, w), (a, b, w)
+
+
+def _bwd(residuals, g):
+  a, b, w = residuals
+  return jax.lax.platform_dependent(a, b, w, g, cpu=_rows_backward, default=_blocks_backward)
 
 
 pairwise_relu_dot.defvjp(_fwd, _bwd)
+
+
+def _one_form(forward, backward):
+  f = jax.custom_vjp(lambda a, b, w: forward(a, b, w))
+  f.defvjp(lambda a, b, w: (forward(a, b, w), (a, b, w)), lambda res, g: backward(*res, g))
+  return f
+
+
+def row_block_form(block_elements: int = BLOCK_ELEMENTS):
+  """The accelerator form, on any backend, with blocks of at most `block_elements`
+  grid floats (for tests and benchmarks; `pairwise_relu_dot` picks it off the CPU)."""
+  return _one_form(
+      lambda a, b, w: _blocks_forward(a, b, w, block_elements),
+      lambda a, b, w, g: _blocks_backward(a, b, w, g, block_elements),
+  )
+
+
+# Each form on any backend, for tests and benchmarks.
+pairwise_relu_dot_rows = _one_form(_rows_forward, _rows_backward)
+pairwise_relu_dot_blocks = row_block_form()
 
 
 def pairwise_relu_dot_reference(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
