@@ -6,13 +6,24 @@ count/TF-IDF data, and :func:`project` needs nothing but the ``[V, dim]`` compon
 Small problems use the exact LAPACK SVD; large ones use a seeded randomized SVD (Halko et
 al. 2011) with power iterations. Each component's sign is fixed so that its
 largest-magnitude loading is positive, so the result is deterministic. Plain numpy.
+:func:`cached_fit_svd` keeps each fit in a folder, keyed by the training matrix itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+
+from absl import logging
 import numpy as np
 
-__all__ = ["fit_svd", "project"]
+__all__ = ["cached_fit_svd", "fit_svd", "project"]
+
+# Part of every cache key: bump it when fit_svd's arithmetic changes, so older fits are
+# not read back for the new code.
+_CACHE_VERSION = 1
+_CACHE_SUBDIR = "svd_fits"
 
 
 def _randomized_svd_vt(
@@ -82,6 +93,46 @@ def fit_svd(
   biggest = components[np.argmax(np.abs(components), axis=0), np.arange(dim)]
   components = components * np.where(biggest < 0, -1.0, 1.0)
   return components.astype(np.float32)
+
+
+def cached_fit_svd(
+    x: np.ndarray, dim: int, cache_dir: str | os.PathLike | None, seed: int = 0
+) -> np.ndarray:
+  """:func:`fit_svd` (method "auto"), kept under ``<cache_dir>/svd_fits/<sha1>.npy``.
+
+  The sha1 covers the matrix (dtype, shape, bytes), ``dim``, ``seed`` and the fit's code
+  version, so any change of the training rows fits again, and a hit returns exactly what
+  the fit returned. The randomized fit of Wikipedia's 2,173 x 10,000 TF-IDF rows takes
+  10-50 s on 2 cores; hashing them takes a fraction of a second. An unreadable file is
+  refitted; ``cache_dir=None`` (or empty) always fits. The file is written atomically.
+  """
+  if not cache_dir:
+    return fit_svd(x, dim, seed=seed)
+  x = np.ascontiguousarray(x)
+  digest = hashlib.sha1(f"v{_CACHE_VERSION}|{x.dtype.str}|{x.shape}|{dim}|{seed}|".encode())
+  digest.update(x.tobytes())
+  folder = os.path.join(os.fspath(cache_dir), _CACHE_SUBDIR)
+  path = os.path.join(folder, f"{digest.hexdigest()}.npy")
+  if os.path.exists(path):
+    try:
+      components = np.load(path, allow_pickle=False)
+      if components.shape == (x.shape[1], dim) and components.dtype == np.float32:
+        return components
+      logging.warning("Refitting the SVD: %s holds %s.", path, components.shape)
+    except (OSError, ValueError, EOFError) as e:
+      logging.warning("Refitting the SVD: %s is unreadable (%s).", path, e)
+  components = fit_svd(x, dim, seed=seed)
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_svd_", suffix=".npy")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.save(f, components, allow_pickle=False)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return components
 
 
 def project(x: np.ndarray, components: np.ndarray) -> np.ndarray:

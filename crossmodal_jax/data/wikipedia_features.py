@@ -183,7 +183,7 @@ def _text_features(
   texts = {s: tfidf.tfidf(counts[s], idf, sublinear_tf=data_config.sublinear_tf) for s in counts}
   if feature == "tfidf":
     return texts
-  components = svd.fit_svd(texts["train"], data_config.svd_dim, seed=0)
+  components = svd.cached_fit_svd(texts["train"], data_config.svd_dim, data_config.data_dir)
   texts = {s: svd.project(texts[s], components) for s in counts}
   # Unit-variance columns keep the text tower's input on the image's scale.
   scale = texts["train"].std(axis=0)
