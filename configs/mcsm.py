@@ -31,7 +31,10 @@ the text space's settings):
   kept): 0.241 against 0.241;
 - the square roots of the SIFT histograms (`data.image_power=0.5`, which HCMSL and
   SCANet take on Wikipedia): 0.254 (epoch 15) against the default's 0.256, so MCSM keeps
-  the raw histograms.
+  the raw histograms;
+- the whole article through the conv front-end (`model.front_end=True`, 2,904 words) at
+  the default's widths and rate (on a GPU, seeds 0-2): 0.251, 0.254, 0.253 against the
+  default's 0.256, 0.255, 0.258.
 Wikipedia: word sequences (`data.word_sequences`, GloVe 6B 50-d, frozen) of the first
 `data.max_words` in-vocabulary words; the document vector of the image space is
 `data.text_feature` (TF-IDF -> SVD-300); images are global SIFT vectors (one region).
