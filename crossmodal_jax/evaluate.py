@@ -48,6 +48,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from crossmodal_jax import atomic
 from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
@@ -684,17 +685,8 @@ def headline(result: dict[str, Any]) -> str:
 
 
 def atomic_write_json(path: str, obj: Any):
-  """Writes `obj` as JSON to `path` through a temporary file beside it, so `path` is
-  never half-written."""
-  tmp = path + ".tmp"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  """Writes `obj` as JSON to `path`, never half-written (`atomic.atomic_write`)."""
+  atomic.atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False)
 
 
 def plot_curves(result: dict[str, Any], workdir: str, prefix: str = "") -> list[str]:

@@ -87,17 +87,26 @@ def pairwise_inputs(seed, p, q, k, integer=False):
 
 # Every form of the kernel: the one the backend picks (the row loop on the CPU), the row
 # loop, and the accelerator's row blocks, also with blocks small enough that several run
-# and the last one is padded (2 rows of 5 x 16 floats: 7 rows -> 4 blocks).
+# and the last one is padded (2 rows of 5 x 16 floats: 7 rows -> 4 blocks of 2), and
+# with a bound below one row's grid (a row per block).
 PAIRWISE_FORMS = {
     "picked": pairwise.pairwise_relu_dot,
     "rows": pairwise.pairwise_relu_dot_rows,
     "blocks": pairwise.pairwise_relu_dot_blocks,
     "small_blocks": pairwise.row_block_form(block_elements=2 * 5 * 16),
+    "bound_below_a_row": pairwise.row_block_form(block_elements=1),
 }
 
 
+def test_block_rows_share_the_rows_evenly():
+  assert pairwise.block_rows(200, 200, 1024) == 67  # at most 81 a block: 3 blocks
+  assert pairwise.block_rows(7, 5, 16, block_elements=160) == 2
+  assert pairwise.block_rows(3, 40000, 1024) == 1  # one row is above the bound
+  assert pairwise.block_rows(0, 5, 16) == 1 and pairwise.block_rows(5, 0, 16) == 5
+
+
 @pytest.mark.parametrize("form", sorted(PAIRWISE_FORMS))
-@pytest.mark.parametrize("p,q,k", [(7, 5, 16), (4, 11, 9), (1, 6, 3)])
+@pytest.mark.parametrize("p,q,k", [(7, 5, 16), (4, 11, 9), (1, 6, 3), (3, 0, 4), (0, 3, 4)])
 def test_pairwise_relu_dot_matches_reference(p, q, k, form):
   a, b, w, s = pairwise_inputs(p * 100 + q * 10 + k, p, q, k)
   want = np_pairwise(a, b, w)
@@ -132,12 +141,12 @@ def test_pairwise_relu_dot_grad_at_kink_matches_reference(form):
 
 
 def test_pairwise_relu_dot_picks_its_form_by_platform():
-  # The CPU program loops over rows (a mat-vec each); the GPU program reduces blocks of
-  # rows (no dot at all), for the forward pass and the gradient alike.
+  # The CPU program loops over rows (a mat-vec each); every other backend's reduces
+  # blocks of rows (no dot at all), for the forward pass and the gradient alike.
   a, b, w, s = pairwise_inputs(2, 7, 5, 16)
   loss = lambda a, b, w: jnp.sum(jnp.square(pairwise.pairwise_relu_dot(a, b, w) - s))
   for fn in (pairwise.pairwise_relu_dot, jax.grad(loss, argnums=(0, 1, 2))):
-    for platform, loops_rows in (("cpu", True), ("cuda", False)):
+    for platform, loops_rows in (("cpu", True), ("cuda", False), ("rocm", False), ("tpu", False)):
       text = jax.export.export(jax.jit(fn), platforms=[platform])(a, b, w).mlir_module()
       assert ("dot_general" in text) == loops_rows, (fn, platform)
 

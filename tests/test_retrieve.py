@@ -440,7 +440,7 @@ def test_retrieve_entry_point_prints_and_writes_the_top_k(trained):
   path = workdir / "retrieval_test_t2i.json"
   assert proc.stdout.strip().splitlines()[-1] == f"wrote {path}"
   report = json.loads(path.read_text())
-  assert not (workdir / "retrieval_test_t2i.json.tmp").exists()
+  assert not list(workdir.glob(".tmp_*"))  # the temporary file was renamed onto it
   printed = [l.split() for l in proc.stdout.splitlines() if l.strip().split()[1:2] == ["gallery"]]
   listed = [
       (str(r["rank"]), str(r["gallery_index"])) for e in report["queries"] for r in e["results"]

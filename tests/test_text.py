@@ -237,32 +237,50 @@ def test_svd_dim_out_of_range():
 
 
 def test_cached_fit_svd_fits_once_per_matrix(tmp_path, monkeypatch):
-  x = _low_rank(120, 500, 6, seed=4)
+  # 1,100 x 1,200 takes fit_svd's randomized path, as Wikipedia's TF-IDF rows do.
+  x = _low_rank(1100, 1200, 6, seed=4)
   want = svd_lib.fit_svd(x, 4)
+  cache = tmp_path / "cache"
+  monkeypatch.chdir(tmp_path)
   assert svd_lib.cached_fit_svd(x, 4, None).tobytes() == want.tobytes()  # no folder: fits
-  assert not list(tmp_path.iterdir())
-  np.testing.assert_array_equal(svd_lib.cached_fit_svd(x, 4, tmp_path), want)
-  files = list((tmp_path / "svd_fits").iterdir())
+  assert svd_lib.cached_fit_svd(x, 4, "").tobytes() == want.tobytes()
+  assert not list(tmp_path.iterdir())  # nothing written, not even beside the cwd
+  np.testing.assert_array_equal(svd_lib.cached_fit_svd(x, 4, cache), want)
+  files = list((cache / "svd_fits").iterdir())
   assert len(files) == 1 and files[0].suffix == ".npy"  # no temp file left behind
 
   fits = []
   real_fit = svd_lib.fit_svd
   monkeypatch.setattr(svd_lib, "fit_svd", lambda *a, **k: fits.append(a) or real_fit(*a, **k))
-  hit = svd_lib.cached_fit_svd(x.copy(), 4, tmp_path)  # equal bytes: read back, not fitted
+  hit = svd_lib.cached_fit_svd(x.copy(), 4, cache)  # equal bytes: read back, not fitted
   assert not fits and hit.dtype == np.float32
   np.testing.assert_array_equal(hit, want)
   # A changed training matrix, dim or seed fits again, each into its own file.
   y = x.copy()
   y[0, 0] += 1.0
-  np.testing.assert_array_equal(svd_lib.cached_fit_svd(y, 4, tmp_path), real_fit(y, 4))
-  svd_lib.cached_fit_svd(x, 3, tmp_path)
-  svd_lib.cached_fit_svd(x, 4, tmp_path, seed=1)
-  assert len(fits) == 3 and len(list((tmp_path / "svd_fits").iterdir())) == 4
-  # An unreadable file is refitted (and rewritten).
-  files[0].write_bytes(b"not an array")
-  np.testing.assert_array_equal(svd_lib.cached_fit_svd(x, 4, tmp_path), want)
-  assert len(fits) == 4
-  np.testing.assert_array_equal(np.load(files[0]), want)
+  np.testing.assert_array_equal(svd_lib.cached_fit_svd(y, 4, cache), real_fit(y, 4))
+  svd_lib.cached_fit_svd(x, 3, cache)
+  svd_lib.cached_fit_svd(x, 4, cache, seed=1)
+  assert len(fits) == 3 and len(list((cache / "svd_fits").iterdir())) == 4
+  # A file that is not the components (garbage, a zip archive, the wrong shape) is
+  # refitted and rewritten.
+  for n, bad in enumerate(
+      [b"not an array", b"PK\x03\x04 not a zip either", np.zeros((5, 4), np.float32)]
+  ):
+    if isinstance(bad, bytes):
+      files[0].write_bytes(bad)
+    else:
+      np.save(files[0], bad)
+    np.testing.assert_array_equal(svd_lib.cached_fit_svd(x, 4, cache), want)
+    assert len(fits) == 4 + n
+    np.testing.assert_array_equal(np.load(files[0]), want)
+
+
+def test_cached_fit_svd_fits_when_the_folder_cannot_be_written(tmp_path):
+  x = _low_rank(50, 40, 3)
+  blocker = tmp_path / "file"
+  blocker.write_text("a file where the cache folder would go")
+  np.testing.assert_array_equal(svd_lib.cached_fit_svd(x, 2, blocker), svd_lib.fit_svd(x, 2))
 
 
 # ----------------------------------------------------------------------------- sequences

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import zipfile
 
 from absl import logging
 import numpy as np
+
+from crossmodal_jax import atomic
 
 __all__ = ["cached_fit_svd", "fit_svd", "project"]
 
@@ -24,6 +26,8 @@ __all__ = ["cached_fit_svd", "fit_svd", "project"]
 # not read back for the new code.
 _CACHE_VERSION = 1
 _CACHE_SUBDIR = "svd_fits"
+_N_OVERSAMPLES = 10  # fit_svd's randomized method: extra random directions ...
+_N_ITER = 5  # ... and power iterations
 
 
 def _randomized_svd_vt(
@@ -46,8 +50,8 @@ def fit_svd(
     dim: int,
     seed: int = 0,
     method: str = "auto",
-    n_oversamples: int = 10,
-    n_iter: int = 5,
+    n_oversamples: int = _N_OVERSAMPLES,
+    n_iter: int = _N_ITER,
 ) -> np.ndarray:
   """Fits a truncated-SVD projection (LSA; the data are not centred).
 
@@ -98,40 +102,46 @@ def fit_svd(
 def cached_fit_svd(
     x: np.ndarray, dim: int, cache_dir: str | os.PathLike | None, seed: int = 0
 ) -> np.ndarray:
-  """:func:`fit_svd` (method "auto"), kept under ``<cache_dir>/svd_fits/<sha1>.npy``.
+  """:func:`fit_svd` (its default settings), kept under ``<cache_dir>/svd_fits/<sha1>.npy``.
 
-  The sha1 covers the matrix (dtype, shape, bytes), ``dim``, ``seed`` and the fit's code
-  version, so any change of the training rows fits again, and a hit returns exactly what
-  the fit returned. The randomized fit of Wikipedia's 2,173 x 10,000 TF-IDF rows takes
-  10-50 s on 2 cores; hashing them takes a fraction of a second. An unreadable file is
-  refitted; ``cache_dir=None`` (or empty) always fits. The file is written atomically.
+  The sha1 covers the matrix (dtype, shape, bytes), ``dim``, ``seed``, the fit's settings
+  and its code version (`_CACHE_VERSION`, bumped with any change of its arithmetic), so
+  any change of the training rows fits again and a hit returns exactly what the fit
+  returned. The randomized fit of Wikipedia's 2,173 x 10,000 TF-IDF rows takes 10-50 s on
+  2 cores; hashing them a fraction of a second. Runs that start together on an empty
+  cache each fit, and the last rename wins (the fits are identical). A file that cannot
+  be read back as the components is refitted; one that cannot be written is only
+  logged. ``cache_dir=None`` (or empty) always fits.
   """
   if not cache_dir:
     return fit_svd(x, dim, seed=seed)
   x = np.ascontiguousarray(x)
-  digest = hashlib.sha1(f"v{_CACHE_VERSION}|{x.dtype.str}|{x.shape}|{dim}|{seed}|".encode())
-  digest.update(x.tobytes())
-  folder = os.path.join(os.fspath(cache_dir), _CACHE_SUBDIR)
+  settings = f"auto|{_N_OVERSAMPLES}|{_N_ITER}"  # the fit_svd call below
+  digest = hashlib.sha1(
+      f"v{_CACHE_VERSION}|{x.dtype.str}|{x.shape}|{dim}|{seed}|{settings}|".encode()
+  )
+  digest.update(memoryview(x).cast("B"))
+  folder = os.path.join(os.path.expanduser(os.fspath(cache_dir)), _CACHE_SUBDIR)
   path = os.path.join(folder, f"{digest.hexdigest()}.npy")
   if os.path.exists(path):
     try:
       components = np.load(path, allow_pickle=False)
-      if components.shape == (x.shape[1], dim) and components.dtype == np.float32:
+      if (
+          isinstance(components, np.ndarray)
+          and components.shape == (x.shape[1], dim)
+          and components.dtype == np.float32
+      ):
         return components
-      logging.warning("Refitting the SVD: %s holds %s.", path, components.shape)
-    except (OSError, ValueError, EOFError) as e:
+      logging.warning(
+          "Refitting the SVD: %s does not hold [%d, %d] float32.", path, *x.shape[1:], dim
+      )
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
       logging.warning("Refitting the SVD: %s is unreadable (%s).", path, e)
-  components = fit_svd(x, dim, seed=seed)
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_svd_", suffix=".npy")
+  components = fit_svd(x, dim, seed, "auto", _N_OVERSAMPLES, _N_ITER)
   try:
-    with os.fdopen(fd, "wb") as f:
-      np.save(f, components, allow_pickle=False)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+    atomic.atomic_write(path, lambda f: np.save(f, components, allow_pickle=False))
+  except OSError as e:
+    logging.warning("The SVD fit was not cached (%s).", e)
   return components
 
 

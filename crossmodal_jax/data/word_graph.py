@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 
@@ -36,6 +35,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from absl import logging
 
+from crossmodal_jax import atomic
 from crossmodal_jax.data import glove
 from crossmodal_jax.data import tfidf
 from crossmodal_jax.data import tokens as tokens_lib
@@ -117,14 +117,10 @@ class WordGraph:
     )
 
   def save(self, path: str | os.PathLike) -> None:
-    """Writes the graph to ``path`` (.npz) atomically: a temp file, then ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_word_graph_", suffix=".npz")
-    try:
-      with os.fdopen(fd, "wb") as f:
-        np.savez(
+    """Writes the graph to ``path`` (.npz), never half-written (`atomic.atomic_write`)."""
+    atomic.atomic_write(
+        path,
+        lambda f: np.savez(
             f,
             format_version=np.int64(_FORMAT_VERSION),
             senders=self.senders,
@@ -133,12 +129,8 @@ class WordGraph:
             num_nodes=np.int64(self.num_nodes),
             lambda_max=np.float64(self.lambda_max),
             num_neighbors=np.int64(self.num_neighbors),
-        )
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+        ),
+    )
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> WordGraph:
@@ -313,7 +305,7 @@ def cached_word_graph(
   if not cache_dir:
     return build_word_graph(vectors, num_neighbors, lambda_max)
   key = _cache_key(vectors, num_neighbors, lambda_max, tuple(key_parts))
-  path = os.path.join(os.fspath(cache_dir), _CACHE_SUBDIR, f"{key}.npz")
+  path = os.path.join(os.path.expanduser(os.fspath(cache_dir)), _CACHE_SUBDIR, f"{key}.npz")
   if os.path.exists(path):
     try:
       return WordGraph.load(path)
