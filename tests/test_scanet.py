@@ -354,11 +354,15 @@ def test_paper_preset_has_the_papers_hyperparameters():
   }
   assert changed == {
       "model.attention_scale", "model.gcn_init", "model.text_input", "train.learning_rate",
-      "train.weight_decay", "train.num_epochs", "model.pair_order", "model.gcn_filters",
-      "data.image_power",
+      "train.weight_decay", "train.num_epochs", "model.gcn_filters", "data.image_power",
   }  # fmt: skip
   assert (default.data.image_power, default.train.num_epochs) == (0.5, 6)
+  assert default.model.pair_order == c.model.pair_order == "shuffled"
   assert get_config("scanet,synthetic").data.image_power == 1.0  # not histograms
+  # Text-grouped pairs (the cheap steps) where they were chosen: the synthetic benchmark
+  # and the CI preset.
+  assert get_config("scanet,synthetic").model.pair_order == "text"
+  assert get_config("scanet,wikipedia,ci").model.pair_order == "text"
 
 
 def test_synthetic_recipe_is_not_overpowered_by_its_l2_at_a_seed_that_collapsed():
