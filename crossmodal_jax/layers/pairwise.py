@@ -26,6 +26,8 @@ backend, wherever its arrays live.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -105,7 +107,19 @@ def _blocks_backward(a, b, w, g, block_elements: int = BLOCK_ELEMENTS):
   return _grads(a, b, w, g_rows, d_sum)
 
 
-@jax.custom_vjp
+def _one_form(forward, backward):
+  """`forward(a, b, w)` with the custom VJP `backward(a, b, w, g)`: the kernel's inputs are
+  its only residuals (each pass recomputes the ReLU mask)."""
+  f = jax.custom_vjp(forward)
+  f.defvjp(lambda a, b, w: (forward(a, b, w), (a, b, w)), lambda res, g: backward(*res, g))
+  return f
+
+
+def _picked_backward(a, b, w, g):
+  return jax.lax.platform_dependent(a, b, w, g, cpu=_rows_backward, default=_blocks_backward)
+
+
+@functools.partial(_one_form, backward=_picked_backward)
 def pairwise_relu_dot(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
   """Returns R[p, q] = sum_k relu(a[p, k] + b[q, k]) * w[k] without a [P, Q, K] buffer.
 
@@ -119,29 +133,7 @@ def pairwise_relu_dot(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
   Returns:
     [P, Q] scores.
   """
-  return _forward(a, b, w)
-
-
-def _forward(a, b, w):
   return jax.lax.platform_dependent(a, b, w, cpu=_rows_forward, default=_blocks_forward)
-
-
-def _fwd(a, b, w):
-  return _forward(a, b, w), (a, b, w)
-
-
-def _bwd(residuals, g):
-  a, b, w = residuals
-  return jax.lax.platform_dependent(a, b, w, g, cpu=_rows_backward, default=_blocks_backward)
-
-
-pairwise_relu_dot.defvjp(_fwd, _bwd)
-
-
-def _one_form(forward, backward):
-  f = jax.custom_vjp(lambda a, b, w: forward(a, b, w))
-  f.defvjp(lambda a, b, w: (forward(a, b, w), (a, b, w)), lambda res, g: backward(*res, g))
-  return f
 
 
 def row_block_form(block_elements: int = BLOCK_ELEMENTS):
