@@ -14,8 +14,9 @@ training pairs.
 Choices the paper leaves open (decided here, with the reason):
 - Co-attention layer k >= 2 reads the previous layer's attended features f~^{k-1} on
   both sides (eq. 8 writes f_I^{k-1}; "stacked" and eq. 7 read f~).
-- No activation after the common-space Dense layers by default (the paper names none;
-  `model.activation` offers relu / tanh).
+- No activation after the common-space Dense layers in the model's default (the paper
+  names none; `model.activation` offers relu / tanh). `scanet,wikipedia` takes a ReLU,
+  chosen on its validation split (`configs/scanet.py`).
 - Dense layers initialised as Keras/TensorFlow do (Glorot uniform, zero bias), the
   framework of the authors' code; L2 is `train.weight_decay` (coupled, on every
   parameter: 5e-3 x tf.nn.l2_loss in the paper preset).
