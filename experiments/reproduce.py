@@ -765,16 +765,14 @@ def _baseline_settings(data_config, components, c_grid, solver) -> dict[str, Any
 
 def _same_settings(stored: dict | None, settings: dict[str, Any]) -> bool:
   """A stored baseline's settings equal `settings`; a data field absent from `stored`
-  (added to the code since) counts as equal at its common default, as for the runs."""
+  (added to the code since) counts as equal at its common default, as for the runs
+  (`train.with_absent_fields`)."""
   if not stored:
     return False
   common = train_lib.flatten_config(
       _json_roundtrip(default_configs.data_config(settings["data"].get("name", "")))
   )
-  data = dict(stored.get("data") or {})
-  for k, v in settings["data"].items():
-    if k not in data and k in common and common[k] == v:
-      data[k] = v
+  data = train_lib.with_absent_fields(dict(stored.get("data") or {}), settings["data"], common)
   return {**stored, "data": data} == settings
 
 
