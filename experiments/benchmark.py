@@ -436,7 +436,7 @@ def bench_kernel() -> list[dict]:
   w = jnp.asarray(rng.standard_normal((k,), dtype=np.float32))
   s = jnp.asarray(rng.random((p, q), dtype=np.float32))
   out = []
-  picked = "rows" if jax.default_backend() == "cpu" else "blocks"
+  picked = pairwise.picked_form(jax.default_backend())
   for name, fn in (
       ("rows", pairwise.pairwise_relu_dot_rows),
       ("blocks", pairwise.pairwise_relu_dot_blocks),
@@ -591,15 +591,20 @@ def _scanet_data(config, cache: dict) -> common.Dataset:
 
 def bench_scanet(cache: dict) -> list[dict]:
   """SCANet: training steps with pairs grouped by text (each text encoded once per batch)
-  against uniformly shuffled pairs (about one text per pair), and all-pairs scoring of
-  the 462 x 462 test split."""
+  against uniformly shuffled pairs (about one text per pair), the shuffled steps again at
+  each other co-attention depth of the ablation (0..3), and all-pairs scoring of the
+  462 x 462 test split."""
   config = default_configs.get_config("scanet,wikipedia")
   dataset = _scanet_data(config, cache)
   graph = dataset.meta["word_graph"]
   tc = config.train
+  depth = config.model.attention_layers
+  cases = [("text", depth), ("shuffled", depth)]
+  cases += [("shuffled", k) for k in range(4) if k != depth]
   out = []
-  for order in ("text", "shuffled"):
+  for order, layers in cases:
     config.model.pair_order = order
+    config.model.attention_layers = layers
     method, steps, mesh, state, step_fn = _training_setup(config, dataset)
     raw = list(
         itertools.islice(
@@ -607,6 +612,8 @@ def bench_scanet(cache: dict) -> list[dict]:
         )
     )
     per_step, state = _seconds_per_step(step_fn, state, mesh, raw)
+    if layers == depth:
+      scored = state  # the default depth's model scores the test split below
     texts = float(np.mean([len(np.unique(b["pair_text"])) for b in raw]))
     images = float(np.mean([len(np.unique(b["pair_image"])) for b in raw]))
     flops = scanet_step_flops(
@@ -615,8 +622,12 @@ def bench_scanet(cache: dict) -> list[dict]:
     params = train_lib.num_params(state.params)
     out.append(
         {
-            "name": f"train_steps/scanet/wikipedia/pairs_by_{order}",
+            "name": (
+                f"train_steps/scanet/wikipedia/pairs_by_{order}"
+                + ("" if layers == depth else f"/attention_layers_{layers}")
+            ),
             "data": dataset.name,
+            "attention_layers": layers,
             "batch_pairs": tc.batch_size,
             "text_slots_per_batch": int(raw[0]["bow"].shape[0]),
             "distinct_texts_per_batch": texts,
@@ -632,9 +643,9 @@ def bench_scanet(cache: dict) -> list[dict]:
         }
     )
   out[1]["slowdown_vs_pairs_by_text"] = out[1]["seconds_per_step"] / out[0]["seconds_per_step"]
-  config.model.pair_order = "text"
+  config.model.pair_order, config.model.attention_layers = "text", depth
   method = methods.get_method(config, dataset.dims(), dataset.meta)
-  variables = state.variables
+  variables = scored.variables
   test = dataset.test
   seconds = _timeit(
       lambda: evaluate.score_split(method, variables, test, config.eval), _REPEATS.value

@@ -149,6 +149,8 @@ def test_pairwise_relu_dot_picks_its_form_by_platform():
     for platform, loops_rows in (("cpu", True), ("cuda", False), ("rocm", False), ("tpu", False)):
       text = jax.export.export(jax.jit(fn), platforms=[platform])(a, b, w).mlir_module()
       assert ("dot_general" in text) == loops_rows, (fn, platform)
+      # The rule the benchmark reads names the form the program was lowered to.
+      assert pairwise.picked_form(platform) == ("rows" if loops_rows else "blocks")
 
 
 def test_pairwise_relu_dot_finite_differences():

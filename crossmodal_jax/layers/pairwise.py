@@ -115,8 +115,27 @@ def _one_form(forward, backward):
   return f
 
 
+# The form each platform takes (module doc): the row loop on the CPU, row blocks elsewhere.
+_PLATFORM_FORMS = {"cpu": "rows"}
+_OTHER_PLATFORMS_FORM = "blocks"
+_FORWARDS = {"rows": _rows_forward, "blocks": _blocks_forward}
+_BACKWARDS = {"rows": _rows_backward, "blocks": _blocks_backward}
+
+
+def picked_form(platform: str) -> str:
+  """The form, "rows" or "blocks", that `pairwise_relu_dot` takes on `platform` ("cpu",
+  "gpu", "cuda", "tpu", ...)."""
+  return _PLATFORM_FORMS.get(platform, _OTHER_PLATFORMS_FORM)
+
+
+def _by_platform(forms: dict) -> dict:
+  """`jax.lax.platform_dependent`'s keyword branches: each platform's form in `forms`."""
+  branches = {platform: forms[form] for platform, form in _PLATFORM_FORMS.items()}
+  return {**branches, "default": forms[_OTHER_PLATFORMS_FORM]}
+
+
 def _picked_backward(a, b, w, g):
-  return jax.lax.platform_dependent(a, b, w, g, cpu=_rows_backward, default=_blocks_backward)
+  return jax.lax.platform_dependent(a, b, w, g, **_by_platform(_BACKWARDS))
 
 
 @functools.partial(_one_form, backward=_picked_backward)
@@ -133,7 +152,7 @@ def pairwise_relu_dot(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
   Returns:
     [P, Q] scores.
   """
-  return jax.lax.platform_dependent(a, b, w, cpu=_rows_forward, default=_blocks_forward)
+  return jax.lax.platform_dependent(a, b, w, **_by_platform(_FORWARDS))
 
 
 def row_block_form(block_elements: int = BLOCK_ELEMENTS):
