@@ -30,7 +30,9 @@ __all__ = ["DEFAULT_STOPWORDS", "tokenize", "normalize_stopword", "load_stopword
 # ASCII letters, Latin-1 letters (without the multiplication and division signs), Latin
 # Extended-A and -B, and Latin Extended Additional.
 _LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff"
-_APOSTROPHES = "'\u2019\u02bc"
+# The ASCII apostrophe, the right single quotation mark and the modifier letter apostrophe.
+_APOSTROPHE_CHARS = ("'", "\u2019", "\u02bc")
+_APOSTROPHES = "".join(_APOSTROPHE_CHARS)
 _TOKEN_RE = re.compile(f"[{_LETTERS}]+(?:[{_APOSTROPHES}][{_LETTERS}]+)*")
 _POSSESSIVE_RE = re.compile(f"[{_APOSTROPHES}]s$")
 _APOSTROPHE_RE = re.compile(f"[{_APOSTROPHES}]")
@@ -57,8 +59,12 @@ def tokenize(text: str) -> list[str]:
   text = unicodedata.normalize("NFKC", text.lower())
   text = _COMBINING_RE.sub("", text)
   tokens = []
-  for match in _TOKEN_RE.finditer(text):
-    token = _APOSTROPHE_RE.sub("", _POSSESSIVE_RE.sub("", match.group()))
+  ascii_apostrophe, right_quote, modifier = _APOSTROPHE_CHARS
+  for token in _TOKEN_RE.findall(text):
+    # Most tokens have no apostrophe: skip the two substitutions for them (they took
+    # about half the time of tokenising the Wikipedia articles).
+    if ascii_apostrophe in token or right_quote in token or modifier in token:
+      token = _APOSTROPHE_RE.sub("", _POSSESSIVE_RE.sub("", token))
     if len(token) > 1:
       tokens.append(token)
   return tokens
