@@ -15,8 +15,9 @@ Measures, on whatever devices JAX sees:
   600-1024-1 MLP) on a sub-block, so their ratio is measured in the same run;
 - the pairwise kernel alone in both its forms (the CPU's row loop, the accelerators' row
   blocks) against the naive [P, Q, K] grid, forward + backward;
-- SCANet's training steps with pairs grouped by text against shuffled pairs, and its
-  all-pairs scoring (`--only=scanet`);
+- SCANet's training steps with pairs grouped by text against shuffled pairs, the shuffled
+  steps at each co-attention depth of the ablation, and its all-pairs scoring
+  (`--only=scanet`);
 - MCSM's training steps on Wikipedia at the code's LSTM width and the CPU one
   (`--only=mcsm`, with --wikipedia_dir);
 - all-pairs scoring of a 40k x 40k synthetic gallery without its score matrix
@@ -85,7 +86,9 @@ _ONLY = flags.DEFINE_list(
     "scanet, mcsm, feature_read, score_large; mcsm needs --wikipedia_dir and runs only with "
     "it).",
 )
-_SCANET_STEPS = flags.DEFINE_integer("scanet_steps", 20, "Timed SCANet training steps per order.")
+_SCANET_STEPS = flags.DEFINE_integer(
+    "scanet_steps", 20, "Timed SCANet training steps per case (pair order, co-attention depth)."
+)
 # MCSM's timed configs (spec, then model fields and data.max_words over it): the
 # authors' code (the `paper` preset), its LSTM width over 400 words without the conv
 # front-end, and the default chosen for the CPU.
@@ -601,7 +604,7 @@ def bench_scanet(cache: dict) -> list[dict]:
   depth = config.model.attention_layers
   cases = [("text", depth), ("shuffled", depth)]
   cases += [("shuffled", k) for k in range(4) if k != depth]
-  out = []
+  out, scored = [], None
   for order, layers in cases:
     config.model.pair_order = order
     config.model.attention_layers = layers

@@ -151,6 +151,7 @@ def test_pairwise_relu_dot_picks_its_form_by_platform():
       assert ("dot_general" in text) == loops_rows, (fn, platform)
       # The rule the benchmark reads names the form the program was lowered to.
       assert pairwise.picked_form(platform) == ("rows" if loops_rows else "blocks")
+  assert pairwise.picked_form("gpu") == "blocks"  # jax.default_backend()'s name for cuda, rocm
 
 
 def test_pairwise_relu_dot_finite_differences():

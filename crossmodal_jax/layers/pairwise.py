@@ -123,9 +123,14 @@ _BACKWARDS = {"rows": _rows_backward, "blocks": _blocks_backward}
 
 
 def picked_form(platform: str) -> str:
-  """The form, "rows" or "blocks", that `pairwise_relu_dot` takes on `platform` ("cpu",
-  "gpu", "cuda", "tpu", ...)."""
-  return _PLATFORM_FORMS.get(platform, _OTHER_PLATFORMS_FORM)
+  """The form, "rows" or "blocks", that `pairwise_relu_dot` takes on `platform`: a
+  lowering platform ("cpu", "cuda", "rocm", "tpu") or a backend as `jax.default_backend()`
+  names it ("gpu" stands for both "cuda" and "rocm")."""
+  names = ("cuda", "rocm") if platform == "gpu" else (platform,)
+  forms = {_PLATFORM_FORMS.get(name, _OTHER_PLATFORMS_FORM) for name in names}
+  if len(forms) != 1:
+    raise ValueError(f"cuda and rocm take different forms ({sorted(forms)}); name one.")
+  return forms.pop()
 
 
 def _by_platform(forms: dict) -> dict:
