@@ -94,15 +94,16 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
       config.data.image_power = 0.5
       t.num_epochs = 6
       # Uniformly shuffled pairs, as the paper's batches read: about 240 texts per batch
-      # instead of 8, each step 7x dearer on the CPU (4.3 min of steps per epoch alone,
-      # benchmarks/cpu_2core_2026-11-27_scanet.json; 26 min for the 6 epochs). Best
+      # instead of 8, each step 5.6-7x dearer on the CPU (3.4-4.3 min of steps per epoch
+      # alone, benchmarks/cpu_2core_2026-11-27_scanet*.json; 20-26 min for 6 epochs). Best
       # validation mAP, seeds 0, 1, 2: 0.288, 0.289, 0.296 (epochs 3, 3, 2) against the
       # text-grouped batches' 0.282, 0.288, 0.291.
       config.model.pair_order = "shuffled"
       # A ReLU after both paths' common-space Dense layers (the paper names no activation
-      # there). Best validation mAP, seeds 0, 1, 2: 0.306, 0.292, 0.302 (epochs 4, 6, 2)
-      # against the linear maps' 0.288, 0.289, 0.296; with it two co-attention layers are
-      # the best depth on validation (README, "SCANet on Wikipedia").
+      # there). Best validation mAP, seeds 0, 1, 2: 0.306, 0.292, 0.302 (epochs 4, 6, 2;
+      # on an H200; 0.309, 0.299, 0.302 on the CPU) against the linear maps' 0.288,
+      # 0.289, 0.296; with it two co-attention layers are the best depth on validation
+      # (README, "SCANet on Wikipedia").
       config.model.activation = "relu"
   if dataset == "synthetic":
     config.model.dim = 256
