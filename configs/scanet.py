@@ -10,7 +10,7 @@ Presets (`configs/default.py:scanet,DATASET[,PRESET]`):
   shuffled pairs;
 - "full" (default): the recipe chosen on the Wikipedia validation split: Adam 3e-4, L2
   5e-4, 12 epochs (best-by-validation checkpoint), attention N x softmax(.), LeCun filter
-  init, log(1 + counts), batches that group each text's pairs (7x cheaper steps), 8
+  init, log(1 + counts), batches that group each text's pairs (5.6-7x cheaper steps), 8
   filters in the first graph layer; on Wikipedia instead the square roots of the SIFT
   histograms, 6 epochs, uniformly shuffled pairs and a ReLU after the common-space Dense
   layers (`get_config`). On the synthetic benchmark (N = 256, 20 epochs) AdamW's

@@ -44,8 +44,8 @@ validation split; the "paper" preset keeps the paper's):
   learned late; with 8 it is 0.34-2.1.
 - Except on Wikipedia, batches group each text's pairs (`model.pair_order="text"`; the
   paper draws them uniformly, "shuffled"): a batch of 256 pairs holds about 8 distinct
-  texts instead of about 240, so the GCN and the V x N Dense run per text (steps 7x
-  cheaper on the CPU). The global loss is a statistic of the batch, so this changes the
+  texts instead of about 240, so the GCN and the V x N Dense run per text (steps
+  5.6-7x cheaper on the CPU). The global loss is a statistic of the batch, so this changes the
   objective's batches, not only its cost: its means and variances are over ~8 texts'
   pairs. On Wikipedia the shuffled pairs were better on validation, so it keeps them.
 - Adam 3e-4 with L2 5e-4 for 6 epochs instead of 1e-4 with L2 5e-3 for 80: the L2 term
