@@ -86,6 +86,24 @@ def different_label_negatives(key: jax.Array, labels: jax.Array) -> tuple[jax.Ar
   return jnp.where(found, negative, jnp.arange(labels.shape[0], dtype=jnp.int32)), found
 
 
+def hardest_negatives(scores: jax.Array, different: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Each row's highest-scoring column among its `different` ones (the hardest negative).
+
+  Args:
+    scores: [n, m] an anchor's similarity to each candidate.
+    different: [n, m] bool, which candidates may be the anchor's negative.
+
+  Returns:
+    (negative [n] int32, found [n] bool): the argmax of `scores` over the row's
+    candidates (the first on ties); where a row has none, found is False and negative 0.
+    The index is an integer: no gradient flows through the choice itself.
+  """
+  masked = jnp.where(different, scores, -jnp.inf)
+  found = jnp.any(different, axis=1)
+  negative = jnp.argmax(masked, axis=1).astype(jnp.int32)
+  return jnp.where(found, negative, 0), found
+
+
 def bidirectional_hinge(
     image: jax.Array,
     text: jax.Array,

@@ -125,6 +125,49 @@ def test_negatives_always_have_a_different_label(multi_hot):
   assert not np.any(found) and np.array_equal(neg, np.arange(5))
 
 
+def test_hardest_negatives_pick_the_top_score_among_the_candidates():
+  scores = jnp.asarray([[0.9, 0.2, 0.7, -0.1], [0.5, 0.5, 0.1, 0.4], [0.3, 0.8, 0.6, 0.2]])
+  different = jnp.asarray(
+      [[False, True, True, True], [True, True, False, False], [False, False, False, False]]
+  )
+  neg, found = losses.hardest_negatives(scores, different)
+  # Row 0: 0.9 is not a candidate, 0.7 is; row 1: a tie, the first; row 2: none.
+  np.testing.assert_array_equal(neg, [2, 0, 0])
+  np.testing.assert_array_equal(found, [True, True, False])
+  # The hinge through the picked negative is the hinge through the masked maximum.
+  grad = jax.grad(lambda s: s[jnp.arange(2), losses.hardest_negatives(s, different)[0][:2]].sum())
+  np.testing.assert_array_equal(grad(scores), [[0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("front_end", [False, True])
+def test_hardest_negative_loss_against_numpy(dataset, front_end):
+  config, method, variables = _method(dataset, front_end=front_end, negatives="hardest")
+  batch = {k: dataset.train[k][:16] for k in method.batch_keys}
+  loss, (_, logs) = jax.jit(lambda v, b: method.loss(v, b, jax.random.key(7), None))(
+      variables, batch
+  )
+  (image, text), _ = method.module.apply(
+      {k: v for k, v in variables.items() if k != "fusion"},
+      *method._image_args(method.image_input(batch)),
+      *method._text_args(method.text_input(batch)),
+      train=True, mutable=["batch_stats"],
+  )  # fmt: skip
+  different = batch["label"][:, None] != batch["label"][None, :]
+  want = 0.0
+  for space in ("image_space", "text_space"):
+    i, t = np.asarray(image[space], np.float64), np.asarray(text[space], np.float64)
+    s = i @ t.T  # s[a, b] = cos(image a, text b)
+    pos = np.diag(s)
+    i2t = np.maximum(0, 0.5 - pos + np.where(different, s, -np.inf).max(1))
+    t2i = np.maximum(0, 0.5 - pos + np.where(different, s, -np.inf).max(0))
+    space_loss = i2t.mean() + t2i.mean()
+    np.testing.assert_allclose(logs[f"loss_{space}"], space_loss, rtol=1e-4)
+    want += space_loss
+  np.testing.assert_allclose(loss, want, rtol=1e-4)
+  with pytest.raises(ValueError, match="model.negatives 'easiest'"):
+    methods.get_method(small_config(negatives="easiest"), dataset.dims(), dataset.meta)
+
+
 def test_method_loss_is_both_spaces_hinge_with_the_keys_negatives(dataset):
   config, method, variables = _method(dataset, front_end=True)
   batch = {k: dataset.train[k][:16] for k in method.batch_keys}
@@ -375,7 +418,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 
     assert jax.device_count() == 8, jax.devices()
     ds = small_dataset()
-    cfg = small_config(front_end=True)
+    cfg = small_config(front_end=True, negatives=NEGATIVES)
     # Plain SGD: Adam's or RMSprop's update is blind to a gradient's scale, so it would
     # hide a collective that scales a gradient by the device count.
     cfg.train.optimizer, cfg.train.learning_rate = "sgd", 0.5
@@ -394,8 +437,9 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_steps_equal_single_device():
-  r = sharded_steps.run_on_8_devices(_PARALLEL_SCRIPT)
+@pytest.mark.parametrize("negatives", ["random", "hardest"])
+def test_sharded_steps_equal_single_device(negatives):
+  r = sharded_steps.run_on_8_devices(_PARALLEL_SCRIPT.replace("NEGATIVES", repr(negatives)))
   assert r["moved"] > 1e-4 and r["diff"] < 1e-5 and r["loss"] < 1e-5, r
   assert r["stats"] < 1e-5 and r["weight"] == 0.5, r
 

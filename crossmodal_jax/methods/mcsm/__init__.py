@@ -37,6 +37,8 @@ Interpretation choices (where the notes and the code leave it open, or where we 
   step, separately for the image anchors (a text) and the text anchors (an image), from
   the first device's key of the step, so the draw depends on (seed, step, global batch)
   and not on the number of devices; each device sums the hinges of its own anchors.
+  `model.negatives="hardest"` takes instead each space's highest-scoring different-label
+  item of the global batch (an option, not the code's; it trained worse on Wikipedia).
 - The text space's image vector is Dense -> sigmoid -> L2 normalise in that order (the
   code's): its entries are all positive; no extra scale or bias is added to the cosine.
 - The word vectors are a constant of the encoder (frozen, as in the code), not a

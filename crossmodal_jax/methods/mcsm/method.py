@@ -24,6 +24,9 @@ from crossmodal_jax.methods.mcsm.model import cosine_scores
 # What `retrieval_scores` ranks by (`model.retrieval`): the adaptive fusion of both spaces'
 # scores, or one space's cosine alone.
 RETRIEVALS = ("fusion", *SPACES)
+# How each anchor's different-label negative is picked (`model.negatives`): drawn at random
+# (the code's) or the space's highest-scoring one in the global batch.
+NEGATIVES = ("random", "hardest")
 FUSION = "fusion"  # the non-param collection holding the fusion weight i
 DEFAULT_GRID = np.linspace(0.0, 1.0, 101)
 
@@ -98,6 +101,8 @@ class MCSMMethod(base.Method):
     table = self.word_vector_table("mcsm")
     if c.retrieval not in RETRIEVALS:
       raise ValueError(f"Unknown model.retrieval {c.retrieval!r}; choose one of {RETRIEVALS}.")
+    if c.negatives not in NEGATIVES:
+      raise ValueError(f"Unknown model.negatives {c.negatives!r}; choose one of {NEGATIVES}.")
     # Frozen word vectors: a constant of the encoder, not a parameter (nothing trains or
     # checkpoints them).
     self.word_vectors = np.asarray(table, np.float32)
@@ -182,8 +187,9 @@ class MCSMMethod(base.Method):
   def loss(self, variables, batch, rng, axis_name):
     """Sum over the two spaces of the bidirectional hinge, each direction's hinges
     averaged over the global batch's anchors (an anchor without a different-label item
-    counts 0). Negatives come from the global batch, drawn from the first device's key,
-    so the loss is the same on any number of devices."""
+    counts 0). Negatives come from the global batch: drawn from the first device's key
+    (`model.negatives="random"`) or each space's hardest (`"hardest"`), so the loss is
+    the same on any number of devices."""
     c = self.config.model
     model_vars = self._model_variables(variables)
     mutable = [k for k in model_vars if k != "params"]  # the front-end's batch_stats
@@ -202,11 +208,22 @@ class MCSMMethod(base.Method):
     key_text, key_image = jax.random.split(_batch_key(rng, axis_name))
     start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
     rows = lambda x: jax.lax.dynamic_slice_in_dim(x, start, local)
-    negative_text, text_found = map(rows, losses.different_label_negatives(key_text, labels))
-    negative_image, image_found = map(rows, losses.different_label_negatives(key_image, labels))
+    if c.negatives == "random":
+      negative_text, text_found = map(rows, losses.different_label_negatives(key_text, labels))
+      negative_image, image_found = map(rows, losses.different_label_negatives(key_image, labels))
+    else:
+      different = rows(losses.label_agreement(labels, labels) == 0)  # [local, n]
     n = labels.shape[0]
     total, logs = 0.0, {}
     for space in SPACES:
+      if c.negatives == "hardest":
+        # This space's hardest different-label item of the global batch, per anchor.
+        negative_text, text_found = losses.hardest_negatives(
+            image[space] @ text_all[space].T, different
+        )
+        negative_image, image_found = losses.hardest_negatives(
+            text[space] @ image_all[space].T, different
+        )
       i2t, t2i = losses.bidirectional_hinge(
           image[space],
           text[space],
