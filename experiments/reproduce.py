@@ -55,6 +55,18 @@ Under another protocol these are results_PROTOCOL.json, results_PROTOCOL.md,
 pr_DATASET_PROTOCOL.png and pr_ABLATION_DATASET_PROTOCOL.png, beside the default's; a
 PR-curve PNG is drawn only where the rows have PR curves (a streamed top-k ranking has
 none).
+--amend=DIR merges this command's rows into the table already in DIR (same protocol,
+preset and seeds, checked before anything runs) instead of writing a new one in WORKDIR:
+each row replaces the row of its name on its dataset (methods by name, baselines by
+their tag), other rows, datasets and ablations stay, and DIR's results.json gains an
+entry in its "amended" list (date, command, rows, --amend_note) that results.md prints
+under the dataset's table; the PR plots are redrawn there. It re-runs one method's row
+after its default changed, without re-running the rest:
+
+  python -m experiments.reproduce --workdir=/tmp/table --methods=scanet \
+    --datasets=wikipedia --seeds=3 --baselines= --amend=results/table_2026-11-27 \
+    --amend_note="after the default took ..." --manual_dir=wikipedia=/path/to/wikipedia_dataset
+
 A progress line says which run of how many is going and the time left. A bad input is
 one line `error: ...`; Ctrl-C keeps every finished run and the running one's last
 checkpoint, and re-running the same command goes on from there.
@@ -69,6 +81,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -237,6 +250,22 @@ _ABLATIONS = flags.DEFINE_list(
     )
     + ". Each variant is its own run per dataset and seed (the one equal to the method's "
     "config shares the method's runs), with its own table in results.md.",
+)
+_AMEND = flags.DEFINE_string(
+    "amend",
+    None,
+    "A folder holding an earlier table of the same protocol, preset and seeds (its "
+    "results.json): the rows this command produces replace that table's rows of the same "
+    "name and dataset (added if absent), every other row, dataset and ablation stays, and "
+    "its 'amended' list records the date, command, rows and --amend_note. results.json, "
+    "results.md and the PR plots are rewritten there, not in --workdir (the runs stay "
+    "under --workdir). Checked before anything runs.",
+)
+_AMEND_NOTE = flags.DEFINE_string(
+    "amend_note",
+    "",
+    "With --amend: why the rows were re-run (the commit, the chosen change, what shared "
+    "the machine), recorded with the amendment in results.json and results.md.",
 )
 
 
@@ -984,12 +1013,14 @@ def markdown(results: dict[str, Any]) -> str:
       "validation). Training time: the sum of the epochs' training time per run, "
       "validation excluded.",
   ]
+  lines += _amendments(results, None)
   for name, ds in results["datasets"].items():
     lines += [
         "",
         f"## {name} ({_pairs(ds, protocol)})",
         "",
     ] + _table("method", ds, default)
+    lines += _amendments(results, name)
   for name, ablation in results.get("ablations", {}).items():
     lines += [
         "",
@@ -1005,6 +1036,7 @@ def markdown(results: dict[str, Any]) -> str:
           f"### {dataset} ({_pairs(ds, protocol)})",
           "",
       ] + _table("variant", ds, default)
+      lines += _amendments(results, dataset, name)
   return "\n".join(lines) + "\n"
 
 
@@ -1109,6 +1141,135 @@ def machine() -> dict[str, Any]:
   }
 
 
+def load_table(folder: str, protocol: str) -> dict[str, Any]:
+  """The table of `protocol` in `folder` (`results_file`), as written by `write_outputs`;
+  one error naming the file when it is missing or is not such a table."""
+  path = os.path.join(folder, results_file(protocol))
+  try:
+    with open(path) as f:
+      table = json.load(f)
+  except FileNotFoundError:
+    raise errors.UserError(f"--amend: no table at {path}.") from None
+  except (OSError, json.JSONDecodeError) as e:
+    raise errors.UserError(f"--amend: cannot read {path}: {e}.") from None
+  if not isinstance(table, dict) or not isinstance(table.get("datasets"), dict):
+    raise errors.UserError(f"--amend: {path} is not a results table (no 'datasets').")
+  return table
+
+
+def check_amendable(
+    table: dict[str, Any], path: str, protocol: str, preset: str, seeds: Sequence[int]
+) -> None:
+  """One error when `table` (read from `path`) was made under another protocol, preset or
+  set of seeds than the rows that would amend it: its rows would not compare."""
+  have = {
+      "protocol": (table.get("protocol") or {}).get("name"),
+      "preset": table.get("preset"),
+      "seeds": table.get("seeds"),
+  }
+  want = {"protocol": protocol, "preset": preset, "seeds": list(seeds)}
+  for key, value in want.items():
+    if have[key] != value:
+      raise errors.UserError(
+          f"--amend: {path} has {key} {have[key]!r}, this command {value!r}; its rows would "
+          "not compare."
+      )
+
+
+def _replace_rows(old: list[dict], new: Sequence[dict]) -> list[dict]:
+  """`old` with each row of `new` in place of the old row of its name (appended if
+  none)."""
+  rows = list(old)
+  for row in new:
+    at = [k for k, r in enumerate(rows) if r["name"] == row["name"]]
+    if at:
+      rows[at[0]] = row
+    else:
+      rows.append(row)
+  return rows
+
+
+def _same_sizes(old: dict[str, Any], new: dict[str, Any], where: str) -> None:
+  for key in ("num_test", "num_gallery"):
+    if None not in (old.get(key), new.get(key)) and old[key] != new[key]:
+      raise errors.UserError(
+          f"--amend: {where} has {key} {old[key]} in the table and {new[key]} in the new "
+          "runs (other splits); the rows would not compare."
+      )
+
+
+def amend_table(
+    table: dict[str, Any], new: dict[str, Any], command: str, note: str = ""
+) -> dict[str, Any]:
+  """`table` with the rows of `new` (a table of the same protocol, preset and seeds)
+  replacing its rows of the same name and dataset, and the same for each ablation of
+  `new`; a dataset or ablation absent from `table` is added whole. Every other row stays.
+  The amendment is appended to table["amended"] as {"date", "command", "rows": {dataset:
+  [row names]}, "ablations": {ablation: {dataset: [variant names]}}, "note"}."""
+  out = json.loads(json.dumps(table))
+  rows_done: dict[str, list[str]] = {}
+  for name, ds in new["datasets"].items():
+    rows_done[name] = [r["name"] for r in ds["rows"]]
+    if name not in out["datasets"]:
+      out["datasets"][name] = ds
+      continue
+    old = out["datasets"][name]
+    _same_sizes(old, ds, f"dataset {name!r}")
+    old["rows"] = _replace_rows(old["rows"], ds["rows"])
+  ablations_done: dict[str, dict[str, list[str]]] = {}
+  for name, entry in new.get("ablations", {}).items():
+    ablations_done[name] = {
+        d: [r["name"] for r in ds["rows"]] for d, ds in entry["datasets"].items()
+    }
+    have = out.setdefault("ablations", {})
+    if name not in have:
+      have[name] = entry
+      continue
+    for d, ds in entry["datasets"].items():
+      if d not in have[name]["datasets"]:
+        have[name]["datasets"][d] = ds
+        continue
+      _same_sizes(have[name]["datasets"][d], ds, f"ablation {name!r} on {d!r}")
+      have[name]["datasets"][d]["rows"] = _replace_rows(
+          have[name]["datasets"][d]["rows"], ds["rows"]
+      )
+  out.setdefault("amended", []).append(
+      {
+          "date": new["date"],
+          "command": command,
+          "rows": rows_done,
+          "ablations": ablations_done,
+          "note": note,
+      }
+  )
+  return out
+
+
+def _amendments(results: dict[str, Any], where: str | None, ablation: str | None = None):
+  """The markdown paragraphs of the amendments that touched dataset `where` (of
+  `ablation` when given); `where` None: the ones recorded as free text (older tables)."""
+  lines = []
+  for a in results.get("amended", []):
+    if isinstance(a, str):
+      if where is None:
+        lines += ["", f"Amended {a}"]
+      continue
+    if where is None:
+      continue
+    names = (
+        a["rows"].get(where, [])
+        if ablation is None
+        else a["ablations"].get(ablation, {}).get(where, [])
+    )
+    if not names:
+      continue
+    text = f"Amended {a['date']}: {', '.join(names)} re-run by `{a['command']}`."
+    if a.get("note"):
+      text += f" {a['note']}"
+    lines += ["", text]
+  return lines
+
+
 def _write_atomic(path: str, text: str):
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -1167,13 +1328,23 @@ def reproduce(
     execute_fn: Callable[[Run, DatasetCache], dict[str, Any]] = execute,
     ablations: Sequence[str] = (),
     protocol: str = "default",
+    amend: str | None = None,
+    amend_note: str = "",
 ) -> dict[str, Any]:
   """Runs (or reuses) every run, baseline and ablation variant (names of ABLATIONS),
   scored under `protocol` (a key of `evaluate.PROTOCOLS`); writes and returns the
-  results."""
+  results: in `workdir`, or with `amend` (a folder) merged into the table there
+  (`amend_table`, noting `amend_note`)."""
   out = out or sys.stdout
   manual_dirs = manual_dirs or {}
   info = protocol_info(protocol)
+  if amend_note and not amend:
+    raise errors.UserError("--amend_note says why rows of a table were re-run: give --amend=DIR.")
+  if amend:
+    amended = load_table(amend, protocol)
+    check_amendable(
+        amended, os.path.join(amend, results_file(protocol)), protocol, preset, range(seeds)
+    )
   for b in baselines:
     if b not in baselines_lib.BASELINES:
       raise errors.UserError(f"Unknown baseline {b!r}; choose from {baselines_lib.BASELINES}.")
@@ -1311,6 +1482,8 @@ def reproduce(
       ]
       entry["datasets"][d] = {**sizes(d, rows), "rows": rows}
     results["ablations"][a] = entry
+  if amend:
+    return write_outputs(amend_table(amended, results, results["command"], amend_note), amend)
   return write_outputs(results, workdir)
 
 
@@ -1349,15 +1522,17 @@ def main(argv):
       cca_solver=_CCA_SOLVER.value,
       ablations=[a for a in _ABLATIONS.value if a],
       protocol=_PROTOCOL.value,
-      command="python -m experiments.reproduce " + " ".join(sys.argv[1:]),
+      amend=_AMEND.value,
+      amend_note=_AMEND_NOTE.value,
+      command="python -m experiments.reproduce " + shlex.join(sys.argv[1:]),
   )
   protocol = _PROTOCOL.value
+  where = _AMEND.value or _WORKDIR.value
   plots = "pr_*.png" if protocol == "default" else f"pr_*_{protocol}.png"
   print()
   print(markdown(results), end="")
   print(
-      f"(results in {_WORKDIR.value}/{results_file(protocol)}, "
-      f"{results_file(protocol, 'md')}, {plots})"
+      f"(results in {where}/{results_file(protocol)}, " f"{results_file(protocol, 'md')}, {plots})"
   )
 
 

@@ -236,6 +236,67 @@ def test_finished_runs_are_reused(table):
     )
 
 
+def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
+  # The table, copied to its own folder, with a free-text amendment of an older version.
+  folder = tmp_path / "table"
+  folder.mkdir()
+  for name in ("results.json", "results.md", "pr_synthetic.png"):
+    shutil.copy(os.path.join(table[0], name), folder)
+  stored = json.loads((folder / "results.json").read_text())
+  stored["amended"] = ["2026-01-01: an older amendment, in words."]
+  (folder / "results.json").write_text(json.dumps(stored))
+  before = {r["name"]: r for r in stored["datasets"]["synthetic"]["rows"]}
+  args = dict(
+      methods=["drsl"],
+      datasets=["synthetic"],
+      seeds=2,
+      preset="ci",
+      overrides=TINY + ("drsl:model.dropout=0.25",),
+      baselines=[],
+  )
+  rerun = str(tmp_path / "rerun")
+  # A table of other seeds, a missing table and a note without a table are one error
+  # each, before anything runs.
+  for kw, match in (
+      (dict(seeds=1), r"has seeds \[0, 1\], this command \[0\]"),
+      (dict(amend=str(tmp_path / "none")), "no table at"),
+      (dict(amend=None, amend_note="why"), "give --amend=DIR"),
+  ):
+    call = {**args, "amend": str(folder), **kw}
+    with pytest.raises(errors.UserError, match=match):
+      reproduce.reproduce(rerun, **call, out=io.StringIO(), execute_fn=no_training)
+  assert not os.path.exists(rerun)
+  note = "The default's dropout became 0.25."
+  results = reproduce.reproduce(
+      rerun, **args, amend=str(folder), amend_note=note, out=io.StringIO(), command="CMD"
+  )
+  assert not os.path.exists(os.path.join(rerun, "results.json"))  # written to the table
+  again = json.loads((folder / "results.json").read_text())
+  assert again == json.loads(json.dumps(results))
+  rows = {r["name"]: r for r in again["datasets"]["synthetic"]["rows"]}
+  assert list(rows) == ["cca", "sm", "drsl", "hcmsl"]  # in place, the others kept
+  for name in ("cca", "sm", "hcmsl"):
+    assert rows[name] == before[name]
+  new = []
+  for seed in (0, 1):
+    run = os.path.join(rerun, "runs", "synthetic", "drsl", f"seed_{seed}")
+    assert json.loads(pathlib.Path(run, "config.json").read_text())["model"]["dropout"] == 0.25
+    new.append(json.loads(pathlib.Path(run, "results.json").read_text())["map_all"]["avg"])
+  assert rows["drsl"]["map_all"]["avg"]["mean"] == pytest.approx(np.mean(new))
+  assert rows["drsl"]["map_all"] != before["drsl"]["map_all"]
+  assert (again["command"], again["date"]) == (stored["command"], stored["date"])
+  entry = again["amended"][-1]
+  assert (entry["command"], entry["rows"], entry["note"]) == ("CMD", {"synthetic": ["drsl"]}, note)
+  md = (folder / "results.md").read_text()
+  assert "Amended 2026-01-01: an older amendment, in words." in md
+  drsl_line = next(l for l in md.splitlines() if l.startswith("| DRSL |"))
+  assert f"**{rows['drsl']['map_all']['avg']['mean']:.3f}" in drsl_line
+  # The amendment sits under the synthetic table, after its plot link.
+  synthetic = md[md.index("## synthetic") :]
+  assert f"Amended {entry['date']}: drsl re-run by `CMD`. {note}" in synthetic
+  assert (folder / "pr_synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _mtimes(paths):
   return {p: (os.path.getmtime(p), pathlib.Path(p).read_bytes()) for p in paths}
 
