@@ -203,14 +203,39 @@ def neutral_defaults(config: ml_collections.ConfigDict) -> ml_collections.Config
   return out
 
 
-def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
-  """Returns the config for "METHOD,DATASET[,PRESET]"."""
-  method, dataset, preset = parse(spec)
-  config = common_config(method, dataset, preset)
+def _config_module(method: str):
   try:
-    module = importlib.import_module(f"configs.{method}")
+    return importlib.import_module(f"configs.{method}")
   except ModuleNotFoundError as e:
     raise ValueError(
         f"Method {method!r} is registered but has no config file configs/{method}.py ({e})."
     ) from None
-  return module.get_config(config, dataset)
+
+
+def completed(saved: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A saved config (a workdir's config.json) with the fields added to the code since it
+  was written, each at the value that keeps the earlier behaviour: data, train and eval
+  fields at their common defaults (`neutral_defaults`' rule), model fields at the method
+  file's `model_config()` (a model field is added there at that value; a preset may set
+  another later, which the saved config then records). Saved values always win. A config
+  without `method` and `data.name` is returned as it is."""
+  if "method" not in saved or "data" not in saved or "name" not in saved.data:
+    return saved
+  base = common_config(saved.method, saved.data.name, saved.get("preset", "full"))
+  model_config = getattr(_config_module(saved.method), "model_config", None)
+  if model_config is not None:
+    base.model = model_config()
+
+  def merge(into: dict, values: dict) -> dict:
+    for k, v in values.items():
+      into[k] = merge(into[k], v) if isinstance(v, dict) and isinstance(into.get(k), dict) else v
+    return into
+
+  return ml_collections.ConfigDict(merge(base.to_dict(), saved.to_dict()))
+
+
+def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
+  """Returns the config for "METHOD,DATASET[,PRESET]"."""
+  method, dataset, preset = parse(spec)
+  config = common_config(method, dataset, preset)
+  return _config_module(method).get_config(config, dataset)

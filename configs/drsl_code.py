@@ -11,10 +11,13 @@ import ml_collections
 
 from configs import drsl
 
+# The model fields and their base values are DRSL's (`default.completed` reads this).
+model_config = drsl.model_config
+
 
 def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
   """The common `config` completed for DRSL's code recipe on `dataset`."""
-  config.model = drsl.model_config()
+  config.model = model_config()
   config.model.image_layers = (1024, 1024, 300)
   config.model.text_layers = (1024, 1024, 300)
   config.model.relation_layers = (1024, 1024)

@@ -16,6 +16,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from configs import default as default_configs
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs
@@ -63,9 +64,12 @@ def main(argv):
     if flags.FLAGS["split"].present:
       raise errors.UserError("Give --split or --protocol, not both (a protocol names its splits).")
     split = evaluate.PROTOCOLS[_PROTOCOL.value].query_split
+  # A workdir's config.json lacks the fields added to the code since its run: they take
+  # the values that run behaved as.
+  config = _CONFIG.value or default_configs.completed(evaluate.load_config(_WORKDIR.value))
   results = evaluate.evaluate(
       _WORKDIR.value,
-      config=_CONFIG.value,
+      config=config,
       checkpoint=_CHECKPOINT.value,
       split=split,
       protocol=_PROTOCOL.value,

@@ -35,6 +35,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from crossmodal_jax import data as data_lib
+from configs import default as default_configs
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs
@@ -207,7 +208,11 @@ def retrieve(
   """
   if direction not in DIRECTIONS:
     raise errors.UserError(f"Unknown direction {direction!r}; choose one of {DIRECTIONS}.")
-  config = config if config is not None else evaluate.load_config(workdir)
+  # config.json lacks the fields added to the code since its run: they take the values
+  # that run behaved as.
+  config = (
+      config if config is not None else default_configs.completed(evaluate.load_config(workdir))
+  )
   dataset = load_data(config, features_dir)
   gallery_split = split if gallery_split is None else gallery_split
   for name in (split, gallery_split):
