@@ -1176,25 +1176,38 @@ def check_amendable(
       )
 
 
-def _replace_rows(old: list[dict], new: Sequence[dict]) -> list[dict]:
-  """`old` with each row of `new` in place of the old row of its name (appended if
-  none)."""
-  rows = list(old)
+def _without_reuse(x):
+  """`x` without its "reused" flags (at any depth): a reused run or baseline is the same
+  result as the one stored."""
+  if isinstance(x, dict):
+    return {k: _without_reuse(v) for k, v in x.items() if k != "reused"}
+  if isinstance(x, list):
+    return [_without_reuse(v) for v in x]
+  return x
+
+
+def _replace_rows(old: list[dict], new: Sequence[dict]) -> tuple[list[dict], list[str]]:
+  """(`old` with each row of `new` in place of the old row of its name, appended if none;
+  the names of the rows that changed)."""
+  rows, changed = list(old), []
   for row in new:
     at = [k for k, r in enumerate(rows) if r["name"] == row["name"]]
+    if at and _without_reuse(rows[at[0]]) == _without_reuse(json.loads(json.dumps(row))):
+      continue
+    changed.append(row["name"])
     if at:
       rows[at[0]] = row
     else:
       rows.append(row)
-  return rows
+  return rows, changed
 
 
 def _same_sizes(old: dict[str, Any], new: dict[str, Any], where: str) -> None:
   for key in ("num_test", "num_gallery"):
     if None not in (old.get(key), new.get(key)) and old[key] != new[key]:
       raise errors.UserError(
-          f"--amend: {where} has {key} {old[key]} in the table and {new[key]} in the new "
-          "runs (other splits); the rows would not compare."
+          f"--amend: {where} has {key} {old[key]} in the table and {new[key]} in this "
+          "command's data (other splits); the rows would not compare."
       )
 
 
@@ -1204,50 +1217,58 @@ def amend_table(
   """`table` with the rows of `new` (a table of the same protocol, preset and seeds)
   replacing its rows of the same name and dataset, and the same for each ablation of
   `new`; a dataset or ablation absent from `table` is added whole. Every other row stays.
-  The amendment is appended to table["amended"] as {"date", "command", "rows": {dataset:
-  [row names]}, "ablations": {ablation: {dataset: [variant names]}}, "note"}."""
+  When a row changed (a row equal to the stored one but for "reused" flags does not), an
+  entry {"date", "command", "machine", "rows": {dataset: [row names]}, "ablations":
+  {ablation: {dataset: [variant names]}}, "note"} is appended to table["amended"]."""
   out = json.loads(json.dumps(table))
   rows_done: dict[str, list[str]] = {}
   for name, ds in new["datasets"].items():
-    rows_done[name] = [r["name"] for r in ds["rows"]]
     if name not in out["datasets"]:
       out["datasets"][name] = ds
+      rows_done[name] = [r["name"] for r in ds["rows"]]
       continue
     old = out["datasets"][name]
     _same_sizes(old, ds, f"dataset {name!r}")
-    old["rows"] = _replace_rows(old["rows"], ds["rows"])
+    old["rows"], changed = _replace_rows(old["rows"], ds["rows"])
+    if changed:
+      rows_done[name] = changed
   ablations_done: dict[str, dict[str, list[str]]] = {}
   for name, entry in new.get("ablations", {}).items():
-    ablations_done[name] = {
-        d: [r["name"] for r in ds["rows"]] for d, ds in entry["datasets"].items()
-    }
     have = out.setdefault("ablations", {})
     if name not in have:
       have[name] = entry
+      ablations_done[name] = {
+          d: [r["name"] for r in ds["rows"]] for d, ds in entry["datasets"].items()
+      }
       continue
     for d, ds in entry["datasets"].items():
       if d not in have[name]["datasets"]:
         have[name]["datasets"][d] = ds
+        ablations_done.setdefault(name, {})[d] = [r["name"] for r in ds["rows"]]
         continue
-      _same_sizes(have[name]["datasets"][d], ds, f"ablation {name!r} on {d!r}")
-      have[name]["datasets"][d]["rows"] = _replace_rows(
-          have[name]["datasets"][d]["rows"], ds["rows"]
-      )
-  out.setdefault("amended", []).append(
-      {
-          "date": new["date"],
-          "command": command,
-          "rows": rows_done,
-          "ablations": ablations_done,
-          "note": note,
-      }
-  )
+      old = have[name]["datasets"][d]
+      _same_sizes(old, ds, f"ablation {name!r} on {d!r}")
+      old["rows"], changed = _replace_rows(old["rows"], ds["rows"])
+      if changed:
+        ablations_done.setdefault(name, {})[d] = changed
+  if rows_done or ablations_done:
+    out.setdefault("amended", []).append(
+        {
+            "date": new["date"],
+            "command": command,
+            "machine": new["machine"]["summary"],
+            "rows": rows_done,
+            "ablations": ablations_done,
+            "note": note,
+        }
+    )
   return out
 
 
 def _amendments(results: dict[str, Any], where: str | None, ablation: str | None = None):
   """The markdown paragraphs of the amendments that touched dataset `where` (of
-  `ablation` when given); `where` None: the ones recorded as free text (older tables)."""
+  `ablation` when given), rows named by their labels; `where` None: the ones recorded
+  as free text (older tables)."""
   lines = []
   for a in results.get("amended", []):
     if isinstance(a, str):
@@ -1256,14 +1277,20 @@ def _amendments(results: dict[str, Any], where: str | None, ablation: str | None
       continue
     if where is None:
       continue
-    names = (
-        a["rows"].get(where, [])
-        if ablation is None
-        else a["ablations"].get(ablation, {}).get(where, [])
-    )
+    if ablation is None:
+      names, rows = a["rows"].get(where, []), results["datasets"][where]["rows"]
+    else:
+      names = a.get("ablations", {}).get(ablation, {}).get(where, [])
+      rows = results["ablations"][ablation]["datasets"][where]["rows"]
     if not names:
       continue
-    text = f"Amended {a['date']}: {', '.join(names)} re-run by `{a['command']}`."
+    labels = {r["name"]: r["label"] for r in rows}
+    text = f"Amended {a['date']}: {', '.join(labels.get(n, n) for n in names)} re-run"
+    if a.get("command"):
+      text += f" by `` {a['command']} ``"
+    if a.get("machine"):
+      text += f" on {a['machine']}"
+    text += "."
     if a.get("note"):
       text += f" {a['note']}"
     lines += ["", text]
@@ -1282,24 +1309,27 @@ def write_outputs(results: dict[str, Any], workdir: str) -> dict[str, Any]:
   pr_ABLATION_DATASET.png per ablation and dataset whose rows have PR curves; under a
   protocol other than the default, results_PROTOCOL.json / .md and PNG names ending in
   _PROTOCOL."""
-  os.makedirs(workdir, exist_ok=True)
   protocol = results["protocol"]["name"]
   suffix, where = ("", "") if protocol == "default" else (f"_{protocol}", f" ({protocol})")
+  plots = []  # (rows, title, file)
   for name, ds in results["datasets"].items():
     ds.pop("plot", None)
     if has_pr_curves(ds["rows"]):
-      plot = f"pr_{name}{suffix}.png"
-      plot_pr(ds["rows"], name + where, os.path.join(workdir, plot))
-      ds["plot"] = plot
+      ds["plot"] = f"pr_{name}{suffix}.png"
+      plots.append((ds["rows"], name + where, ds["plot"]))
   for ablation, entry in results.get("ablations", {}).items():
     for name, ds in entry["datasets"].items():
       ds.pop("plot", None)
       if has_pr_curves(ds["rows"]):
-        plot = f"pr_{ablation}_{name}{suffix}.png"
-        plot_pr(ds["rows"], f"{ablation}, {name}{where}", os.path.join(workdir, plot))
-        ds["plot"] = plot
-  _write_atomic(os.path.join(workdir, results_file(protocol)), json.dumps(results, indent=2))
-  _write_atomic(os.path.join(workdir, results_file(protocol, "md")), markdown(results))
+        ds["plot"] = f"pr_{ablation}_{name}{suffix}.png"
+        plots.append((ds["rows"], f"{ablation}, {name}{where}", ds["plot"]))
+  # Both texts first: a table that cannot be rendered writes nothing.
+  md, text = markdown(results), json.dumps(results, indent=2)
+  os.makedirs(workdir, exist_ok=True)
+  for rows, title, plot in plots:
+    plot_pr(rows, title, os.path.join(workdir, plot))
+  _write_atomic(os.path.join(workdir, results_file(protocol)), text)
+  _write_atomic(os.path.join(workdir, results_file(protocol, "md")), md)
   return results
 
 
@@ -1374,6 +1404,16 @@ def reproduce(
       raise errors.UserError(f"The {d} dataset needs its folder: --manual_dir={d}=DIR.")
   _CURRENT.update(workdir=workdir, run=None)
   cache = DatasetCache()
+  if amend:
+    # The table's splits against this command's, before anything trains.
+    for d in datasets:
+      if d not in amended["datasets"]:
+        continue
+      data_config = next((r.config.data for r in runs if r.dataset == d), None)
+      data = cache.get(data_config if data_config is not None else baseline_configs[d][0][1])
+      sizes = {"num_test": len(data.splits[info["query_split"]])}
+      sizes["num_gallery"] = len(data.splits[info["gallery_split"]])
+      _same_sizes(amended["datasets"][d], sizes, f"dataset {d!r}")
   eval_config = default_configs.eval_config()
   baseline_results: dict[str, list[dict[str, Any]]] = {d: [] for d in datasets}
   for d in datasets:
@@ -1504,6 +1544,20 @@ def _numbers(values: Sequence[str], kind, flag: str) -> list:
     raise errors.UserError(f"--{flag} takes numbers, got {list(values)}.") from None
 
 
+def _recorded_args(args: Sequence[str]) -> list[str]:
+  """The command line as recorded in the table: without --amend_note, which the
+  amendment keeps on its own."""
+  out, skip = [], False
+  for a in args:
+    if skip:
+      skip = False
+    elif a in ("--amend_note", "-amend_note"):
+      skip = True
+    elif not a.startswith(("--amend_note=", "-amend_note=")):
+      out.append(a)
+  return out
+
+
 def main(argv):
   cli.unexpected_arguments(argv)
   logs.quiet_library_logs()
@@ -1524,7 +1578,7 @@ def main(argv):
       protocol=_PROTOCOL.value,
       amend=_AMEND.value,
       amend_note=_AMEND_NOTE.value,
-      command="python -m experiments.reproduce " + shlex.join(sys.argv[1:]),
+      command="python -m experiments.reproduce " + shlex.join(_recorded_args(sys.argv[1:])),
   )
   protocol = _PROTOCOL.value
   where = _AMEND.value or _WORKDIR.value

@@ -257,15 +257,22 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
   rerun = str(tmp_path / "rerun")
   # A table of other seeds, a missing table and a note without a table are one error
   # each, before anything runs.
+  other_splits = tmp_path / "other_splits"
+  other_splits.mkdir()
+  resized = json.loads(json.dumps(stored))
+  resized["datasets"]["synthetic"]["num_test"] = 999
+  (other_splits / "results.json").write_text(json.dumps(resized))
   for kw, match in (
       (dict(seeds=1), r"has seeds \[0, 1\], this command \[0\]"),
       (dict(amend=str(tmp_path / "none")), "no table at"),
       (dict(amend=None, amend_note="why"), "give --amend=DIR"),
+      (dict(amend=str(other_splits)), "num_test 999 in the table and 600 in this command's"),
   ):
     call = {**args, "amend": str(folder), **kw}
     with pytest.raises(errors.UserError, match=match):
       reproduce.reproduce(rerun, **call, out=io.StringIO(), execute_fn=no_training)
   assert not os.path.exists(rerun)
+  assert json.loads((other_splits / "results.json").read_text()) == resized
   note = "The default's dropout became 0.25."
   results = reproduce.reproduce(
       rerun, **args, amend=str(folder), amend_note=note, out=io.StringIO(), command="CMD"
@@ -287,14 +294,28 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
   assert (again["command"], again["date"]) == (stored["command"], stored["date"])
   entry = again["amended"][-1]
   assert (entry["command"], entry["rows"], entry["note"]) == ("CMD", {"synthetic": ["drsl"]}, note)
+  assert entry["machine"] == again["machine"]["summary"]  # the same machine here
   md = (folder / "results.md").read_text()
   assert "Amended 2026-01-01: an older amendment, in words." in md
   drsl_line = next(l for l in md.splitlines() if l.startswith("| DRSL |"))
   assert f"**{rows['drsl']['map_all']['avg']['mean']:.3f}" in drsl_line
-  # The amendment sits under the synthetic table, after its plot link.
+  # The amendment sits under the synthetic table (after its plot link), the row by its
+  # label.
   synthetic = md[md.index("## synthetic") :]
-  assert f"Amended {entry['date']}: drsl re-run by `CMD`. {note}" in synthetic
+  said = f"Amended {entry['date']}: DRSL re-run by `` CMD `` on {entry['machine']}. {note}"
+  assert synthetic.index("pr_synthetic.png") < synthetic.index(said)
   assert (folder / "pr_synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # The same command again reuses the runs: no row changed, so nothing is recorded.
+  reproduce.reproduce(
+      rerun, **args, amend=str(folder), amend_note=note, out=io.StringIO(),
+      execute_fn=no_training,
+  )  # fmt: skip
+  assert json.loads((folder / "results.json").read_text())["amended"] == again["amended"]
+  # The recorded command line leaves the note out (the amendment keeps it).
+  assert reproduce._recorded_args(["--a=1", "--amend_note=x `y`", "--amend_note", "z", "--b"]) == [
+      "--a=1",
+      "--b",
+  ]
 
 
 def _mtimes(paths):
