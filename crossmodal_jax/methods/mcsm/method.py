@@ -204,15 +204,16 @@ class MCSMMethod(base.Method):
     local = batch["label"].shape[0]
     labels = parallel.gather(batch["label"], axis_name)
     image_all, text_all = parallel.gather((image, text), axis_name)
-    # Negatives of every anchor of the global batch, then this device's rows.
-    key_text, key_image = jax.random.split(_batch_key(rng, axis_name))
-    start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
-    rows = lambda x: jax.lax.dynamic_slice_in_dim(x, start, local)
     if c.negatives == "random":
+      # Negatives of every anchor of the global batch, then this device's rows.
+      key_text, key_image = jax.random.split(_batch_key(rng, axis_name))
+      start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
+      rows = lambda x: jax.lax.dynamic_slice_in_dim(x, start, local)
       negative_text, text_found = map(rows, losses.different_label_negatives(key_text, labels))
       negative_image, image_found = map(rows, losses.different_label_negatives(key_image, labels))
     else:
-      different = rows(losses.label_agreement(labels, labels) == 0)  # [local, n]
+      # This device's anchors against the global batch.
+      different = losses.label_agreement(batch["label"], labels) == 0  # [local, n]
     n = labels.shape[0]
     total, logs = 0.0, {}
     for space in SPACES:
