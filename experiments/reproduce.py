@@ -1523,7 +1523,10 @@ def reproduce(
       entry["datasets"][d] = {**sizes(d, rows), "rows": rows}
     results["ablations"][a] = entry
   if amend:
-    return write_outputs(amend_table(amended, results, results["command"], amend_note), amend)
+    merged = amend_table(amended, results, results["command"], amend_note)
+    if len(merged.get("amended", [])) == len(amended.get("amended", [])):
+      print(f"[reproduce] --amend: every row equals {amend}'s; nothing recorded.", file=out)
+    return write_outputs(merged, amend)
   return write_outputs(results, workdir)
 
 

@@ -306,10 +306,11 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
   assert synthetic.index("pr_synthetic.png") < synthetic.index(said)
   assert (folder / "pr_synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   # The same command again reuses the runs: no row changed, so nothing is recorded.
+  out = io.StringIO()
   reproduce.reproduce(
-      rerun, **args, amend=str(folder), amend_note=note, out=io.StringIO(),
-      execute_fn=no_training,
-  )  # fmt: skip
+      rerun, **args, amend=str(folder), amend_note=note, out=out, execute_fn=no_training
+  )
+  assert "every row equals" in out.getvalue() and "nothing recorded" in out.getvalue()
   assert json.loads((folder / "results.json").read_text())["amended"] == again["amended"]
   # The recorded command line leaves the note out (the amendment keeps it).
   assert reproduce._recorded_args(["--a=1", "--amend_note=x `y`", "--amend_note", "z", "--b"]) == [
