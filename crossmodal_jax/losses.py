@@ -141,6 +141,28 @@ def bidirectional_hinge(
   return i2t, t2i
 
 
+def expected_hinge(
+    positive: jax.Array, scores: jax.Array, different: jax.Array, margin: float
+) -> jax.Array:
+  """Each anchor's hinge averaged over all its candidate negatives: the expectation of
+  `bidirectional_hinge`'s hinge over a negative drawn uniformly among them (what
+  `different_label_negatives` draws), without the draw's noise.
+
+  Args:
+    positive: [n] each anchor's score with its match.
+    scores: [n, m] each anchor's score with every candidate.
+    different: [n, m] bool, which candidates may be its negative.
+    margin: m.
+
+  Returns:
+    [n]: mean over the row's candidates of max(0, m - positive + scores); 0 for a row
+    without candidates.
+  """
+  hinge = jnp.where(different, jnp.maximum(0.0, margin - positive[:, None] + scores), 0.0)
+  count = jnp.sum(different, axis=1)
+  return jnp.sum(hinge, axis=1) / jnp.maximum(count, 1)
+
+
 def contrastive_loss(
     a: jax.Array,
     b: jax.Array,

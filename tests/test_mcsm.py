@@ -136,9 +136,40 @@ def test_hardest_negatives_pick_the_top_score_among_the_candidates():
   np.testing.assert_array_equal(found, [True, True, False])
 
 
+def test_expected_hinge_is_the_mean_over_every_draw_of_the_negative():
+  rng = np.random.default_rng(0)
+  image, text = _unit(rng.normal(size=(6, 4))), _unit(rng.normal(size=(6, 4)))
+  labels = jnp.asarray([0, 0, 1, 1, 2, 2])
+  different = np.array(losses.label_agreement(labels, labels) == 0)
+  different[5] = False  # an anchor without candidates contributes 0
+  positive = jnp.sum(image * text, axis=1)
+  got = losses.expected_hinge(positive, jnp.asarray(image @ text.T), jnp.asarray(different), 0.5)
+  # The code's hinge with each candidate as the negative, averaged over the candidates.
+  for k in range(6):
+    hinges = [
+        losses.bidirectional_hinge(image[k : k + 1], text[k : k + 1], text[j : j + 1],
+                                   image[j : j + 1], 0.5)[0][0]
+        for j in np.flatnonzero(different[k])
+    ]  # fmt: skip
+    np.testing.assert_allclose(got[k], np.mean(hinges) if hinges else 0.0, rtol=1e-5)
+
+
+def _numpy_negative_loss(negatives, s, different):
+  """(image-anchor, text-anchor) hinges of margin 0.5, s[a, b] = cos(image a, text b)."""
+  pos = np.diag(s)
+  if negatives == "hardest":
+    i2t = np.maximum(0, 0.5 - pos + np.where(different, s, -np.inf).max(1))
+    t2i = np.maximum(0, 0.5 - pos + np.where(different, s, -np.inf).max(0))
+    return i2t, t2i
+  i2t = (np.maximum(0, 0.5 - pos[:, None] + s) * different).sum(1) / different.sum(1)
+  t2i = (np.maximum(0, 0.5 - pos[None, :] + s) * different).sum(0) / different.sum(0)
+  return i2t, t2i
+
+
+@pytest.mark.parametrize("negatives", ["hardest", "all"])
 @pytest.mark.parametrize("front_end", [False, True])
-def test_hardest_negative_loss_against_numpy(dataset, front_end):
-  config, method, variables = _method(dataset, front_end=front_end, negatives="hardest")
+def test_batch_negative_losses_against_numpy(dataset, front_end, negatives):
+  config, method, variables = _method(dataset, front_end=front_end, negatives=negatives)
   batch = {k: dataset.train[k][:16] for k in method.batch_keys}
   loss, (_, logs) = jax.jit(lambda v, b: method.loss(v, b, jax.random.key(7), None))(
       variables, batch
@@ -153,10 +184,7 @@ def test_hardest_negative_loss_against_numpy(dataset, front_end):
   want = 0.0
   for space in ("image_space", "text_space"):
     i, t = np.asarray(image[space], np.float64), np.asarray(text[space], np.float64)
-    s = i @ t.T  # s[a, b] = cos(image a, text b)
-    pos = np.diag(s)
-    i2t = np.maximum(0, 0.5 - pos + np.where(different, s, -np.inf).max(1))
-    t2i = np.maximum(0, 0.5 - pos + np.where(different, s, -np.inf).max(0))
+    i2t, t2i = _numpy_negative_loss(negatives, i @ t.T, different)
     space_loss = i2t.mean() + t2i.mean()
     np.testing.assert_allclose(logs[f"loss_{space}"], space_loss, rtol=1e-4)
     want += space_loss
@@ -437,7 +465,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("negatives", ["random", "hardest"])
+@pytest.mark.parametrize("negatives", ["random", "hardest", "all"])
 def test_sharded_steps_equal_single_device(negatives):
   r = sharded_steps.run_on_8_devices(_PARALLEL_SCRIPT.replace("NEGATIVES", repr(negatives)))
   assert r["moved"] > 1e-4 and r["diff"] < 1e-5 and r["loss"] < 1e-5, r

@@ -38,7 +38,9 @@ Interpretation choices (where the notes and the code leave it open, or where we 
   the first device's key of the step, so the draw depends on (seed, step, global batch)
   and not on the number of devices; each device sums the hinges of its own anchors.
   `model.negatives="hardest"` takes instead each space's highest-scoring different-label
-  item of the global batch (an option, not the code's; it trained worse on Wikipedia).
+  item of the global batch, and `"all"` every one of them with the hinges averaged (the
+  random draw's expected loss); options, not the code's (on Wikipedia hardest trained
+  worse, all the same).
 - The text space's image vector is Dense -> sigmoid -> L2 normalise in that order (the
   code's): its entries are all positive; no extra scale or bias is added to the cosine.
 - The word vectors are a constant of the encoder (frozen, as in the code), not a

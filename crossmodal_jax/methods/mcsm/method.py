@@ -25,8 +25,9 @@ from crossmodal_jax.methods.mcsm.model import cosine_scores
 # scores, or one space's cosine alone.
 RETRIEVALS = ("fusion", *SPACES)
 # How each anchor's different-label negative is picked (`model.negatives`): drawn at random
-# (the code's) or the space's highest-scoring one in the global batch.
-NEGATIVES = ("random", "hardest")
+# (the code's), the space's highest-scoring one in the global batch, or all of them with
+# the hinges averaged (the random draw's expected loss).
+NEGATIVES = ("random", "hardest", "all")
 FUSION = "fusion"  # the non-param collection holding the fusion weight i
 DEFAULT_GRID = np.linspace(0.0, 1.0, 101)
 
@@ -217,23 +218,29 @@ class MCSMMethod(base.Method):
     n = labels.shape[0]
     total, logs = 0.0, {}
     for space in SPACES:
-      if c.negatives == "hardest":
-        # This space's hardest different-label item of the global batch, per anchor.
-        negative_text, text_found = losses.hardest_negatives(
-            image[space] @ text_all[space].T, different
+      if c.negatives == "all":
+        # Every different-label item of the global batch, the hinges averaged.
+        positive = jnp.sum(image[space] * text[space], axis=-1)
+        i2t = losses.expected_hinge(positive, image[space] @ text_all[space].T, different, c.margin)
+        t2i = losses.expected_hinge(positive, text[space] @ image_all[space].T, different, c.margin)
+      else:
+        if c.negatives == "hardest":
+          # This space's hardest different-label item of the global batch, per anchor.
+          negative_text, text_found = losses.hardest_negatives(
+              image[space] @ text_all[space].T, different
+          )
+          negative_image, image_found = losses.hardest_negatives(
+              text[space] @ image_all[space].T, different
+          )
+        i2t, t2i = losses.bidirectional_hinge(
+            image[space],
+            text[space],
+            text_all[space][negative_text],
+            image_all[space][negative_image],
+            c.margin,
+            text_found,
+            image_found,
         )
-        negative_image, image_found = losses.hardest_negatives(
-            text[space] @ image_all[space].T, different
-        )
-      i2t, t2i = losses.bidirectional_hinge(
-          image[space],
-          text[space],
-          text_all[space][negative_text],
-          image_all[space][negative_image],
-          c.margin,
-          text_found,
-          image_found,
-      )
       share = (jnp.sum(i2t) + jnp.sum(t2i)) / n
       total = total + share
       logs[f"loss_{space}"] = parallel.loss_from_share(share, axis_name)
