@@ -12,10 +12,10 @@ Presets (`configs/default.py:scanet,DATASET[,PRESET]`):
   5e-4, 12 epochs (best-by-validation checkpoint), attention N x softmax(.), LeCun filter
   init, log(1 + counts), batches that group each text's pairs (5.6-7x cheaper steps), 8
   filters in the first graph layer; on Wikipedia instead the square roots of the SIFT
-  histograms, 6 epochs, uniformly shuffled pairs and a ReLU after the common-space Dense
-  layers (`get_config`). On the synthetic benchmark (N = 256, 20 epochs) AdamW's
-  decoupled decay 1.0 replaces the coupled L2, which collapsed seeds 1, 2 and 3 of the
-  one-filter model (see `get_config`);
+  histograms, 6 epochs, uniformly shuffled pairs, a ReLU after the common-space Dense
+  layers and dropout 0.5 before the head (`get_config`). On the synthetic benchmark
+  (N = 256, 20 epochs) AdamW's decoupled decay 1.0 replaces the coupled L2, which
+  collapsed seeds 1, 2 and 3 of the one-filter model (see `get_config`);
 - "ci": "full" shrunk for the test suite (N = 128, 20,000 pairs, V = 2,000, Adam 1e-3,
   6 epochs, text-grouped pairs).
 """
@@ -105,6 +105,12 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
       # 0.289, 0.296; with it two co-attention layers are the best depth on validation
       # (README, "SCANet on Wikipedia").
       config.model.activation = "relu"
+      # Dropout 0.5 before the head instead of the paper's 0.2. Best validation mAP,
+      # seeds 0, 1, 2: 0.309, 0.308, 0.303 (epoch 6 in each) against 0.2's 0.309, 0.299,
+      # 0.302 (epochs 4, 6, 2): every seed holds or gains, and the curves keep rising to
+      # epoch 6 where 0.2's fall after their peak. Longer did not help: epochs 7-9 of
+      # seed 0 gave 0.303, 0.298, 0.295, epoch 7 of seeds 1 and 2 0.302 and 0.296.
+      config.model.dropout = 0.5
   if dataset == "synthetic":
     config.model.dim = 256
     t.num_epochs = 20
