@@ -588,6 +588,22 @@ def test_ablation_runs_tables_and_reuse(table, tmp_path, monkeypatch):
   )
   with pytest.raises(errors.UserError, match="different run.*model.fusion: 'multiply' -> 'add'"):
     reproduce.reproduce(workdir, **args, out=io.StringIO(), execute_fn=no_training)
+  # Trained elsewhere, the changed variant amends this table's ablation in place.
+  reproduce.reproduce(
+      str(tmp_path / "rerun"), **args, amend=workdir, amend_note="why", out=io.StringIO()
+  )
+  with open(os.path.join(workdir, "results.json")) as f:
+    amended = json.load(f)
+  rows = amended["ablations"]["drsl_fusion"]["datasets"]["synthetic"]["rows"]
+  assert [(r["name"], r["settings"]) for r in rows] == [
+      ("concat", {"model.fusion": "concat"}),
+      ("multiply", {"model.fusion": "add"}),
+  ]
+  entry = amended["amended"][-1]
+  assert "multiply" in entry["ablations"]["drsl_fusion"]["synthetic"]
+  with open(os.path.join(workdir, "results.md")) as f:
+    section = f.read().split("## Ablation `drsl_fusion`")[1]
+  assert f"Amended {entry['date']}: " in section and section.rstrip().endswith("why")
 
 
 def test_unknown_ablation_is_one_line(tmp_path):
