@@ -1211,6 +1211,26 @@ def _same_sizes(old: dict[str, Any], new: dict[str, Any], where: str) -> None:
       )
 
 
+def _merge_datasets(
+    have: dict[str, Any], new: dict[str, Any], where: Callable[[str], str]
+) -> dict[str, list[str]]:
+  """Merges the dataset entries `new` into `have` in place: a dataset absent from `have`
+  is added whole, else each of its rows replaces the row of its name (`_replace_rows`)
+  once its splits are checked (`_same_sizes`, naming it by `where(dataset)`). Returns
+  {dataset: names of the rows added or changed}, without datasets where none were."""
+  done = {}
+  for d, ds in new.items():
+    if d not in have:
+      have[d] = ds
+      done[d] = [r["name"] for r in ds["rows"]]
+      continue
+    _same_sizes(have[d], ds, where(d))
+    have[d]["rows"], changed = _replace_rows(have[d]["rows"], ds["rows"])
+    if changed:
+      done[d] = changed
+  return done
+
+
 def amend_table(
     table: dict[str, Any], new: dict[str, Any], command: str, note: str = ""
 ) -> dict[str, Any]:
@@ -1221,36 +1241,15 @@ def amend_table(
   entry {"date", "command", "machine", "rows": {dataset: [row names]}, "ablations":
   {ablation: {dataset: [variant names]}}, "note"} is appended to table["amended"]."""
   out = json.loads(json.dumps(table))
-  rows_done: dict[str, list[str]] = {}
-  for name, ds in new["datasets"].items():
-    if name not in out["datasets"]:
-      out["datasets"][name] = ds
-      rows_done[name] = [r["name"] for r in ds["rows"]]
-      continue
-    old = out["datasets"][name]
-    _same_sizes(old, ds, f"dataset {name!r}")
-    old["rows"], changed = _replace_rows(old["rows"], ds["rows"])
-    if changed:
-      rows_done[name] = changed
+  rows_done = _merge_datasets(out["datasets"], new["datasets"], lambda d: f"dataset {d!r}")
   ablations_done: dict[str, dict[str, list[str]]] = {}
   for name, entry in new.get("ablations", {}).items():
-    have = out.setdefault("ablations", {})
-    if name not in have:
-      have[name] = entry
-      ablations_done[name] = {
-          d: [r["name"] for r in ds["rows"]] for d, ds in entry["datasets"].items()
-      }
-      continue
-    for d, ds in entry["datasets"].items():
-      if d not in have[name]["datasets"]:
-        have[name]["datasets"][d] = ds
-        ablations_done.setdefault(name, {})[d] = [r["name"] for r in ds["rows"]]
-        continue
-      old = have[name]["datasets"][d]
-      _same_sizes(old, ds, f"ablation {name!r} on {d!r}")
-      old["rows"], changed = _replace_rows(old["rows"], ds["rows"])
-      if changed:
-        ablations_done.setdefault(name, {})[d] = changed
+    have = out.setdefault("ablations", {}).setdefault(name, {**entry, "datasets": {}})
+    done = _merge_datasets(
+        have["datasets"], entry["datasets"], lambda d, name=name: f"ablation {name!r} on {d!r}"
+    )
+    if done:
+      ablations_done[name] = done
   if rows_done or ablations_done:
     out.setdefault("amended", []).append(
         {
@@ -1588,9 +1587,7 @@ def main(argv):
   plots = "pr_*.png" if protocol == "default" else f"pr_*_{protocol}.png"
   print()
   print(markdown(results), end="")
-  print(
-      f"(results in {where}/{results_file(protocol)}, " f"{results_file(protocol, 'md')}, {plots})"
-  )
+  print(f"(results in {where}/{results_file(protocol)}, {results_file(protocol, 'md')}, {plots})")
 
 
 if __name__ == "__main__":
