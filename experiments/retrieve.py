@@ -34,8 +34,8 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from crossmodal_jax import data as data_lib
 from configs import default as default_configs
+from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs

@@ -189,8 +189,8 @@ class MCSMMethod(base.Method):
     """Sum over the two spaces of the bidirectional hinge, each direction's hinges
     averaged over the global batch's anchors (an anchor without a different-label item
     counts 0). Negatives come from the global batch: drawn from the first device's key
-    (`model.negatives="random"`) or each space's hardest (`"hardest"`), so the loss is
-    the same on any number of devices."""
+    (`model.negatives="random"`), each space's hardest (`"hardest"`) or all of them, the
+    hinges averaged (`"all"`), so the loss is the same on any number of devices."""
     c = self.config.model
     model_vars = self._model_variables(variables)
     mutable = [k for k in model_vars if k != "params"]  # the front-end's batch_stats
