@@ -122,6 +122,10 @@ def train_config() -> ml_collections.ConfigDict:
   # ("REGEX=MULT", ...): scale the learning rate of parameters whose path
   # ("image_tower/dense_0/kernel") matches REGEX by MULT (0 freezes them).
   train.param_groups = ()
+  # Keep an exponential moving average of the parameters with this decay (0: off); the
+  # validation, the checkpoints' variables and evaluation use the average. Decay at step t:
+  # min(ema_decay, (1 + t) / (10 + t)).
+  train.ema_decay = 0.0
   train.checkpoint_every_epochs = 1  # save checkpoints/latest every this many epochs
   train.keep_checkpoints = 2  # latest checkpoints kept (the best one is kept apart)
   train.log_every_steps = 10  # write training metrics every this many steps

@@ -4,7 +4,9 @@ A checkpoint step holds two items, so that evaluation restores a model without b
 an optimizer:
 
 - "variables": the model variables ({"params": ..., "batch_stats": ..., ...});
-- "train": {"step", "opt_state"}, what resuming training needs beyond them.
+- "train": {"step", "opt_state"}, what resuming training needs beyond them (and, when
+  the run keeps an exponential moving average of the parameters, the raw "params": the
+  "variables" item then holds the average, which validation and evaluation use).
 
 A workdir keeps two managers under `checkpoints/`: `latest` (the last `keep` saves) and
 `best` (the one with the best validation mAP).
@@ -29,10 +31,14 @@ class TrainState:
   params: Any
   collections: Any  # non-param variables, e.g. {"batch_stats": ...}
   opt_state: Any
+  # The parameters' exponential moving average (`train.ema_decay` > 0), else None.
+  ema: Any = None
 
   @property
   def variables(self) -> dict[str, Any]:
-    return {"params": self.params, **self.collections}
+    """The model's variables as validation, checkpoints and evaluation see them: with an
+    EMA, its averaged parameters; the training step reads `params`."""
+    return {"params": self.params if self.ema is None else self.ema, **self.collections}
 
 
 def split_variables(variables) -> tuple[Any, dict[str, Any]]:
@@ -72,10 +78,18 @@ def managers(workdir: str, keep: int) -> tuple[ocp.CheckpointManager, ocp.Checkp
   return latest, best
 
 
+def _train_item(state: TrainState) -> dict[str, Any]:
+  """What resuming needs beyond the "variables" item (see the module docstring)."""
+  item = {"step": state.step, "opt_state": state.opt_state}
+  if state.ema is not None:
+    item["params"] = state.params
+  return item
+
+
 def save_args(state: TrainState) -> ocp.args.Composite:
   return ocp.args.Composite(
       variables=ocp.args.StandardSave(state.variables),
-      train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
+      train=ocp.args.StandardSave(_train_item(state)),
   )
 
 
@@ -89,17 +103,20 @@ def restore_state(manager: ocp.CheckpointManager, step: int, target: TrainState)
       step,
       args=ocp.args.Composite(
           variables=ocp.args.StandardRestore(_abstract(target.variables)),
-          train=ocp.args.StandardRestore(
-              _abstract({"step": target.step, "opt_state": target.opt_state})
-          ),
+          train=ocp.args.StandardRestore(_abstract(_train_item(target))),
       ),
   )
   params, collections = split_variables(restored["variables"])
+  train = restored["train"]
+  ema = None
+  if target.ema is not None:
+    params, ema = train["params"], params
   return TrainState(
-      step=restored["train"]["step"],
+      step=train["step"],
       params=params,
       collections=collections,
-      opt_state=restored["train"]["opt_state"],
+      opt_state=train["opt_state"],
+      ema=ema,
   )
 
 

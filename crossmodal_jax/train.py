@@ -16,6 +16,10 @@ numbers everywhere); only process 0 writes config.json, metrics, TensorBoard fil
 results.json, while every process takes part in orbax's checkpoint saves and restores
 (orbax's primary host, process 0, creates and finalizes the checkpoint folders).
 
+With `train.ema_decay` > 0 the state also carries an exponential moving average of the
+parameters, updated after every step; validation, the best-checkpoint choice and
+evaluation see the average (`TrainState.variables`), and resuming restores both.
+
 Determinism: the batches of epoch e are a function of (seed, e) (`sampling`) and the
 dropout key of step s is fold_in(key(seed), s), so a run resumed from an epoch-end
 checkpoint replays exactly what an unbroken run does. Resuming a workdir with a config
@@ -78,9 +82,17 @@ RESUMABLE_FIELDS = (
 )
 
 
+def ema_decay_at(ema_decay: float, step):
+  """The EMA's decay at `step` (0-based): min(ema_decay, (1 + step) / (10 + step)), so
+  the average forgets its initial parameters within the first steps instead of lagging
+  behind them for 1 / (1 - ema_decay) steps."""
+  return jax.numpy.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
 def _per_device_step(
     method: base.Method,
     optimizer: optax.GradientTransformation,
+    ema_decay: float,
     state: TrainState,
     batch: dict[str, jax.Array],
     key: jax.Array,
@@ -101,19 +113,29 @@ def _per_device_step(
   loss, metrics, new_collections = jax.lax.pmean((loss, metrics, new_collections), AXIS)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  ema = state.ema
+  if ema is not None:
+    decay = ema_decay_at(ema_decay, state.step.astype(jax.numpy.float32))
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
   new_state = state.replace(
       step=state.step + 1,
       params=params,
       collections=dict(new_collections),
       opt_state=opt_state,
+      ema=ema,
   )
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
   return new_state, metrics
 
 
-def make_train_step(method: base.Method, optimizer: optax.GradientTransformation, mesh):
-  """jit(shard_map(per-device step)) over `mesh`; state replicated, batch sharded."""
-  step = functools.partial(_per_device_step, method, optimizer)
+def make_train_step(
+    method: base.Method, optimizer: optax.GradientTransformation, mesh, ema_decay: float = 0.0
+):
+  """jit(shard_map(per-device step)) over `mesh`; state replicated, batch sharded.
+
+  `ema_decay` is the EMA's decay (`ema_decay_at`); it acts only on a state that holds an
+  EMA (`initial_state(..., ema=True)`)."""
+  step = functools.partial(_per_device_step, method, optimizer, ema_decay)
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=(0,))
 
@@ -123,7 +145,9 @@ def initial_state(
     optimizer: optax.GradientTransformation,
     dataset: common.Dataset,
     seed: int,
+    ema: bool = False,
 ) -> TrainState:
+  """The state before the first step; with `ema`, the average starts at the parameters."""
   variables = method.init(jax.random.key(seed), method.init_batch(dataset.train))
   params, collections = ckpt.split_variables(variables)
   return TrainState(
@@ -131,6 +155,8 @@ def initial_state(
       params=params,
       collections=collections,
       opt_state=optimizer.init(params),
+      # A copy: the step donates the state, and one buffer cannot be donated twice.
+      ema=jax.tree.map(jax.numpy.copy, params) if ema else None,
   )
 
 
@@ -332,6 +358,9 @@ def train(
   tc = config.train
   if tc.num_epochs < 1:
     raise errors.UserError(f"train.num_epochs must be >= 1, got {tc.num_epochs}.")
+  ema_decay = float(tc.get("ema_decay", 0.0))
+  if not 0.0 <= ema_decay < 1.0:
+    raise errors.UserError(f"train.ema_decay must be in [0, 1) (0: off), got {ema_decay}.")
   if dataset is None:
     with errors.config_values():  # e.g. data.graph_neighbors beyond the vocabulary
       dataset = data_lib.load_dataset(config.data)
@@ -354,7 +383,7 @@ def train(
   # what they reject is a bad config value ("Unknown fusion 'foo'").
   with errors.config_values():
     optimizer = method.optimizer(tc, steps_per_epoch)
-    state = initial_state(method, optimizer, dataset, config.seed)
+    state = initial_state(method, optimizer, dataset, config.seed, ema=ema_decay > 0)
   state = parallel.replicate(state, mesh)
   # The config is good: only now is anything written.
   os.makedirs(workdir, exist_ok=True)
@@ -372,7 +401,7 @@ def train(
   if best.best_step() is not None:
     best_map = float(best.metrics(best.best_step())[ckpt.METRIC])
   logger = _Logger(workdir, start_step)
-  train_step = make_train_step(method, optimizer, mesh)
+  train_step = make_train_step(method, optimizer, mesh, ema_decay)
   key = jax.random.key(config.seed)
   has_validation = len(dataset.validation) > 0
   total = tc.num_epochs * steps_per_epoch

@@ -1,0 +1,126 @@
+"""The parameters' exponential moving average (`train.ema_decay`): the step's average
+against a numpy reference, its checkpoints, a resumed run, and what evaluation reads."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs.default import get_config
+from crossmodal_jax import checkpoint as ckpt
+from crossmodal_jax import errors
+from crossmodal_jax import evaluate
+from crossmodal_jax import methods
+from crossmodal_jax import train
+from crossmodal_jax.data import synthetic
+
+
+def _config(epochs=2, ema_decay=0.9):
+  config = get_config("drsl,synthetic")
+  config.model.image_layers, config.model.text_layers = (24,), (24,)
+  config.model.relation_layers = (16,)
+  config.train.batch_size = 40
+  config.train.num_epochs = epochs
+  config.train.ema_decay = ema_decay
+  config.train.progress_bar = False
+  return config
+
+
+@pytest.fixture(scope="module")
+def dataset():
+  return synthetic.make_dataset(
+      synthetic.SyntheticConfig(
+          num_train=200, num_validation=40, num_test=40, image_dim=16, vocab_size=40, word_dim=8
+      )
+  )
+
+
+def _steps(method, optimizer, dataset, batches, ema_decay):
+  """The host states after each of `batches`, from seed 0's initial state."""
+  mesh = train.parallel.create_mesh(jax.devices()[:1])
+  state = train.initial_state(method, optimizer, dataset, 0, ema=ema_decay > 0)
+  state = train.parallel.replicate(state, mesh)
+  step = train.make_train_step(method, optimizer, mesh, ema_decay)
+  states = [jax.device_get(state)]
+  with jax.set_mesh(mesh):
+    for batch in batches:
+      state, _ = step(state, train.parallel.shard_batch(batch, mesh), jax.random.key(0))
+      states.append(jax.device_get(state))
+  return states
+
+
+def test_ema_follows_the_parameters_as_the_reference_recurrence(dataset):
+  config = _config()
+  method = methods.get_method(config, dataset.dims())
+  optimizer = method.optimizer(config.train, 5)
+  batches = list(method.batches(dataset.train, 40, 0, 0))
+  assert len(batches) == 5
+  with_ema = _steps(method, optimizer, dataset, batches, 0.9)
+  without = _steps(method, optimizer, dataset, batches, 0.0)
+  assert without[-1].ema is None
+  # The average never feeds back: the parameters are those of a run without it.
+  jax.tree.map(np.testing.assert_array_equal, with_ema[-1].params, without[-1].params)
+  # e_0 = p_0; e_{t+1} = d_t e_t + (1 - d_t) p_{t+1}, d_t = min(0.9, (1 + t) / (10 + t)).
+  want = jax.tree.map(np.asarray, without[0].params)
+  for t, state in enumerate(without[1:]):
+    d = min(0.9, (1.0 + t) / (10.0 + t))
+    want = jax.tree.map(lambda e, p, d=d: d * e + (1.0 - d) * np.asarray(p), want, state.params)
+  got = with_ema[-1].ema
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6), got, want)
+  # It lags behind the parameters: neither the start nor the last step.
+  moved = jax.tree.leaves(
+      jax.tree.map(lambda g, p: float(np.abs(g - p).max()), got, without[-1].params)
+  )
+  assert min(moved) > 0.0
+  assert with_ema[-1].variables["params"] is got  # what validation and checkpoints see
+
+
+def test_checkpoints_keep_the_average_for_evaluation_and_both_for_resuming(tmp_path, dataset):
+  config = _config()
+  method = methods.get_method(config, dataset.dims())
+  optimizer = method.optimizer(config.train, 5)
+  batches = list(method.batches(dataset.train, 40, 0, 0))
+  state = _steps(method, optimizer, dataset, batches, 0.9)[-1]
+  latest, best = ckpt.managers(str(tmp_path), keep=1)
+  latest.save(5, args=ckpt.save_args(state))
+  latest.wait_until_finished()
+  blank = train.initial_state(method, optimizer, dataset, 1, ema=True)
+  restored = ckpt.restore_state(latest, 5, blank)
+  for m in (latest, best):
+    m.close()
+  for field in ("params", "ema", "opt_state", "collections", "step"):
+    jax.tree.map(np.testing.assert_array_equal, getattr(restored, field), getattr(state, field))
+  variables, step = evaluate.restore_variables(str(tmp_path), method, dataset.train, "latest")
+  assert step == 5
+  jax.tree.map(np.testing.assert_array_equal, variables["params"], state.ema)
+
+
+def test_a_resumed_run_with_ema_equals_an_unbroken_one(tmp_path, dataset):
+  unbroken, resumed = tmp_path / "unbroken", tmp_path / "resumed"
+  train.train(_config(epochs=3), str(unbroken), dataset=dataset)
+  train.train(_config(epochs=2), str(resumed), dataset=dataset)
+  train.train(_config(epochs=3), str(resumed), dataset=dataset)  # resumes at epoch 2
+  method = methods.get_method(_config(), dataset.dims())
+  a, _ = evaluate.restore_variables(str(unbroken), method, dataset.train, "latest")
+  b, _ = evaluate.restore_variables(str(resumed), method, dataset.train, "latest")
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+  def validation(workdir):
+    return [
+        json.loads(l)["validation_map"] for l in open(workdir / "metrics.jsonl") if '"epoch"' in l
+    ]
+
+  assert validation(unbroken) == validation(resumed)
+  # Turning the average on or off is a different run, not a resumable change.
+  with pytest.raises(errors.UserError, match="train.ema_decay: 0.9 -> 0.0"):
+    train.train(_config(epochs=4, ema_decay=0.0), str(resumed), dataset=dataset)
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0])
+def test_an_ema_decay_outside_0_1_is_a_clear_error(tmp_path, dataset, decay):
+  with pytest.raises(errors.UserError, match=f"train.ema_decay must be in \\[0, 1\\).*{decay}"):
+    train.train(_config(ema_decay=decay), str(tmp_path / "wd"), dataset=dataset)
+  assert not (tmp_path / "wd").exists()
