@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -457,3 +458,25 @@ def test_every_retrieve_flag_has_help():
   assert set(holders) >= {"workdir", "split", "features_dir", "direction", "queries", "k", "output"}
   for name in holders:
     assert len(flag_values[name].help) > 20, name
+
+
+def test_retrieve_reads_a_workdir_saved_before_newer_fields(trained, tmp_path):
+  # A workdir of an older version: config.json lacks fields added since (every model
+  # field at the method file's base value, data.image_power, train.ema_decay). They take
+  # the values the run behaved as, so the report is the same.
+  from configs import drsl  # pylint: disable=g-import-not-at-top
+
+  workdir, _ = trained
+  old = tmp_path / "old"
+  shutil.copytree(workdir, old)
+  saved = json.loads((old / "config.json").read_text())
+  base = drsl.model_config().to_dict()
+  dropped = [k for k, v in saved["model"].items() if json.loads(json.dumps(base[k])) == v]
+  assert len(dropped) >= 3, dropped
+  for k in dropped:
+    del saved["model"][k]
+  del saved["data"]["image_power"], saved["train"]["ema_decay"]
+  (old / "config.json").write_text(json.dumps(saved))
+  want = retrieve.retrieve(str(workdir), [0, 9], k=5, direction="t2i")
+  got = retrieve.retrieve(str(old), [0, 9], k=5, direction="t2i")
+  assert got["queries"] == want["queries"]
