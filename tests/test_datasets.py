@@ -686,6 +686,17 @@ def test_load_dataset_wikipedia_word_sequences_and_standardize(loadable_wiki, tm
   np.testing.assert_allclose(ds.train["image"].mean(0), 0.0, atol=1e-5)
   raw = data.load_dataset(_data_config("wikipedia", loadable_wiki, tmp_path / "data"))
   np.testing.assert_array_equal(data.standardize(raw, "image").test["image"], ds.test["image"])
+  # The LDA topics as the text feature keep the same word sequences and vocabulary.
+  lda = data.load_dataset(
+      _data_config(
+          "wikipedia", loadable_wiki, tmp_path / "data", word_sequences=True, text_feature="lda"
+      )
+  )
+  np.testing.assert_array_equal(lda.train["text"], lda.train["lda"])
+  assert lda.meta["vocab"].words == vocab.words
+  np.testing.assert_array_equal(lda.meta["word_vectors"], ds.meta["word_vectors"])
+  for name in ("word_ids", "word_mask"):
+    np.testing.assert_array_equal(lda.test[name], ds.test[name])
 
 
 def test_image_power_maps_every_split_before_standardising(tmp_path):

@@ -14,8 +14,9 @@ into the configured text feature (``data_config.text_feature``, one of
   train), then columns scaled to unit variance on train.
 
 With ``data_config.word_sequences`` each split also gets ``word_ids`` / ``word_mask`` (the
-first ``max_words`` in-vocabulary words of each article) and ``meta["word_vectors"]`` a
-GloVe table for them.
+first ``max_words`` in-vocabulary words of each article, over the vocabulary of the
+training texts, built for them when the text feature is "lda") and
+``meta["word_vectors"]`` a GloVe table for them.
 
 With ``data_config.word_graph`` (SCANet's text model) each split also gets ``bow``, float32
 bag-of-words counts over the word graph's own vocabulary (the ``graph_vocab_size`` most
@@ -66,12 +67,13 @@ def load(data_config) -> common.Dataset:
     The dataset: float32 ``image`` (128-d SIFT BoVW), ``text`` (the text feature),
     ``lda`` and int32 ``label`` per split (plus ``word_ids`` / ``word_mask`` with
     ``word_sequences``, ``bow`` with ``word_graph``); ``meta`` holds ``class_names``,
-    ``text_feature`` and, unless the feature is "lda", the training ``vocab`` (and
-    ``word_vectors``), and with ``word_graph`` also ``graph_vocab`` and ``word_graph``.
+    ``text_feature`` and, unless the feature is "lda" without word sequences, the
+    training ``vocab`` (and ``word_vectors``), and with ``word_graph`` also
+    ``graph_vocab`` and ``word_graph``.
 
   Raises:
-    UserError: if ``manual_dir`` is not set, the text feature is unknown, or word
-      sequences are asked for with the "lda" feature; DatasetFileError for bad files.
+    UserError: if ``manual_dir`` is not set or the text feature is unknown;
+      DatasetFileError for bad files.
   """
   # TFDS is imported only when a file-backed dataset is loaded.
   from crossmodal_jax.data import tfds_io  # pylint: disable=g-import-not-at-top
@@ -82,10 +84,8 @@ def load(data_config) -> common.Dataset:
   if feature not in TEXT_FEATURES:
     raise errors.UserError(f"Unknown text_feature {feature!r}; choose one of {TEXT_FEATURES}.")
   word_sequences = data_config.get("word_sequences", False)
-  if word_sequences and feature == "lda":
-    raise errors.UserError(
-        "word_sequences needs a vocabulary: use a text_feature other than 'lda'."
-    )
+  # The training texts' vocabulary serves the text feature (unless "lda") and the words.
+  need_vocab = feature != "lda" or word_sequences
   builder = tfds_io.prepare(wikipedia.WikipediaCrossModal, manual_dir, data_config.data_dir)
   raw = {s: tfds_io.read_split(builder, s) for s in _SPLITS}
   class_names = list(builder.info.features["label"].names)
@@ -94,7 +94,7 @@ def load(data_config) -> common.Dataset:
   sequences = {}
   graph_arrays = {}
   use_graph = data_config.get("word_graph", False)
-  if feature != "lda" or use_graph:
+  if need_vocab or use_graph:
     # Tokenising the articles and fitting on train take a while: say so.
     logging.info(
         "Wikipedia text feature %s: fitting on the %d training articles.",
@@ -104,7 +104,7 @@ def load(data_config) -> common.Dataset:
     tokens = {s: [tokens_lib.tokenize(t) for t in raw[s]["text"]] for s in raw}
   if feature == "lda":
     texts = {s: raw[s]["lda"].astype(np.float32) for s in raw}
-  else:
+  if need_vocab:
     vocab = vocab_lib.build_vocabulary(
         tokens["train"],
         max_size=data_config.vocab_size,
@@ -112,8 +112,9 @@ def load(data_config) -> common.Dataset:
         stopwords=_stopwords(data_config, manual_dir),
     )
     meta["vocab"] = vocab
-    counts = {s: vocab_lib.bag_of_words(tokens[s], vocab) for s in raw}
-    texts = _text_features(counts, feature, data_config)
+    if feature != "lda":
+      counts = {s: vocab_lib.bag_of_words(tokens[s], vocab) for s in raw}
+      texts = _text_features(counts, feature, data_config)
     if word_sequences:
       for s in raw:
         ids, mask = vocab_lib.word_id_sequences(
