@@ -58,3 +58,19 @@ def train_on_real_wikipedia(
   )  # fmt: skip
   assert proc.returncode == 0, proc.stderr[-4000:]
   return json.loads((workdir / "results.json").read_text())
+
+
+def age_drsl_config_json(workdir: pathlib.Path) -> list[str]:
+  """Rewrites a DRSL workdir's config.json as an older version wrote it: without every
+  model field at the method file's base value and without fields added to the common
+  config since (data.image_power, train.ema_decay). Returns the model fields dropped."""
+  from configs import drsl  # pylint: disable=g-import-not-at-top
+
+  saved = json.loads((workdir / "config.json").read_text())
+  base = drsl.model_config().to_dict()
+  dropped = [k for k, v in saved["model"].items() if json.loads(json.dumps(base[k])) == v]
+  for k in dropped:
+    del saved["model"][k]
+  del saved["data"]["image_power"], saved["train"]["ema_decay"]
+  (workdir / "config.json").write_text(json.dumps(saved))
+  return dropped
