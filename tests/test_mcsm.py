@@ -504,7 +504,7 @@ def test_paper_preset_is_the_codes_recipe_and_the_default_changes_only_chosen_fi
       "model.front_end": (True, False),
       "model.hidden": (512, 128),
       "data.max_words": (2904, 100),
-      "train.learning_rate": (1e-4, 1e-3),
+      "train.learning_rate": (1e-4, 3e-4),
       "train.num_epochs": (30, 20),
       "data.text_feature": ("tfidf_svd", "lda"),
   }, changed
