@@ -47,7 +47,7 @@ the text space's settings):
   reached 0.273, 0.271, 0.276 (seeds 0-2; epochs 6, 5, 16) against TF-IDF -> SVD-300's
   0.256, 0.255, 0.258: the default since 2026-11-27. (The topics also do better for the
   instance-level baselines: CCA 0.223 against 0.176, SCM 0.253 against 0.220.)
-  With them RMSprop 3e-4 instead of 1e-3 reached 0.280, 0.287, 0.278 (epochs 16, 13, 16;
+  With them RMSprop 3e-4 instead of 1e-3 reached 0.280, 0.287, 0.278 (epochs 16, 13, 17;
   every seed gains; 1e-3 peaked at epochs 6, 5, 16 and then fell): the default.
 Wikipedia: word sequences (`data.word_sequences`, GloVe 6B 50-d, frozen) of the first
 `data.max_words` in-vocabulary words; the document vector of the image space is
@@ -125,7 +125,7 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
     # 0.276 against 0.256, 0.255, 0.258 (the word sequences of the text space are the same).
     config.data.text_feature = "lda"
     # With the topics, RMSprop 3e-4 instead of 1e-3: 0.280, 0.287, 0.278 (epochs 16, 13,
-    # 16) against 0.273, 0.271, 0.276 (epochs 6, 5, 16).
+    # 17) against 0.273, 0.271, 0.276 (epochs 6, 5, 16).
     t.learning_rate = 3e-4
   if dataset == "synthetic":
     # Small widths and a faster rate so an epoch of the 2,000 synthetic pairs is seconds.
