@@ -748,7 +748,3 @@ def test_load_dataset_errors(loadable_wiki, tmp_path):
     data.load_dataset(_data_config("features", "", data_dir))
   with pytest.raises(ValueError, match="Unknown text_feature"):
     data.load_dataset(_data_config("wikipedia", loadable_wiki, data_dir, text_feature="x"))
-  with pytest.raises(ValueError, match="word_sequences"):
-    data.load_dataset(
-        _data_config("wikipedia", loadable_wiki, data_dir, text_feature="lda", word_sequences=True)
-    )
