@@ -16,21 +16,28 @@ from crossmodal_jax import parallel
 from crossmodal_jax import train
 
 
-def run_steps(method, optimizer, dataset, devices, batches, seed=0):
-  """Trains from `initial_state(seed)` on `batches` over a mesh of `devices`.
+def run_steps(method, optimizer, dataset, devices, batches, seed=0, ema_decay=0.0, trajectory=None):
+  """Trains from `initial_state(seed)` on `batches` over a mesh of `devices`, keeping an
+  EMA of the parameters when `ema_decay` > 0. A `trajectory` list gets the host state
+  before the first step and after each one.
 
   Returns:
     (the final TrainState on the host, the loss of each step).
   """
   mesh = parallel.create_mesh(devices)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = jax.device_put(train.initial_state(method, optimizer, dataset, seed), replicated)
-  step = train.make_train_step(method, optimizer, mesh)
+  state = train.initial_state(method, optimizer, dataset, seed, ema=ema_decay > 0)
+  state = jax.device_put(state, replicated)
+  step = train.make_train_step(method, optimizer, mesh, ema_decay)
   losses = []
+  if trajectory is not None:
+    trajectory.append(jax.device_get(state))
   with jax.set_mesh(mesh):
     for batch in batches:
       state, metrics = step(state, parallel.shard_batch(batch, mesh), jax.random.key(seed))
       losses.append(float(metrics["loss"]))
+      if trajectory is not None:
+        trajectory.append(jax.device_get(state))
   return jax.device_get(state), losses
 
 

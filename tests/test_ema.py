@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+import sharded_steps
 from configs.default import get_config
 from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import errors
@@ -39,16 +40,12 @@ def dataset():
 
 
 def _steps(method, optimizer, dataset, batches, ema_decay):
-  """The host states after each of `batches`, from seed 0's initial state."""
-  mesh = train.parallel.create_mesh(jax.devices()[:1])
-  state = train.initial_state(method, optimizer, dataset, 0, ema=ema_decay > 0)
-  state = train.parallel.replicate(state, mesh)
-  step = train.make_train_step(method, optimizer, mesh, ema_decay)
-  states = [jax.device_get(state)]
-  with jax.set_mesh(mesh):
-    for batch in batches:
-      state, _ = step(state, train.parallel.shard_batch(batch, mesh), jax.random.key(0))
-      states.append(jax.device_get(state))
+  """The host states from seed 0's initial state and after each of `batches`."""
+  states = []
+  sharded_steps.run_steps(
+      method, optimizer, dataset, jax.devices()[:1], batches, ema_decay=ema_decay,
+      trajectory=states,
+  )  # fmt: skip
   return states
 
 
