@@ -214,7 +214,8 @@ def _exit_line(capsys, fn, *args) -> tuple[int, str]:
   return exit_info.value.code, err.strip()
 
 
-def test_override_before_config_is_one_line(capsys):
+def test_override_before_config_is_one_line(capsys, monkeypatch):
+  monkeypatch.chdir(REPO)  # the relative configs/default.py, wherever pytest started
   status, line = _exit_line(
       capsys,
       overrides.check,
@@ -227,7 +228,8 @@ def test_override_before_config_is_one_line(capsys):
   assert config.method == "mcsm" and config.seed == 0
 
 
-def test_unknown_field_and_config_are_one_line(capsys):
+def test_unknown_field_and_config_are_one_line(capsys, monkeypatch):
+  monkeypatch.chdir(REPO)  # the relative configs/default.py, wherever pytest started
   status, line = _exit_line(capsys, overrides.check, ["--config.model.nope=1"])
   assert status == overrides.USAGE_EXIT
   assert "'model.nope'" in line and "fusion" in line, line

@@ -102,8 +102,6 @@ def load(data_config) -> common.Dataset:
         len(raw["train"]["text"]),
     )
     tokens = {s: [tokens_lib.tokenize(t) for t in raw[s]["text"]] for s in raw}
-  if feature == "lda":
-    texts = {s: raw[s]["lda"].astype(np.float32) for s in raw}
   if need_vocab:
     vocab = vocab_lib.build_vocabulary(
         tokens["train"],
@@ -112,9 +110,6 @@ def load(data_config) -> common.Dataset:
         stopwords=_stopwords(data_config, manual_dir),
     )
     meta["vocab"] = vocab
-    if feature != "lda":
-      counts = {s: vocab_lib.bag_of_words(tokens[s], vocab) for s in raw}
-      texts = _text_features(counts, feature, data_config)
     if word_sequences:
       for s in raw:
         ids, mask = vocab_lib.word_id_sequences(
@@ -123,6 +118,11 @@ def load(data_config) -> common.Dataset:
         sequences[s] = {"word_ids": ids, "word_mask": mask}
       meta["word_vectors"], found = glove.glove_table(vocab)
       logging.info("GloVe vectors for %d of %d vocabulary words.", found.sum(), len(found))
+  if feature == "lda":
+    texts = {s: raw[s]["lda"].astype(np.float32) for s in raw}
+  else:  # need_vocab holds, so the vocabulary is built
+    counts = {s: vocab_lib.bag_of_words(tokens[s], meta["vocab"]) for s in raw}
+    texts = _text_features(counts, feature, data_config)
   if use_graph:
     graph_vocab, vectors = word_graph_lib.graph_vocabulary(
         tokens["train"],
