@@ -1239,7 +1239,9 @@ def amend_table(
   `new`; a dataset or ablation absent from `table` is added whole. Every other row stays.
   When a row changed (a row equal to the stored one but for "reused" flags does not), an
   entry {"date", "command", "machine", "rows": {dataset: [row names]}, "ablations":
-  {ablation: {dataset: [variant names]}}, "note"} is appended to table["amended"]."""
+  {ablation: {dataset: [variant names]}}, "reused": {dataset: {row name: [seeds]}}, "note"}
+  is appended to table["amended"]; "reused" names the changed rows' runs that the command
+  found finished (trained before it) rather than trained."""
   out = json.loads(json.dumps(table))
   rows_done = _merge_datasets(out["datasets"], new["datasets"], lambda d: f"dataset {d!r}")
   ablations_done: dict[str, dict[str, list[str]]] = {}
@@ -1258,9 +1260,22 @@ def amend_table(
             "machine": new["machine"]["summary"],
             "rows": rows_done,
             "ablations": ablations_done,
+            "reused": _reused_runs(new["datasets"], rows_done),
             "note": note,
         }
     )
+  return out
+
+
+def _reused_runs(datasets: dict[str, Any], names: dict[str, list[str]]) -> dict[str, Any]:
+  """{dataset: {row name: [seeds]}}: the runs of the rows `names` that were reused (found
+  finished), leaving out rows with none."""
+  out: dict[str, Any] = {}
+  for d, rows in names.items():
+    for r in datasets[d]["rows"]:
+      seeds = [run["seed"] for run in r.get("runs", []) if run.get("reused")]
+      if r["name"] in rows and seeds:
+        out.setdefault(d, {})[r["name"]] = seeds
   return out
 
 
@@ -1284,11 +1299,22 @@ def _amendments(results: dict[str, Any], where: str | None, ablation: str | None
     if not names:
       continue
     labels = {r["name"]: r["label"] for r in rows}
-    text = f"Amended {a['date']}: {', '.join(labels.get(n, n) for n in names)} re-run"
+    # Only an entry that records no reused run says its rows were re-run (older entries
+    # and ablation variants do not record reuse).
+    reused, verb = {}, "replaced"
+    if ablation is None and "reused" in a:
+      reused = a["reused"].get(where, {})
+      verb = "replaced" if reused else "re-run"
+    text = f"Amended {a['date']}: {', '.join(labels.get(n, n) for n in names)} {verb}"
     if a.get("command"):
       text += f" by `` {a['command']} ``"
     if a.get("machine"):
       text += f" on {a['machine']}"
+    if reused:
+      found = "; ".join(
+          f"{labels.get(n, n)} seeds {', '.join(map(str, seeds))}" for n, seeds in reused.items()
+      )
+      text += f", from runs it found finished ({found}) rather than trained"
     text += "."
     if a.get("note"):
       text += f" {a['note']}"

@@ -305,6 +305,17 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
   said = f"Amended {entry['date']}: DRSL re-run by `` CMD `` on {entry['machine']}. {note}"
   assert synthetic.index("pr_synthetic.png") < synthetic.index(said)
   assert (folder / "pr_synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # An amendment whose changed row came from finished runs says so, not "re-run".
+  found = json.loads(json.dumps(again))
+  row = next(r for r in found["datasets"]["synthetic"]["rows"] if r["name"] == "drsl")
+  row["map_all"]["avg"]["mean"] += 0.01
+  for run in row["runs"]:
+    run["reused"] = True
+  third = reproduce.amend_table(again, found, "CMD2")["amended"][-1]
+  assert third["reused"] == {"synthetic": {"drsl": [0, 1]}}
+  text = " ".join(reproduce._amendments({**again, "amended": [third]}, "synthetic"))
+  assert "DRSL replaced by `` CMD2 ``" in text and "re-run" not in text, text
+  assert "from runs it found finished (DRSL seeds 0, 1) rather than trained." in text, text
   # The same command again reuses the runs: no row changed, so nothing is recorded.
   out = io.StringIO()
   reproduce.reproduce(
