@@ -165,10 +165,11 @@ def evaluate_split(
   """mAP@ALL (i2t, t2i, avg) and, if `full`, mAP@R, P@K and the curves.
 
   Queries are `split`'s items of one modality, the gallery the items of the other
-  modality of `gallery` (None: of `split` itself). With `full`, a method whose `score`
-  gives several named channels (MCSM's two spaces) also gets each channel's mAP@ALL,
-  ranked by that channel alone ("map_all_by_channel"). Each direction's scores are sorted
-  once per query for all of its metrics. `channels`, if given, are the split's score
+  modality of `gallery` (None: of `split` itself). A method whose `score` gives several
+  named channels (MCSM's two spaces) also gets each channel's mAP@ALL, ranked by that
+  channel alone ("map_all_by_channel"; with `full=False` too, so training logs each
+  channel's validation mAP). Each direction's scores are sorted once per query for all
+  of its metrics. `channels`, if given, are the split's score
   channels already computed with `variables` (`split_channels`), so a split scored for
   calibration is not scored again.
 
@@ -224,7 +225,7 @@ def evaluate_split(
   result = metrics.split_metrics(
       scores, labels, r, eval_config.precision_ks, full=full, gallery_labels=gallery_labels
   )
-  if full and isinstance(oriented["i2t"], dict) and len(oriented["i2t"]) > 1:
+  if isinstance(oriented["i2t"], dict) and len(oriented["i2t"]) > 1:
     # Several named score channels (MCSM's two spaces): each one's mAP@ALL on its own,
     # next to the ranking that combines them.
     result["map_all_by_channel"] = {}

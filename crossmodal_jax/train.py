@@ -446,6 +446,12 @@ def train(
                   "validation_map": val["map_all"]["avg"],
                   "validation_map_i2t": val["map_all"]["i2t"],
                   "validation_map_t2i": val["map_all"]["t2i"],
+                  # A method with several score channels (MCSM's spaces): each one's
+                  # mAP@ALL ranked alone, e.g. "validation_map_image_space".
+                  **{
+                      f"validation_map_{name}": m["avg"]
+                      for name, m in val.get("map_all_by_channel", {}).items()
+                  },
               }
           )
         logger.write("epoch", step, record)

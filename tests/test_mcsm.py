@@ -5,6 +5,8 @@ Shapes are tiny (the CPU is shared with long runs)."""
 
 from __future__ import annotations
 
+import json
+import os
 import textwrap
 
 import jax
@@ -435,6 +437,14 @@ def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset)
   assert mcsm.fusion_weight(variables) == pytest.approx(chosen)
   results = evaluate.evaluate(workdir, config=config, dataset=dataset, plots=False)
   assert 0 < results["map_all"]["avg"] <= 1
+  # Each epoch's record carries each space's validation mAP ranked alone: the last one
+  # equals that space's ranking of the last checkpoint.
+  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  last = [r for r in records if r["kind"] == "epoch"][-1]
+  on_validation = evaluate.evaluate_split(method, variables, dataset.validation, config.eval)
+  for space in ("image_space", "text_space"):
+    want = on_validation["map_all_by_channel"][space]["avg"]
+    assert last[f"validation_map_{space}"] == pytest.approx(want, abs=1e-6)
 
 
 _PARALLEL_SCRIPT = textwrap.dedent("""
