@@ -1311,10 +1311,10 @@ def _amendments(results: dict[str, Any], where: str | None, ablation: str | None
     if a.get("machine"):
       text += f" on {a['machine']}"
     if reused:
-      found = "; ".join(
+      found = " and ".join(
           f"{labels.get(n, n)} seeds {', '.join(map(str, seeds))}" for n, seeds in reused.items()
       )
-      text += f", from runs it found finished ({found}) rather than trained"
+      text += f"; it found {found} finished and did not train them"
     text += "."
     if a.get("note"):
       text += f" {a['note']}"

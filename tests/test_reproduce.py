@@ -315,7 +315,7 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
   assert third["reused"] == {"synthetic": {"drsl": [0, 1]}}
   text = " ".join(reproduce._amendments({**again, "amended": [third]}, "synthetic"))
   assert "DRSL replaced by `` CMD2 ``" in text and "re-run" not in text, text
-  assert "from runs it found finished (DRSL seeds 0, 1) rather than trained." in text, text
+  assert "; it found DRSL seeds 0, 1 finished and did not train them." in text, text
   # The same command again reuses the runs: no row changed, so nothing is recorded.
   out = io.StringIO()
   reproduce.reproduce(
