@@ -169,9 +169,9 @@ def evaluate_split(
   named channels (MCSM's two spaces) also gets each channel's mAP@ALL, ranked by that
   channel alone ("map_all_by_channel"; with `full=False` too, so training logs each
   channel's validation mAP). Each direction's scores are sorted once per query for all
-  of its metrics. `channels`, if given, are the split's score
-  channels already computed with `variables` (`split_channels`), so a split scored for
-  calibration is not scored again.
+  of its metrics. `channels`, if given, are the split's score channels already computed
+  with `variables` (`split_channels`), so a split scored for calibration is not scored
+  again.
 
   Galleries whose score matrices exceed `eval.full_matrix_mb` (or any, with
   eval.ranking="top_k") are ranked by streamed top-k instead (see the module docstring):
