@@ -50,6 +50,9 @@ def model_config() -> ml_collections.ConfigDict:
   # "text": a batch groups each text's pairs, so texts are encoded once per batch;
   # "shuffled": pairs drawn uniformly (about one text per pair).
   model.pair_order = "text"
+  # "fixed": the num_positive + num_negative pairs are drawn once per seed and reshuffled
+  # each epoch (the paper's); "epoch": drawn anew each epoch from (seed, epoch).
+  model.pair_draw = "fixed"
   return model
 
 

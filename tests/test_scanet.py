@@ -187,6 +187,35 @@ def test_blockwise_scores_equal_the_per_pair_forward_pass(dataset, layers, scale
   assert np.std(got) > 0
 
 
+def _pair_set(pairs):
+  return set(zip(pairs.image.tolist(), pairs.text.tolist(), pairs.positive.tolist()))
+
+
+@pytest.mark.parametrize("order", sampling.PAIR_ORDERS)
+def test_pairs_drawn_anew_each_epoch_keep_the_counts_and_labels(dataset, order):
+  """`pair_draw="epoch"`: epoch 0 trains the fixed set, later epochs other pairs of the
+  same counts and correct labels (the same again on a replay); "fixed" keeps one set."""
+  labels, split = dataset.train["label"], dataset.train
+  _, fixed, _ = _method(dataset, pair_order=order)
+  _, fresh, _ = _method(dataset, pair_order=order, pair_draw="epoch")
+  batches = lambda m, epoch: list(m.batches(split, 64, 0, epoch))
+  for a, b in zip(batches(fixed, 0), batches(fresh, 0), strict=True):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert _pair_set(fixed.pairs(split, 0, 3)) == _pair_set(fixed.pairs(split, 0))
+  drawn = [_pair_set(fresh.pairs(split, 0, e)) for e in (1, 2)]
+  for pairs in drawn:
+    assert len(pairs) == 1200
+    assert sum(p for *_, p in pairs) == 600
+    assert all((labels[i] == labels[t]) == (p == 1) for i, t, p in pairs)
+  assert drawn[0] != drawn[1] and drawn[0] != _pair_set(fixed.pairs(split, 0))
+  assert _pair_set(fresh.pairs(split, 0, 1)) == drawn[0]  # a resumed run replays it
+  # The epoch's batches carry its pairs: other images than the fixed set's epoch 1.
+  images = lambda m, epoch: np.concatenate([b["image"] for b in batches(m, epoch)])
+  assert not np.array_equal(images(fresh, 1), images(fixed, 1))
+  with pytest.raises(ValueError, match="pair_draw"):
+    _method(dataset, pair_draw="never")
+
+
 def test_word_dropout_acts_in_training_only(dataset):
   """Dropped words are zeros of the graph signal in the loss; encodings (retrieval) and
   a rate of 0 (whose loss keeps the head's dropout key) are untouched."""

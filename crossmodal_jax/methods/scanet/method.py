@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crossmodal_jax import losses
 from crossmodal_jax import parallel
@@ -35,6 +36,8 @@ class SCANetMethod(base.Method):
           "scanet drops each epoch's last partial batch of pairs: train.drop_remainder "
           "must be True."
       )
+    if c.pair_draw not in ("fixed", "epoch"):
+      raise ValueError(f"model.pair_draw must be 'fixed' or 'epoch', got {c.pair_draw!r}.")
     if not 0 <= c.attention_layers <= 3:
       raise ValueError(f"model.attention_layers must be 0..3, got {c.attention_layers}.")
     if self.dims["bow"] != (graph.num_nodes,):
@@ -62,13 +65,17 @@ class SCANetMethod(base.Method):
 
   # --- Pairs ----------------------------------------------------------------------------
 
-  def pairs(self, split, seed: int) -> sampling.PairSet:
-    """The run's fixed training pairs of `split` (drawn once from `seed`)."""
+  def pairs(self, split, seed: int, epoch: int = 0) -> sampling.PairSet:
+    """The training pairs of `split` for `epoch`: drawn once from `seed` (the paper's
+    fixed set, `model.pair_draw="fixed"`), or anew each epoch from (seed, epoch)
+    (`"epoch"`; epoch 0 draws the fixed set)."""
+    if self.config.model.pair_draw == "epoch" and epoch:
+      seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
     cached = self._pair_sets.get(seed)
     if cached is None or cached[0] is not split:
       c = self.config.model
       pairs = sampling.sample_pairs(split["label"], c.num_positive, c.num_negative, seed)
-      self._pair_sets[seed] = (split, pairs)
+      self._pair_sets = {seed: (split, pairs)}
     return self._pair_sets[seed][1]
 
   def num_batches(self, split, batch_size):
@@ -81,7 +88,7 @@ class SCANetMethod(base.Method):
   def batches(self, split, batch_size, seed, epoch):
     """Batches of `batch_size` pairs; each distinct image and text appears once, so the
     GCN and the V x N Dense run per text, not per pair (`sampling.pair_batches`)."""
-    pairs = self.pairs(split, seed)
+    pairs = self.pairs(split, seed, epoch)
     order = self.config.model.pair_order
     max_images, max_texts = sampling.max_items_per_batch(
         pairs, batch_size, order, multiple=jax.device_count()
