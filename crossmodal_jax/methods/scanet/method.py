@@ -61,7 +61,7 @@ class SCANetMethod(base.Method):
         attention_scale=c.attention_scale,
         word_dropout=c.word_dropout,
     )
-    self._pair_sets = {}
+    self._pairs = None  # (split, seed, PairSet) of the last draw
 
   # --- Pairs ----------------------------------------------------------------------------
 
@@ -71,12 +71,11 @@ class SCANetMethod(base.Method):
     (`"epoch"`; epoch 0 draws the fixed set)."""
     if self.config.model.pair_draw == "epoch" and epoch:
       seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-    cached = self._pair_sets.get(seed)
-    if cached is None or cached[0] is not split:
+    if self._pairs is None or self._pairs[0] is not split or self._pairs[1] != seed:
       c = self.config.model
       pairs = sampling.sample_pairs(split["label"], c.num_positive, c.num_negative, seed)
-      self._pair_sets = {seed: (split, pairs)}
-    return self._pair_sets[seed][1]
+      self._pairs = (split, seed, pairs)
+    return self._pairs[2]
 
   def num_batches(self, split, batch_size):
     """Whole batches of the num_positive + num_negative pairs (the last partial one is
