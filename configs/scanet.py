@@ -116,6 +116,9 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
       # epoch 6 where 0.2's fall after their peak. Longer did not help: epochs 7-9 of
       # seed 0 gave 0.303, 0.298, 0.295, epoch 7 of seeds 1 and 2 0.302 and 0.296.
       config.model.dropout = 0.5
+      # The coupled L2 stays here. AdamW's decoupled decay 0.2 in its place learns about
+      # 3x faster and peaks no higher: best validation mAP 0.310, 0.291, 0.298 (epochs 2,
+      # 3, 3 of 4) against 0.309, 0.308, 0.303.
   if dataset == "synthetic":
     config.model.dim = 256
     t.num_epochs = 20
