@@ -13,11 +13,12 @@ Presets (`configs/default.py:scanet,DATASET[,PRESET]`):
   init, log(1 + counts), batches that group each text's pairs (5.6-7x cheaper steps), 8
   filters in the first graph layer; on Wikipedia instead the square roots of the SIFT
   histograms, 6 epochs, uniformly shuffled pairs, a ReLU after the common-space Dense
-  layers, dropout 0.5 before the head and L2 2.5e-4 (`get_config`). On the synthetic
+  layers, dropout 0.5 before the head, L2 2.5e-4 and validation on an EMA of the
+  parameters (decay 0.998; `get_config`). On the synthetic
   benchmark (N = 256, 20 epochs) AdamW's decoupled decay 1.0 replaces the coupled L2,
   which collapsed seeds 1, 2 and 3 of the one-filter model (see `get_config`);
 - "ci": "full" shrunk for the test suite (N = 128, 20,000 pairs, V = 2,000, Adam 1e-3,
-  6 epochs, text-grouped pairs).
+  6 epochs, text-grouped pairs, the raw parameters validated).
 """
 
 from __future__ import annotations
@@ -123,6 +124,13 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
       # The coupled form stays: AdamW's decoupled decay 0.2 in its place learns about 3x
       # faster and peaks no higher (0.310, 0.291, 0.298; epochs 2, 3, 3 of 4).
       t.weight_decay = 2.5e-4
+      # Validate and checkpoint an exponential moving average of the parameters (decay
+      # 0.998: a window of about 500 steps, 1.6 epochs). Best validation mAP, seeds 0, 1,
+      # 2: 0.3225, 0.3091, 0.3133 (epochs 3, 4, 5) against the raw parameters' 0.3188,
+      # 0.3093, 0.3103 (mean 0.315 against 0.313); ahead at epoch 2 on every seed, and
+      # the curves fall less after their peaks (seed 0, epochs 5-6: 0.316, 0.307 against
+      # 0.294, 0.296). The training itself is unchanged.
+      t.ema_decay = 0.998
   if dataset == "synthetic":
     config.model.dim = 256
     t.num_epochs = 20
@@ -142,4 +150,6 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
     config.model.num_negative = 10000
     config.data.graph_vocab_size = 2000
     t.learning_rate, t.num_epochs = 1e-3, 6
+    # Its 468 steps are about the average's window: the raw parameters are validated.
+    t.ema_decay = 0.0
   return config
