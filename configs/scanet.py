@@ -14,9 +14,9 @@ Presets (`configs/default.py:scanet,DATASET[,PRESET]`):
   filters in the first graph layer; on Wikipedia instead the square roots of the SIFT
   histograms, 6 epochs, uniformly shuffled pairs, a ReLU after the common-space Dense
   layers, dropout 0.5 before the head, L2 2.5e-4 and validation on an EMA of the
-  parameters (decay 0.998; `get_config`). On the synthetic
-  benchmark (N = 256, 20 epochs) AdamW's decoupled decay 1.0 replaces the coupled L2,
-  which collapsed seeds 1, 2 and 3 of the one-filter model (see `get_config`);
+  parameters (decay 0.998; `get_config`). On the synthetic benchmark (N = 256, 20 epochs)
+  AdamW's decoupled decay 1.0 replaces the coupled L2, which collapsed seeds 1, 2 and 3
+  of the one-filter model (see `get_config`);
 - "ci": "full" shrunk for the test suite (N = 128, 20,000 pairs, V = 2,000, Adam 1e-3,
   6 epochs, text-grouped pairs, the raw parameters validated).
 """
