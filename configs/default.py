@@ -124,8 +124,12 @@ def train_config() -> ml_collections.ConfigDict:
   train.param_groups = ()
   # Keep an exponential moving average of the parameters with this decay (0: off); the
   # validation, the checkpoints' variables and evaluation use the average. Decay at step t:
-  # min(ema_decay, (1 + t) / (10 + t)).
+  # min(ema_decay, (1 + t) / (ema_warmup + t)).
   train.ema_decay = 0.0
+  # The EMA's warm-up (>= 1): while (1 + t) / (ema_warmup + t) is under ema_decay, the
+  # average weighs step k of t about as k^(ema_warmup - 2) and lags about t / ema_warmup
+  # steps (2: the mean of every step so far; larger: a shorter memory).
+  train.ema_warmup = 10.0
   train.checkpoint_every_epochs = 1  # save checkpoints/latest every this many epochs
   train.keep_checkpoints = 2  # latest checkpoints kept (the best one is kept apart)
   train.log_every_steps = 10  # write training metrics every this many steps

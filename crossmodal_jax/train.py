@@ -82,17 +82,20 @@ RESUMABLE_FIELDS = (
 )
 
 
-def ema_decay_at(ema_decay: float, step):
-  """The EMA's decay at `step` (0-based): min(ema_decay, (1 + step) / (10 + step)), so
+def ema_decay_at(ema_decay: float, step, warmup: float = 10.0):
+  """The EMA's decay at `step` (0-based): min(ema_decay, (1 + step) / (warmup + step)), so
   the average forgets its initial parameters within the first steps instead of lagging
-  behind them for 1 / (1 - ema_decay) steps."""
-  return jax.numpy.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+  behind them for 1 / (1 - ema_decay) steps. While the warm-up term is the smaller, the
+  average weighs step k of t about as k^(warmup - 2) (2: the plain mean of every step)
+  and lags about t / warmup steps behind the parameters."""
+  return jax.numpy.minimum(ema_decay, (1.0 + step) / (warmup + step))
 
 
 def _per_device_step(
     method: base.Method,
     optimizer: optax.GradientTransformation,
     ema_decay: float,
+    ema_warmup: float,
     state: TrainState,
     batch: dict[str, jax.Array],
     key: jax.Array,
@@ -115,7 +118,7 @@ def _per_device_step(
   params = optax.apply_updates(state.params, updates)
   ema = state.ema
   if ema is not None:
-    decay = ema_decay_at(ema_decay, state.step.astype(jax.numpy.float32))
+    decay = ema_decay_at(ema_decay, state.step.astype(jax.numpy.float32), ema_warmup)
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
   new_state = state.replace(
       step=state.step + 1,
@@ -129,13 +132,17 @@ def _per_device_step(
 
 
 def make_train_step(
-    method: base.Method, optimizer: optax.GradientTransformation, mesh, ema_decay: float = 0.0
+    method: base.Method,
+    optimizer: optax.GradientTransformation,
+    mesh,
+    ema_decay: float = 0.0,
+    ema_warmup: float = 10.0,
 ):
   """jit(shard_map(per-device step)) over `mesh`; state replicated, batch sharded.
 
-  `ema_decay` is the EMA's decay (`ema_decay_at`); it acts only on a state that holds an
-  EMA (`initial_state(..., ema=True)`)."""
-  step = functools.partial(_per_device_step, method, optimizer, ema_decay)
+  `ema_decay` and `ema_warmup` set the EMA's decay (`ema_decay_at`); they act only on a
+  state that holds an EMA (`initial_state(..., ema=True)`)."""
+  step = functools.partial(_per_device_step, method, optimizer, ema_decay, ema_warmup)
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=(0,))
 
@@ -361,6 +368,9 @@ def train(
   ema_decay = float(tc.get("ema_decay", 0.0))
   if not 0.0 <= ema_decay < 1.0:
     raise errors.UserError(f"train.ema_decay must be in [0, 1) (0: off), got {ema_decay}.")
+  ema_warmup = float(tc.get("ema_warmup", 10.0))
+  if not ema_warmup >= 1.0:
+    raise errors.UserError(f"train.ema_warmup must be >= 1, got {ema_warmup}.")
   if dataset is None:
     with errors.config_values():  # e.g. data.graph_neighbors beyond the vocabulary
       dataset = data_lib.load_dataset(config.data)
@@ -401,7 +411,7 @@ def train(
   if best.best_step() is not None:
     best_map = float(best.metrics(best.best_step())[ckpt.METRIC])
   logger = _Logger(workdir, start_step)
-  train_step = make_train_step(method, optimizer, mesh, ema_decay)
+  train_step = make_train_step(method, optimizer, mesh, ema_decay, ema_warmup)
   key = jax.random.key(config.seed)
   has_validation = len(dataset.validation) > 0
   total = tc.num_epochs * steps_per_epoch

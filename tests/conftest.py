@@ -78,7 +78,8 @@ def train_on_real_wikipedia(
 def age_drsl_config_json(workdir: pathlib.Path) -> list[str]:
   """Rewrites a DRSL workdir's config.json as an older version wrote it: without every
   model field at the method file's base value and without fields added to the common
-  config since (data.image_power, train.ema_decay). Returns the model fields dropped."""
+  config since (data.image_power, train.ema_decay, train.ema_warmup). Returns the model
+  fields dropped."""
   from configs import drsl  # pylint: disable=g-import-not-at-top
 
   saved = json.loads((workdir / "config.json").read_text())
@@ -86,6 +87,6 @@ def age_drsl_config_json(workdir: pathlib.Path) -> list[str]:
   dropped = [k for k, v in saved["model"].items() if json.loads(json.dumps(base[k])) == v]
   for k in dropped:
     del saved["model"][k]
-  del saved["data"]["image_power"], saved["train"]["ema_decay"]
+  del saved["data"]["image_power"], saved["train"]["ema_decay"], saved["train"]["ema_warmup"]
   (workdir / "config.json").write_text(json.dumps(saved))
   return dropped

@@ -16,10 +16,13 @@ from crossmodal_jax import parallel
 from crossmodal_jax import train
 
 
-def run_steps(method, optimizer, dataset, devices, batches, seed=0, ema_decay=0.0, trajectory=None):
+def run_steps(
+    method, optimizer, dataset, devices, batches, seed=0, ema_decay=0.0, ema_warmup=10.0,
+    trajectory=None,
+):  # fmt: skip
   """Trains from `initial_state(seed)` on `batches` over a mesh of `devices`, keeping an
-  EMA of the parameters when `ema_decay` > 0. A `trajectory` list gets the host state
-  before the first step and after each one.
+  EMA of the parameters (`ema_decay`, `ema_warmup`) when `ema_decay` > 0. A `trajectory`
+  list gets the host state before the first step and after each one.
 
   Returns:
     (the final TrainState on the host, the loss of each step).
@@ -28,7 +31,7 @@ def run_steps(method, optimizer, dataset, devices, batches, seed=0, ema_decay=0.
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state = train.initial_state(method, optimizer, dataset, seed, ema=ema_decay > 0)
   state = jax.device_put(state, replicated)
-  step = train.make_train_step(method, optimizer, mesh, ema_decay)
+  step = train.make_train_step(method, optimizer, mesh, ema_decay, ema_warmup)
   losses = []
   if trajectory is not None:
     trajectory.append(jax.device_get(state))

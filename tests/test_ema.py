@@ -19,13 +19,14 @@ from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
 
 
-def _config(epochs=2, ema_decay=0.9):
+def _config(epochs=2, ema_decay=0.9, ema_warmup=10.0):
   config = get_config("drsl,synthetic")
   config.model.image_layers, config.model.text_layers = (24,), (24,)
   config.model.relation_layers = (16,)
   config.train.batch_size = 40
   config.train.num_epochs = epochs
   config.train.ema_decay = ema_decay
+  config.train.ema_warmup = ema_warmup
   config.train.progress_bar = False
   return config
 
@@ -39,31 +40,32 @@ def dataset():
   )
 
 
-def _steps(method, optimizer, dataset, batches, ema_decay):
+def _steps(method, optimizer, dataset, batches, ema_decay, ema_warmup=10.0):
   """The host states from seed 0's initial state and after each of `batches`."""
   states = []
   sharded_steps.run_steps(
       method, optimizer, dataset, jax.devices()[:1], batches, ema_decay=ema_decay,
-      trajectory=states,
+      ema_warmup=ema_warmup, trajectory=states,
   )  # fmt: skip
   return states
 
 
-def test_ema_follows_the_parameters_as_the_reference_recurrence(dataset):
+@pytest.mark.parametrize("warmup", [10.0, 2.0])
+def test_ema_follows_the_parameters_as_the_reference_recurrence(dataset, warmup):
   config = _config()
   method = methods.get_method(config, dataset.dims())
   optimizer = method.optimizer(config.train, 5)
   batches = list(method.batches(dataset.train, 40, 0, 0))
   assert len(batches) == 5
-  with_ema = _steps(method, optimizer, dataset, batches, 0.9)
+  with_ema = _steps(method, optimizer, dataset, batches, 0.9, warmup)
   without = _steps(method, optimizer, dataset, batches, 0.0)
   assert without[-1].ema is None
   # The average never feeds back: the parameters are those of a run without it.
   jax.tree.map(np.testing.assert_array_equal, with_ema[-1].params, without[-1].params)
-  # e_0 = p_0; e_{t+1} = d_t e_t + (1 - d_t) p_{t+1}, d_t = min(0.9, (1 + t) / (10 + t)).
+  # e_0 = p_0; e_{t+1} = d_t e_t + (1 - d_t) p_{t+1}, d_t = min(0.9, (1 + t) / (w + t)).
   want = jax.tree.map(np.asarray, without[0].params)
   for t, state in enumerate(without[1:]):
-    d = min(0.9, (1.0 + t) / (10.0 + t))
+    d = min(0.9, (1.0 + t) / (warmup + t))
     want = jax.tree.map(lambda e, p, d=d: d * e + (1.0 - d) * np.asarray(p), want, state.params)
   got = with_ema[-1].ema
   jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6), got, want)
@@ -73,6 +75,11 @@ def test_ema_follows_the_parameters_as_the_reference_recurrence(dataset):
   )
   assert min(moved) > 0.0
   assert with_ema[-1].variables["params"] is got  # what validation and checkpoints see
+  if warmup == 2.0:
+    # d_t = (1 + t) / (2 + t) makes the average the plain mean of p_0 .. p_5.
+    params = [s.params for s in without]
+    mean = jax.tree.map(lambda *ps: np.mean([np.asarray(p) for p in ps], 0), *params)
+    jax.tree.map(lambda g, m: np.testing.assert_allclose(g, m, rtol=1e-5, atol=1e-6), got, mean)
 
 
 def test_checkpoints_keep_the_average_for_evaluation_and_both_for_resuming(tmp_path, dataset):
@@ -114,6 +121,13 @@ def test_a_resumed_run_with_ema_equals_an_unbroken_one(tmp_path, dataset):
   # Turning the average on or off is a different run, not a resumable change.
   with pytest.raises(errors.UserError, match="train.ema_decay: 0.9 -> 0.0"):
     train.train(_config(epochs=4, ema_decay=0.0), str(resumed), dataset=dataset)
+
+
+@pytest.mark.parametrize("warmup", [0.5, -3.0])
+def test_an_ema_warmup_under_1_is_a_clear_error(tmp_path, dataset, warmup):
+  with pytest.raises(errors.UserError, match=f"train.ema_warmup must be >= 1, got {warmup}"):
+    train.train(_config(ema_warmup=warmup), str(tmp_path / "wd"), dataset=dataset)
+  assert not (tmp_path / "wd").exists()
 
 
 @pytest.mark.parametrize("decay", [-0.1, 1.0])
