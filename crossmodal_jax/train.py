@@ -82,7 +82,12 @@ RESUMABLE_FIELDS = (
 )
 
 
-def ema_decay_at(ema_decay: float, step, warmup: float = 10.0):
+# `train.ema_warmup` of configs/default.py, for a step built without one and a config
+# without the field (saved before it existed).
+EMA_WARMUP = 10.0
+
+
+def ema_decay_at(ema_decay: float, step, warmup: float):
   """The EMA's decay at `step` (0-based): min(ema_decay, (1 + step) / (warmup + step)), so
   the average forgets its initial parameters within the first steps instead of lagging
   behind them for 1 / (1 - ema_decay) steps. While the warm-up term is the smaller, the
@@ -136,7 +141,7 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     mesh,
     ema_decay: float = 0.0,
-    ema_warmup: float = 10.0,
+    ema_warmup: float = EMA_WARMUP,
 ):
   """jit(shard_map(per-device step)) over `mesh`; state replicated, batch sharded.
 
@@ -368,7 +373,7 @@ def train(
   ema_decay = float(tc.get("ema_decay", 0.0))
   if not 0.0 <= ema_decay < 1.0:
     raise errors.UserError(f"train.ema_decay must be in [0, 1) (0: off), got {ema_decay}.")
-  ema_warmup = float(tc.get("ema_warmup", 10.0))
+  ema_warmup = float(tc.get("ema_warmup", EMA_WARMUP))
   if not ema_warmup >= 1.0:
     raise errors.UserError(f"train.ema_warmup must be >= 1, got {ema_warmup}.")
   if dataset is None:

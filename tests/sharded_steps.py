@@ -17,8 +17,8 @@ from crossmodal_jax import train
 
 
 def run_steps(
-    method, optimizer, dataset, devices, batches, seed=0, ema_decay=0.0, ema_warmup=10.0,
-    trajectory=None,
+    method, optimizer, dataset, devices, batches, seed=0, ema_decay=0.0,
+    ema_warmup=train.EMA_WARMUP, trajectory=None,
 ):  # fmt: skip
   """Trains from `initial_state(seed)` on `batches` over a mesh of `devices`, keeping an
   EMA of the parameters (`ema_decay`, `ema_warmup`) when `ema_decay` > 0. A `trajectory`

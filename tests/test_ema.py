@@ -123,6 +123,12 @@ def test_a_resumed_run_with_ema_equals_an_unbroken_one(tmp_path, dataset):
     train.train(_config(epochs=4, ema_decay=0.0), str(resumed), dataset=dataset)
 
 
+def test_the_step_defaults_to_the_configs_warmup():
+  # A config without the field (saved before it) and a step built without one read
+  # train.EMA_WARMUP: it must be the common config's value.
+  assert get_config("drsl,synthetic").train.ema_warmup == train.EMA_WARMUP == 10.0
+
+
 @pytest.mark.parametrize("warmup", [0.5, -3.0])
 def test_an_ema_warmup_under_1_is_a_clear_error(tmp_path, dataset, warmup):
   with pytest.raises(errors.UserError, match=f"train.ema_warmup must be >= 1, got {warmup}"):
