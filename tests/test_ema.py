@@ -19,7 +19,7 @@ from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
 
 
-def _config(epochs=2, ema_decay=0.9, ema_warmup=10.0):
+def _config(epochs=2, ema_decay=0.9, ema_warmup=train.EMA_WARMUP):
   config = get_config("drsl,synthetic")
   config.model.image_layers, config.model.text_layers = (24,), (24,)
   config.model.relation_layers = (16,)
@@ -40,7 +40,7 @@ def dataset():
   )
 
 
-def _steps(method, optimizer, dataset, batches, ema_decay, ema_warmup=10.0):
+def _steps(method, optimizer, dataset, batches, ema_decay, ema_warmup=train.EMA_WARMUP):
   """The host states from seed 0's initial state and after each of `batches`."""
   states = []
   sharded_steps.run_steps(
