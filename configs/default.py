@@ -75,9 +75,7 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   data.graph_vocab_size = 10055  # vertices: the most frequent training words with GloVe
   data.graph_neighbors = 8  # k nearest words by cosine, symmetrised
   data.graph_lambda_max = 0.0  # 0: computed; 2.0: the original code's assumption
-  # Per text: "counts", "sqrt_counts" (their square roots) or "tfidf" (sublinear, idf of
-  # train, L2-normalised rows).
-  data.graph_signal = "counts"
+  data.graph_signal = "counts"  # per text: "counts" or "tfidf" (sublinear, idf of train, L2)
   # Image features x -> sign(x) |x|^image_power, in (0, 1] (1: unchanged; 0.5 on
   # bag-of-visual-words histograms: the Hellinger map), before any standardising.
   data.image_power = 1.0

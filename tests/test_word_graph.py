@@ -347,7 +347,7 @@ def test_synthetic_word_graph_leaves_data_unchanged():
   assert assumed.meta["word_graph"].num_neighbors == 8
 
 
-def test_graph_signal_transforms_each_split():
+def test_graph_signal_counts_or_tfidf():
   import ml_collections  # pylint: disable=import-outside-toplevel
 
   counts = {
@@ -356,25 +356,12 @@ def test_graph_signal_transforms_each_split():
   }
   signal = lambda name: wg.graph_signal(counts, ml_collections.ConfigDict({"graph_signal": name}))
   assert signal("counts") is counts
-  roots = signal("sqrt_counts")
-  assert sorted(roots) == ["test", "train"] and roots["train"].dtype == np.float32
-  np.testing.assert_array_equal(
-      roots["train"], [[2.0, 0.0, 1.0], [3.0, np.sqrt(np.float32(2.0)), 0.0]]
-  )
-  np.testing.assert_array_equal(roots["test"], [[0.0, 4.0, 1.0]])
   tfidf = signal("tfidf")  # sublinear tf x the train split's idf, unit rows
+  assert sorted(tfidf) == ["test", "train"]
   np.testing.assert_allclose(np.linalg.norm(tfidf["test"], axis=1), 1.0, rtol=1e-6)
   assert tfidf["test"][0, 1] > tfidf["test"][0, 2] > 0.0 == tfidf["test"][0, 0]
-  with pytest.raises(ValueError, match="'sqrt_counts'"):
+  with pytest.raises(ValueError, match="Unknown data.graph_signal 'roots'"):
     signal("roots")
-
-
-def test_synthetic_sqrt_signal_is_the_roots_of_its_counts():
-  counts = synthetic.load(_synthetic_config(word_graph=True))
-  roots = synthetic.load(_synthetic_config(word_graph=True, graph_signal="sqrt_counts"))
-  for name in ("train", "validation", "test"):
-    np.testing.assert_array_equal(roots.splits[name]["bow"], np.sqrt(counts.splits[name]["bow"]))
-    np.testing.assert_array_equal(roots.splits[name]["image"], counts.splits[name]["image"])
 
 
 def _wiki_config(data_dir, **overrides):

@@ -368,18 +368,12 @@ def graph_vocabulary(
 
 def graph_signal(counts: dict[str, np.ndarray], data_config) -> dict[str, np.ndarray]:
   """Each split's graph signal ("bow") from its counts over the graph vocabulary:
-  ``data_config.graph_signal`` "counts" (as they are), "sqrt_counts" (their square roots,
-  which stabilise a Poisson count's variance and damp an article's most repeated words,
-  as ``data.image_power=0.5`` does for the visual words) or "tfidf" (sublinear tf x idf
+  ``data_config.graph_signal`` "counts" (as they are) or "tfidf" (sublinear tf x idf
   fitted on "train", rows L2-normalised)."""
   signal = data_config.get("graph_signal", "counts")
   if signal == "counts":
     return counts
-  if signal == "sqrt_counts":
-    return {s: np.sqrt(c).astype(np.float32) for s, c in counts.items()}
   if signal != "tfidf":
-    raise ValueError(
-        f"Unknown data.graph_signal {signal!r}; choose 'counts', 'sqrt_counts' or 'tfidf'."
-    )
+    raise ValueError(f"Unknown data.graph_signal {signal!r}; choose 'counts' or 'tfidf'.")
   idf = tfidf.fit_idf(counts["train"])
   return {s: tfidf.tfidf(c, idf, sublinear_tf=True) for s, c in counts.items()}
