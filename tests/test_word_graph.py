@@ -348,8 +348,7 @@ def test_synthetic_word_graph_leaves_data_unchanged():
 
 
 def test_graph_signal_counts_or_tfidf():
-  import ml_collections  # pylint: disable=import-outside-toplevel
-
+  ml_collections = pytest.importorskip("ml_collections")
   counts = {
       "train": np.array([[4.0, 0.0, 1.0], [9.0, 2.0, 0.0]], np.float32),
       "test": np.array([[0.0, 16.0, 1.0]], np.float32),
