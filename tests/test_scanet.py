@@ -384,7 +384,7 @@ def test_paper_preset_has_the_papers_hyperparameters():
   assert changed == {
       "model.attention_scale", "model.gcn_init", "model.text_input", "train.learning_rate",
       "train.weight_decay", "train.num_epochs", "model.gcn_filters", "data.image_power",
-      "model.activation", "model.dropout", "train.ema_decay",
+      "model.activation", "model.dropout", "train.ema_decay", "train.ema_warmup",
   }  # fmt: skip
   assert (default.data.image_power, default.train.num_epochs) == (0.5, 6)
   assert default.model.pair_order == c.model.pair_order == "shuffled"
@@ -394,6 +394,7 @@ def test_paper_preset_has_the_papers_hyperparameters():
   # An average of the parameters is validated on Wikipedia; not in the CI preset's few
   # steps, nor in the paper's recipe.
   assert (default.train.ema_decay, c.train.ema_decay) == (0.998, 0.0)
+  assert default.train.ema_warmup == 4.0  # the longer average, chosen on validation
   assert get_config("scanet,wikipedia,ci").train.ema_decay == 0.0
   assert get_config("scanet,synthetic").model.activation == "linear"
   assert get_config("scanet,synthetic").data.image_power == 1.0  # not histograms
