@@ -102,6 +102,10 @@ def model_config() -> ml_collections.ConfigDict:
   # drawn uniformly, anew every step), "hardest" (the space's highest-scoring one) or "all"
   # (every one, the hinges averaged: the random draw's expected loss, without its noise).
   model.negatives = "random"
+  # Each anchor's positive: "pair" (the code's: its own match) or "same_label" (an item of
+  # the other modality with the anchor's label, drawn uniformly from the global batch, its
+  # match included, anew every step: a class-level positive).
+  model.positives = "pair"
   # Ranking at evaluation: "fusion" (the adaptive fusion with the stored weight i),
   # "image_space" or "text_space" (one space's cosines alone, to report each space).
   model.retrieval = "fusion"

@@ -63,6 +63,17 @@ def global_loss(scores: jax.Array, positive: jax.Array, margin: float, lam: floa
   return var_pos + var_neg + lam * jnp.maximum(0.0, margin - (mean_pos - mean_neg))
 
 
+def _draw_one(key: jax.Array, candidates: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One column drawn uniformly from each row's True entries of `candidates` [n, n], by
+  one uniform number per entry from `key`; (index [n] int32, found [n] bool), a row
+  without a candidate giving its own index and found False."""
+  u = jax.random.uniform(key, candidates.shape)
+  # u >= 0 beats -1, so the argmax is a candidate whenever there is one.
+  drawn = jnp.argmax(jnp.where(candidates, u, -1.0), axis=1).astype(jnp.int32)
+  found = jnp.any(candidates, axis=1)
+  return jnp.where(found, drawn, jnp.arange(candidates.shape[0], dtype=jnp.int32)), found
+
+
 def different_label_negatives(key: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   """One random item of a different label for each item of a batch (MCSM's negatives).
 
@@ -78,12 +89,25 @@ def different_label_negatives(key: jax.Array, labels: jax.Array) -> tuple[jax.Ar
     (negative [n] int32, found [n] bool): negative[k] indexes the batch; where row k has
     no item of a different label, found[k] is False and negative[k] is k itself.
   """
-  different = label_agreement(labels, labels) == 0
-  u = jax.random.uniform(key, different.shape)
-  # u >= 0 beats -1, so the argmax is a candidate whenever there is one.
-  negative = jnp.argmax(jnp.where(different, u, -1.0), axis=1).astype(jnp.int32)
-  found = jnp.any(different, axis=1)
-  return jnp.where(found, negative, jnp.arange(labels.shape[0], dtype=jnp.int32)), found
+  return _draw_one(key, label_agreement(labels, labels) == 0)
+
+
+def same_label_positives(key: jax.Array, labels: jax.Array) -> jax.Array:
+  """One random item relevant to each item of a batch, the item itself included.
+
+  Row k's positive is drawn uniformly from {k} and {j : S[k, j] == 1}, S =
+  `label_agreement`, as `different_label_negatives` draws its negatives: a class-level
+  positive in place of the item's own match.
+
+  Args:
+    key: a PRNG key.
+    labels: [n] int labels or [n, C] multi-hot labels of the batch.
+
+  Returns:
+    positive [n] int32, indexing the batch (k itself where nothing else is relevant).
+  """
+  n = labels.shape[0]
+  return _draw_one(key, (label_agreement(labels, labels) > 0) | jnp.eye(n, dtype=bool))[0]
 
 
 def hardest_negatives(scores: jax.Array, different: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -112,6 +136,8 @@ def bidirectional_hinge(
     margin: float,
     negative_text_found: jax.Array | None = None,
     negative_image_found: jax.Array | None = None,
+    positive_text: jax.Array | None = None,
+    positive_image: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """MCSM's bidirectional hinge with one sampled negative per anchor, per anchor.
 
@@ -119,6 +145,9 @@ def bidirectional_hinge(
   rows are unit vectors). Image anchor k: max(0, m - s(image_k, text_k) +
   s(image_k, negative_text_k)); text anchor k: max(0, m - s(image_k, text_k) +
   s(negative_image_k, text_k)). An anchor whose `*_found` is False contributes 0.
+  `positive_text` / `positive_image` replace the match in the image / text anchors'
+  positive term (a class-level positive: s(image_k, positive_text_k) and
+  s(positive_image_k, text_k)).
 
   Args:
     image, text: [n, D] the anchors' encodings (matching rows).
@@ -127,13 +156,22 @@ def bidirectional_hinge(
     margin: m.
     negative_text_found, negative_image_found: [n] bool, whether each anchor has a
       negative (None: all do).
+    positive_text, positive_image: [n, D] each image / text anchor's positive (None:
+      its match, row k of `text` / `image`).
 
   Returns:
     (image-anchor hinges [n], text-anchor hinges [n]); the caller sums or averages them.
   """
-  positive = jnp.sum(image * text, axis=-1)
-  i2t = jnp.maximum(0.0, margin - positive + jnp.sum(image * negative_text, axis=-1))
-  t2i = jnp.maximum(0.0, margin - positive + jnp.sum(negative_image * text, axis=-1))
+  positive_text = text if positive_text is None else positive_text
+  positive_image = image if positive_image is None else positive_image
+  i2t = jnp.maximum(
+      0.0,
+      margin - jnp.sum(image * positive_text, axis=-1) + jnp.sum(image * negative_text, axis=-1),
+  )
+  t2i = jnp.maximum(
+      0.0,
+      margin - jnp.sum(positive_image * text, axis=-1) + jnp.sum(negative_image * text, axis=-1),
+  )
   if negative_text_found is not None:
     i2t = jnp.where(negative_text_found, i2t, 0.0)
   if negative_image_found is not None:

@@ -99,6 +99,16 @@ def test_bidirectional_hinge_on_a_hand_computed_batch():
   )  # fmt: skip
   np.testing.assert_allclose(i2t, [1.0, 0.0, 0.0], atol=1e-6)
   np.testing.assert_allclose(t2i, [0.0, 0.0, 2.5], atol=1e-6)
+  # Class-level positives replace the match in the positive term only.
+  pos_text = np.stack([deg(0), deg(60), deg(180)])  # image anchor k's positive text
+  pos_image = np.stack([deg(90), deg(90), deg(0)])  # text anchor k's positive image
+  i2t, t2i = losses.bidirectional_hinge(
+      image, text, neg_text, neg_image, 0.5, positive_text=pos_text, positive_image=pos_image
+  )
+  # i2t: 0.5 - cos 0 + cos 0 = 0.5; 0.5 - cos 30 + cos 90 -> 0; 0.5 - cos 0 + cos 120 -> 0.
+  np.testing.assert_allclose(i2t, [0.5, 0.0, 0.0], atol=1e-6)
+  # t2i: 0.5 - cos 30 + cos 30 = 0.5; 0.5 - 1 + cos 90 -> 0; 0.5 - cos 0 + cos 0 = 0.5.
+  np.testing.assert_allclose(t2i, [0.5, 0.0, 0.5], atol=1e-6)
 
 
 @pytest.mark.parametrize("multi_hot", [False, True])
@@ -125,6 +135,31 @@ def test_negatives_always_have_a_different_label(multi_hot):
   # A batch of one class has no negative: found is False and the index is the row.
   neg, found = draw(jax.random.key(0), jnp.zeros(5, jnp.int32))
   assert not np.any(found) and np.array_equal(neg, np.arange(5))
+
+
+@pytest.mark.parametrize("multi_hot", [False, True])
+def test_positives_share_a_label_and_cover_the_class(multi_hot):
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, 3, size=12)
+  labels[:4], labels[11] = 0, 3  # item 11 is alone in its class
+  if multi_hot:
+    labels = np.eye(4, dtype=np.float32)[labels]
+    labels[0, 1] = 1.0  # shares with classes 0 and 1
+  agree = np.asarray(losses.label_agreement(jnp.asarray(labels), jnp.asarray(labels))) > 0
+  draw = jax.jit(losses.same_label_positives)
+  seen = np.zeros_like(agree)
+  for seed in range(200):
+    pos = np.asarray(draw(jax.random.key(seed), jnp.asarray(labels)))
+    assert np.all(agree[np.arange(12), pos])
+    seen[np.arange(12), pos] = True
+  # Every relevant item, the anchor itself included, is drawn for some key; the lone
+  # item always draws itself.
+  np.testing.assert_array_equal(seen, agree)
+  assert seen[11].sum() == 1 and seen[11, 11]
+  # An item with no label at all (multi-hot zeros) still draws itself.
+  if multi_hot:
+    labels[5] = 0.0
+    assert int(draw(jax.random.key(0), jnp.asarray(labels))[5]) == 5
 
 
 def test_hardest_negatives_pick_the_top_score_among_the_candidates():
@@ -156,50 +191,71 @@ def test_expected_hinge_is_the_mean_over_every_draw_of_the_negative():
     np.testing.assert_allclose(got[k], np.mean(hinges) if hinges else 0.0, rtol=1e-5)
 
 
-def _numpy_negative_loss(negatives, s, different):
-  """(image-anchor, text-anchor) hinges of margin 0.5, s[a, b] = cos(image a, text b)."""
-  pos = np.diag(s)
+def _numpy_negative_loss(negatives, s, different, pos_i2t, pos_t2i):
+  """(image-anchor, text-anchor) hinges of margin 0.5, s[a, b] = cos(image a, text b),
+  pos_i2t / pos_t2i each image / text anchor's positive score."""
   if negatives == "hardest":
-    i2t = np.maximum(0, 0.5 - pos + np.where(different, s, -np.inf).max(1))
-    t2i = np.maximum(0, 0.5 - pos + np.where(different, s, -np.inf).max(0))
+    i2t = np.maximum(0, 0.5 - pos_i2t + np.where(different, s, -np.inf).max(1))
+    t2i = np.maximum(0, 0.5 - pos_t2i + np.where(different, s, -np.inf).max(0))
     return i2t, t2i
-  i2t = (np.maximum(0, 0.5 - pos[:, None] + s) * different).sum(1) / different.sum(1)
-  t2i = (np.maximum(0, 0.5 - pos[None, :] + s) * different).sum(0) / different.sum(0)
+  i2t = (np.maximum(0, 0.5 - pos_i2t[:, None] + s) * different).sum(1) / different.sum(1)
+  t2i = (np.maximum(0, 0.5 - pos_t2i[None, :] + s) * different).sum(0) / different.sum(0)
   return i2t, t2i
 
 
-@pytest.mark.parametrize("negatives", ["hardest", "all"])
-@pytest.mark.parametrize("front_end", [False, True])
-def test_batch_negative_losses_against_numpy(dataset, front_end, negatives):
-  config, method, variables = _method(dataset, front_end=front_end, negatives=negatives)
-  batch = {k: dataset.train[k][:16] for k in method.batch_keys}
-  loss, (_, logs) = jax.jit(lambda v, b: method.loss(v, b, jax.random.key(7), None))(
-      variables, batch
+@pytest.mark.parametrize(
+    "negatives,front_end,positives",
+    [
+        ("hardest", False, "pair"),
+        ("hardest", True, "pair"),
+        ("all", False, "pair"),
+        ("all", True, "pair"),
+        ("hardest", False, "same_label"),
+        ("all", False, "same_label"),
+    ],
+)
+def test_batch_negative_losses_against_numpy(dataset, front_end, negatives, positives):
+  config, method, variables = _method(
+      dataset, front_end=front_end, negatives=negatives, positives=positives
   )
+  batch = {k: dataset.train[k][:16] for k in method.batch_keys}
+  key = jax.random.key(7)
+  loss, (_, logs) = jax.jit(lambda v, b: method.loss(v, b, key, None))(variables, batch)
   (image, text), _ = method.module.apply(
       {k: v for k, v in variables.items() if k != "fusion"},
       *method._image_args(method.image_input(batch)),
       *method._text_args(method.text_input(batch)),
       train=True, mutable=["batch_stats"],
   )  # fmt: skip
-  different = batch["label"][:, None] != batch["label"][None, :]
+  labels = batch["label"]
+  different = labels[:, None] != labels[None, :]
+  pos_text = pos_image = np.arange(16)
+  if positives == "same_label":
+    key_text, key_image = jax.random.split(jax.random.fold_in(key, 1))
+    pos_text = np.asarray(losses.same_label_positives(key_text, jnp.asarray(labels)))
+    pos_image = np.asarray(losses.same_label_positives(key_image, jnp.asarray(labels)))
   want = 0.0
   for space in ("image_space", "text_space"):
     i, t = np.asarray(image[space], np.float64), np.asarray(text[space], np.float64)
-    i2t, t2i = _numpy_negative_loss(negatives, i @ t.T, different)
+    i2t, t2i = _numpy_negative_loss(
+        negatives, i @ t.T, different, np.sum(i * t[pos_text], 1), np.sum(i[pos_image] * t, 1)
+    )
     space_loss = i2t.mean() + t2i.mean()
     np.testing.assert_allclose(logs[f"loss_{space}"], space_loss, rtol=1e-4)
     want += space_loss
   np.testing.assert_allclose(loss, want, rtol=1e-4)
 
 
-def test_unknown_negatives_is_one_error(dataset):
+def test_unknown_negatives_or_positives_is_one_error(dataset):
   with pytest.raises(ValueError, match="model.negatives 'easiest'; choose one of"):
     methods.get_method(small_config(negatives="easiest"), dataset.dims(), dataset.meta)
+  with pytest.raises(ValueError, match="model.positives 'nearest'; choose one of"):
+    methods.get_method(small_config(positives="nearest"), dataset.dims(), dataset.meta)
 
 
-def test_method_loss_is_both_spaces_hinge_with_the_keys_negatives(dataset):
-  config, method, variables = _method(dataset, front_end=True)
+@pytest.mark.parametrize("positives", ["pair", "same_label"])
+def test_method_loss_is_both_spaces_hinge_with_the_keys_negatives(dataset, positives):
+  config, method, variables = _method(dataset, front_end=True, positives=positives)
   batch = {k: dataset.train[k][:16] for k in method.batch_keys}
   key = jax.random.key(7)
   loss, (collections, logs) = jax.jit(lambda v, b: method.loss(v, b, key, None))(variables, batch)
@@ -217,13 +273,19 @@ def test_method_loss_is_both_spaces_hinge_with_the_keys_negatives(dataset):
   neg_image, _ = losses.different_label_negatives(key_image, jnp.asarray(batch["label"]))
   labels = batch["label"]
   assert np.all(labels[np.asarray(neg_text)] != labels)
+  pos_text = pos_image = np.arange(16)  # each anchor's match
+  if positives == "same_label":
+    # The batch key folded with 1: the negatives stay those of "pair".
+    key_text, key_image = jax.random.split(jax.random.fold_in(key, 1))
+    pos_text = np.asarray(losses.same_label_positives(key_text, jnp.asarray(labels)))
+    pos_image = np.asarray(losses.same_label_positives(key_image, jnp.asarray(labels)))
+    assert np.all(labels[pos_text] == labels) and np.any(pos_text != np.arange(16))
   want = 0.0
   for space in ("image_space", "text_space"):
     i, t = np.asarray(image[space], np.float64), np.asarray(text[space], np.float64)
     np.testing.assert_allclose(np.linalg.norm(i, axis=1), 1.0, rtol=1e-5)
-    pos = np.sum(i * t, 1)
-    i2t = np.maximum(0, 0.5 - pos + np.sum(i * t[np.asarray(neg_text)], 1))
-    t2i = np.maximum(0, 0.5 - pos + np.sum(i[np.asarray(neg_image)] * t, 1))
+    i2t = np.maximum(0, 0.5 - np.sum(i * t[pos_text], 1) + np.sum(i * t[np.asarray(neg_text)], 1))
+    t2i = np.maximum(0, 0.5 - np.sum(i[pos_image] * t, 1) + np.sum(i[np.asarray(neg_image)] * t, 1))
     space_loss = i2t.mean() + t2i.mean()
     np.testing.assert_allclose(logs[f"loss_{space}"], space_loss, rtol=1e-4)
     want += space_loss
@@ -456,7 +518,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 
     assert jax.device_count() == 8, jax.devices()
     ds = small_dataset()
-    cfg = small_config(front_end=True, negatives=NEGATIVES)
+    cfg = small_config(front_end=True, negatives=NEGATIVES, positives=POSITIVES)
     # Plain SGD: Adam's or RMSprop's update is blind to a gradient's scale, so it would
     # hide a collective that scales a gradient by the device count.
     cfg.train.optimizer, cfg.train.learning_rate = "sgd", 0.5
@@ -475,9 +537,13 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("negatives", ["random", "hardest", "all"])
-def test_sharded_steps_equal_single_device(negatives):
-  r = sharded_steps.run_on_8_devices(_PARALLEL_SCRIPT.replace("NEGATIVES", repr(negatives)))
+@pytest.mark.parametrize(
+    "negatives,positives",
+    [("random", "pair"), ("hardest", "pair"), ("all", "pair"), ("random", "same_label")],
+)
+def test_sharded_steps_equal_single_device(negatives, positives):
+  script = _PARALLEL_SCRIPT.replace("NEGATIVES", repr(negatives))
+  r = sharded_steps.run_on_8_devices(script.replace("POSITIVES", repr(positives)))
   assert r["moved"] > 1e-4 and r["diff"] < 1e-5 and r["loss"] < 1e-5, r
   assert r["stats"] < 1e-5 and r["weight"] == 0.5, r
 

@@ -28,6 +28,10 @@ RETRIEVALS = ("fusion", *SPACES)
 # (the code's), the space's highest-scoring one in the global batch, or all of them with
 # the hinges averaged (the random draw's expected loss).
 NEGATIVES = ("random", "hardest", "all")
+# Each anchor's positive (`model.positives`): its own match (the code's), or an item of
+# the other modality drawn uniformly among the global batch's same-label ones (its match
+# included), anew every step.
+POSITIVES = ("pair", "same_label")
 FUSION = "fusion"  # the non-param collection holding the fusion weight i
 DEFAULT_GRID = np.linspace(0.0, 1.0, 101)
 
@@ -104,6 +108,8 @@ class MCSMMethod(base.Method):
       raise ValueError(f"Unknown model.retrieval {c.retrieval!r}; choose one of {RETRIEVALS}.")
     if c.negatives not in NEGATIVES:
       raise ValueError(f"Unknown model.negatives {c.negatives!r}; choose one of {NEGATIVES}.")
+    if c.positives not in POSITIVES:
+      raise ValueError(f"Unknown model.positives {c.positives!r}; choose one of {POSITIVES}.")
     # Frozen word vectors: a constant of the encoder, not a parameter (nothing trains or
     # checkpoints them).
     self.word_vectors = np.asarray(table, np.float32)
@@ -190,7 +196,9 @@ class MCSMMethod(base.Method):
     averaged over the global batch's anchors (an anchor without a different-label item
     counts 0). Negatives come from the global batch: drawn from the first device's key
     (`model.negatives="random"`), each space's hardest (`"hardest"`) or all of them, the
-    hinges averaged (`"all"`), so the loss is the same on any number of devices."""
+    hinges averaged (`"all"`), so the loss is the same on any number of devices. The
+    positive is the anchor's match, or a same-label item of the global batch drawn from
+    that key folded with 1 (`model.positives="same_label"`)."""
     c = self.config.model
     model_vars = self._model_variables(variables)
     mutable = [k for k in model_vars if k != "params"]  # the front-end's batch_stats
@@ -205,24 +213,44 @@ class MCSMMethod(base.Method):
     local = batch["label"].shape[0]
     labels = parallel.gather(batch["label"], axis_name)
     image_all, text_all = parallel.gather((image, text), axis_name)
+    # Draws for every anchor of the global batch from the first device's key, then this
+    # device's rows.
+    batch_key = _batch_key(rng, axis_name)
+    start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
+    rows = lambda x: jax.lax.dynamic_slice_in_dim(x, start, local)
     if c.negatives == "random":
-      # Negatives of every anchor of the global batch, then this device's rows.
-      key_text, key_image = jax.random.split(_batch_key(rng, axis_name))
-      start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
-      rows = lambda x: jax.lax.dynamic_slice_in_dim(x, start, local)
+      key_text, key_image = jax.random.split(batch_key)
       negative_text, text_found = map(rows, losses.different_label_negatives(key_text, labels))
       negative_image, image_found = map(rows, losses.different_label_negatives(key_image, labels))
     else:
       # This device's anchors against the global batch.
       different = losses.label_agreement(batch["label"], labels) == 0  # [local, n]
+    if c.positives == "same_label":
+      # A key of its own, so that the negatives are those of `positives="pair"`.
+      key_text, key_image = jax.random.split(jax.random.fold_in(batch_key, 1))
+      positive_text = rows(losses.same_label_positives(key_text, labels))
+      positive_image = rows(losses.same_label_positives(key_image, labels))
     n = labels.shape[0]
     total, logs = 0.0, {}
     for space in SPACES:
+      if c.positives == "same_label":
+        pos_text, pos_image = text_all[space][positive_text], image_all[space][positive_image]
+      else:
+        pos_text, pos_image = text[space], image[space]
       if c.negatives == "all":
         # Every different-label item of the global batch, the hinges averaged.
-        positive = jnp.sum(image[space] * text[space], axis=-1)
-        i2t = losses.expected_hinge(positive, image[space] @ text_all[space].T, different, c.margin)
-        t2i = losses.expected_hinge(positive, text[space] @ image_all[space].T, different, c.margin)
+        i2t = losses.expected_hinge(
+            jnp.sum(image[space] * pos_text, axis=-1),
+            image[space] @ text_all[space].T,
+            different,
+            c.margin,
+        )
+        t2i = losses.expected_hinge(
+            jnp.sum(pos_image * text[space], axis=-1),
+            text[space] @ image_all[space].T,
+            different,
+            c.margin,
+        )
       else:
         if c.negatives == "hardest":
           # This space's hardest different-label item of the global batch, per anchor.
@@ -240,6 +268,8 @@ class MCSMMethod(base.Method):
             c.margin,
             text_found,
             image_found,
+            pos_text,
+            pos_image,
         )
       share = (jnp.sum(i2t) + jnp.sum(t2i)) / n
       total = total + share
