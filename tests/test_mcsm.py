@@ -584,6 +584,7 @@ def test_paper_preset_is_the_codes_recipe_and_the_default_changes_only_chosen_fi
       "train.num_epochs": (30, 20),
       "data.text_feature": ("tfidf_svd", "lda"),
       "model.positives": ("pair", "same_label"),
+      "data.image_power": (1.0, 0.5),
   }, changed
   assert full.data.word_sequences and full.model.retrieval == "fusion"
   synthetic_c, ci = get_config("mcsm,synthetic"), get_config("mcsm,synthetic,ci")
