@@ -187,7 +187,8 @@ def expected_hinge(
   `different_label_negatives` draws), without the draw's noise.
 
   Args:
-    positive: [n] each anchor's score with its match.
+    positive: [n] each anchor's score with its positive (its match, or a same-label
+      item).
     scores: [n, m] each anchor's score with every candidate.
     different: [n, m] bool, which candidates may be its negative.
     margin: m.

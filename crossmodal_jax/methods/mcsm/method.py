@@ -213,9 +213,10 @@ class MCSMMethod(base.Method):
     local = batch["label"].shape[0]
     labels = parallel.gather(batch["label"], axis_name)
     image_all, text_all = parallel.gather((image, text), axis_name)
-    # Draws for every anchor of the global batch from the first device's key, then this
-    # device's rows.
-    batch_key = _batch_key(rng, axis_name)
+    # Draws for every anchor of the global batch from the first device's key (gathered
+    # only when something is drawn), then this device's rows.
+    if c.negatives == "random" or c.positives == "same_label":
+      batch_key = _batch_key(rng, axis_name)
     start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
     rows = lambda x: jax.lax.dynamic_slice_in_dim(x, start, local)
     if c.negatives == "random":
