@@ -582,7 +582,7 @@ def test_paper_preset_is_the_codes_recipe_and_the_default_changes_only_chosen_fi
       "data.max_words": (2904, 100),
       "train.learning_rate": (1e-4, 3e-4),
       "train.num_epochs": (30, 20),
-      "data.text_feature": ("tfidf_svd", "lda"),
+      "data.text_feature": ("tfidf_svd", "tfidf"),
       "model.positives": ("pair", "same_label"),
       "data.image_power": (1.0, 0.5),
   }, changed
