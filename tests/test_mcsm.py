@@ -74,6 +74,19 @@ def _unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+def _positives(positives, key, labels):
+  """(each image anchor's positive text, each text anchor's positive image) as batch
+  indices: the match, or the same-label draws the loss makes from `key` folded with 1."""
+  if positives == "pair":
+    return np.arange(len(labels)), np.arange(len(labels))
+  key_text, key_image = jax.random.split(jax.random.fold_in(key, 1))
+  labels = jnp.asarray(labels)
+  return (
+      np.asarray(losses.same_label_positives(key_text, labels)),
+      np.asarray(losses.same_label_positives(key_image, labels)),
+  )
+
+
 # --------------------------------------------------------------------------------------
 # The loss
 # --------------------------------------------------------------------------------------
@@ -229,11 +242,7 @@ def test_batch_negative_losses_against_numpy(dataset, front_end, negatives, posi
   )  # fmt: skip
   labels = batch["label"]
   different = labels[:, None] != labels[None, :]
-  pos_text = pos_image = np.arange(16)
-  if positives == "same_label":
-    key_text, key_image = jax.random.split(jax.random.fold_in(key, 1))
-    pos_text = np.asarray(losses.same_label_positives(key_text, jnp.asarray(labels)))
-    pos_image = np.asarray(losses.same_label_positives(key_image, jnp.asarray(labels)))
+  pos_text, pos_image = _positives(positives, key, labels)
   want = 0.0
   for space in ("image_space", "text_space"):
     i, t = np.asarray(image[space], np.float64), np.asarray(text[space], np.float64)
@@ -273,12 +282,10 @@ def test_method_loss_is_both_spaces_hinge_with_the_keys_negatives(dataset, posit
   neg_image, _ = losses.different_label_negatives(key_image, jnp.asarray(batch["label"]))
   labels = batch["label"]
   assert np.all(labels[np.asarray(neg_text)] != labels)
-  pos_text = pos_image = np.arange(16)  # each anchor's match
+  # Same-label positives come from the batch key folded with 1: the negatives above
+  # stay those of "pair".
+  pos_text, pos_image = _positives(positives, key, labels)
   if positives == "same_label":
-    # The batch key folded with 1: the negatives stay those of "pair".
-    key_text, key_image = jax.random.split(jax.random.fold_in(key, 1))
-    pos_text = np.asarray(losses.same_label_positives(key_text, jnp.asarray(labels)))
-    pos_image = np.asarray(losses.same_label_positives(key_image, jnp.asarray(labels)))
     assert np.all(labels[pos_text] == labels) and np.any(pos_text != np.arange(16))
   want = 0.0
   for space in ("image_space", "text_space"):
