@@ -117,6 +117,10 @@ def model_config() -> ml_collections.ConfigDict:
   # authors' framework), "flax" or "glorot".
   model.init = "pytorch"
   model.margin = 0.5  # m of the bidirectional hinge in each space
+  # Weight of a label loss added to the hinges (0: none, the code's): in each space a
+  # linear classifier of the unit vectors, softmax cross-entropy (sigmoid for multi-hot
+  # labels) on both modalities' items.
+  model.label_weight = 0.0
   # Each anchor's different-label negative in the global batch: "random" (the code's: one
   # drawn uniformly, anew every step), "hardest" (the space's highest-scoring one) or "all"
   # (every one, the hinges averaged: the random draw's expected loss, without its noise).

@@ -299,6 +299,58 @@ def test_method_loss_is_both_spaces_hinge_with_the_keys_negatives(dataset, posit
   np.testing.assert_allclose(loss, want, rtol=1e-4)
 
 
+def _numpy_label_loss(logits, labels):
+  """[B] softmax cross-entropy of integer labels; mean sigmoid cross-entropy of multi-hot."""
+  z = np.asarray(logits, np.float64)
+  if labels.ndim == 2:
+    return np.mean(np.maximum(z, 0) - z * labels + np.log1p(np.exp(-np.abs(z))), axis=-1)
+  z = z - z.max(axis=-1, keepdims=True)
+  log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+  return -log_p[np.arange(len(labels)), labels]
+
+
+@pytest.mark.parametrize("multi_hot", [False, True])
+def test_label_loss_adds_each_spaces_cross_entropy_to_the_hinges(multi_hot):
+  ds = small_dataset() if not multi_hot else synthetic.make_dataset(
+      synthetic.SyntheticConfig(
+          num_train=40, num_validation=20, num_test=20, image_dim=8, num_regions=3,
+          vocab_size=60, word_dim=8, max_words=8, min_words=3, multi_label=0.3,
+      )
+  )  # fmt: skip
+  config, method, variables = _method(ds, positives="same_label", label_weight=0.7)
+  _, plain, _ = _method(ds, positives="same_label")
+  # The classifiers are the only new parameters: one Dense per space, D -> classes.
+  for space in ("image_space", "text_space"):
+    assert variables["params"][space]["classifier"]["kernel"].shape == (8, ds.num_classes)
+  batch = {k: ds.train[k][:16] for k in method.batch_keys}
+  key = jax.random.key(3)
+  loss, (_, logs) = method.loss(variables, batch, key, None)
+  hinges, _ = plain.loss(variables, batch, key, None)  # the classifiers play no part
+  image = method.encode_image(variables, method.image_input(batch))
+  text = method.encode_text(variables, method.text_input(batch))
+  labels = np.asarray(batch["label"])
+  want = 0.0
+  for space in ("image_space", "text_space"):
+    head = variables["params"][space]["classifier"]
+    for enc in (image, text):
+      logits = np.asarray(enc[space], np.float64) @ head["kernel"] + head["bias"]
+      want += _numpy_label_loss(logits, labels).mean()
+  np.testing.assert_allclose(logs["loss_label"], want, rtol=1e-5)
+  np.testing.assert_allclose(loss, hinges + 0.7 * want, rtol=1e-5)
+  # Its gradient reaches the classifiers and both spaces' encoders.
+  grads = jax.grad(lambda p: method.loss({**variables, "params": p}, batch, key, None)[0])(
+      variables["params"]
+  )
+  for space in ("image_space", "text_space"):
+    assert float(jnp.abs(grads[space]["classifier"]["kernel"]).max()) > 0
+
+
+def test_label_loss_needs_the_class_count(dataset):
+  dims = dataset.dims()
+  with pytest.raises(ValueError, match="model.label_weight=1.0 needs the dataset's number"):
+    methods.get_method(small_config(label_weight=1.0), dims, {"word_vectors": np.zeros((60, 8))})
+
+
 # --------------------------------------------------------------------------------------
 # The adaptive fusion
 # --------------------------------------------------------------------------------------
@@ -525,7 +577,8 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 
     assert jax.device_count() == 8, jax.devices()
     ds = small_dataset()
-    cfg = small_config(front_end=True, negatives=NEGATIVES, positives=POSITIVES)
+    cfg = small_config(front_end=True, negatives=NEGATIVES, positives=POSITIVES,
+                       label_weight=LABEL_WEIGHT)
     # Plain SGD: Adam's or RMSprop's update is blind to a gradient's scale, so it would
     # hide a collective that scales a gradient by the device count.
     cfg.train.optimizer, cfg.train.learning_rate = "sgd", 0.5
@@ -545,11 +598,17 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize(
-    "negatives,positives",
-    [("random", "pair"), ("hardest", "pair"), ("all", "pair"), ("random", "same_label")],
+    "negatives,positives,label_weight",
+    [
+        ("random", "pair", 0.0),
+        ("hardest", "pair", 0.0),
+        ("all", "pair", 0.0),
+        ("random", "same_label", 1.0),
+    ],
 )
-def test_sharded_steps_equal_single_device(negatives, positives):
+def test_sharded_steps_equal_single_device(negatives, positives, label_weight):
   script = _PARALLEL_SCRIPT.replace("NEGATIVES", repr(negatives))
+  script = script.replace("LABEL_WEIGHT", repr(label_weight))
   r = sharded_steps.run_on_8_devices(script.replace("POSITIVES", repr(positives)))
   assert r["moved"] > 1e-4 and r["diff"] < 1e-5 and r["loss"] < 1e-5, r
   assert r["stats"] < 1e-5 and r["weight"] == 0.5, r

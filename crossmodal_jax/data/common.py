@@ -64,6 +64,10 @@ class Dataset:
   num_classes: int
   meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+  def __post_init__(self):
+    # Methods see the metadata, not the dataset: the class count is part of it.
+    self.meta.setdefault("num_classes", self.num_classes)
+
   @property
   def splits(self) -> Mapping[str, Split]:
     return {"train": self.train, "validation": self.validation, "test": self.test}

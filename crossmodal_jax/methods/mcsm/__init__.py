@@ -41,6 +41,19 @@ Interpretation choices (where the notes and the code leave it open, or where we 
   item of the global batch, and `"all"` every one of them with the hinges averaged (the
   random draw's expected loss); options, not the code's (on Wikipedia hardest trained
   worse, all the same).
+- Positives: each anchor's match (the code's), or with `model.positives="same_label"` an
+  item of the other modality drawn uniformly among the global batch's items with the
+  anchor's label (its match included), from the step's key folded with 1, so the
+  negatives stay the code's draw. An option, not the code's (the Wikipedia default).
+- Label loss (`model.label_weight` > 0; 0, none, is the code's): each space gets a linear
+  classifier of its unit vectors (params[space]["classifier"], D -> classes, the number
+  of classes from meta["num_classes"] or the width of multi-hot labels), and the loss
+  adds the weight times the sum, over the two spaces and the two modalities, of the
+  batch mean of the softmax cross-entropy of the item's label (for multi-hot labels, the
+  sigmoid cross-entropy averaged over the classes). A departure from the code, taken
+  from the label-space objectives of later methods (DSCMR): it pulls every item of a
+  class, of either modality, towards one region of the space. The classifiers are used
+  only in training; retrieval ranks by the cosines as before.
 - The text space's image vector is Dense -> sigmoid -> L2 normalise in that order (the
   code's): its entries are all positive; no extra scale or bias is added to the cosine.
 - The word vectors are a constant of the encoder (frozen, as in the code), not a

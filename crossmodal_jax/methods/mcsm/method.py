@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from crossmodal_jax import losses
 from crossmodal_jax import metrics
@@ -76,6 +77,14 @@ def with_fusion_weight(variables: Mapping[str, Any], weight: float) -> dict[str,
   return {**variables, FUSION: {"weight": jnp.asarray(weight, jnp.float32)}}
 
 
+def _label_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """[B] softmax cross-entropy of integer labels, or the mean over classes of the
+  sigmoid cross-entropy of multi-hot ones."""
+  if labels.ndim == 2:
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)), -1)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
+
+
 def _batch_key(rng: jax.Array, axis_name: str | None) -> jax.Array:
   """The first device's key on every device: the training step folds the device index
   into `rng`, and the negatives of the global batch must not depend on the device count
@@ -113,6 +122,18 @@ class MCSMMethod(base.Method):
     # Frozen word vectors: a constant of the encoder, not a parameter (nothing trains or
     # checkpoints them).
     self.word_vectors = np.asarray(table, np.float32)
+    self.label_weight = float(c.get("label_weight", 0.0))
+    self.num_classes = 0
+    if self.label_weight:
+      label_shape = self.dims.get("label", ())
+      self.num_classes = (
+          int(label_shape[0]) if label_shape else int(self.meta.get("num_classes", 0))
+      )
+      if self.num_classes < 2:
+        raise ValueError(
+            f"model.label_weight={self.label_weight} needs the dataset's number of classes "
+            f"(meta['num_classes'] or multi-hot labels); got {self.num_classes}."
+        )
     self.use_regions = bool(c.image_regions) and "image_regions" in self.dims
     self.image_key = "image_regions" if self.use_regions else "image"
     self.module = self._module(axis_name=None)
@@ -127,6 +148,7 @@ class MCSMMethod(base.Method):
         score_dropout=c.score_dropout,
         param_init=c.init,
         uniform_attention=c.uniform_attention,
+        num_classes=self.num_classes,
     )
     front_end = {}
     if c.front_end:
@@ -202,7 +224,8 @@ class MCSMMethod(base.Method):
     c = self.config.model
     model_vars = self._model_variables(variables)
     mutable = [k for k in model_vars if k != "params"]  # the front-end's batch_stats
-    (image, text), new_state = self._module(axis_name).apply(
+    module = self._module(axis_name)
+    (image, text), new_state = module.apply(
         model_vars,
         *self._image_args(self.image_input(batch)),
         *self._text_args(self.text_input(batch)),
@@ -277,6 +300,14 @@ class MCSMMethod(base.Method):
       logs[f"loss_{space}"] = parallel.loss_from_share(share, axis_name)
       active = jnp.sum(i2t > 0) + jnp.sum(t2i > 0)
       logs[f"active_{space}"] = parallel.loss_from_share(active / (2 * n), axis_name)
+    if self.label_weight:
+      label_share = 0.0
+      for enc in (image, text):
+        logits = module.apply(model_vars, enc, method=MCSM.classify)
+        for space in SPACES:
+          label_share = label_share + jnp.sum(_label_loss(logits[space], batch["label"])) / n
+      logs["loss_label"] = parallel.loss_from_share(label_share, axis_name)
+      total = total + self.label_weight * label_share
     collections = {k: v for k, v in variables.items() if k != "params"}
     collections.update(new_state)  # the fusion weight passes through unchanged
     return parallel.loss_from_share(total, axis_name), (collections, logs)

@@ -40,6 +40,8 @@ class ImageSpace(nn.Module):
     text_dim: the document vector's width (the Dense layer's fan-in).
     param_init: "flax", "pytorch" or "glorot" (`layers.initializers`).
     uniform_attention: ablation: every real step weighs the same (no learned attention).
+    num_classes: the width of the label loss's linear classifier of the space's unit
+      vectors (`classify`); 0: no classifier (the code's model).
   """
 
   hidden: int
@@ -51,6 +53,7 @@ class ImageSpace(nn.Module):
   text_dim: int = 1
   param_init: str = "pytorch"
   uniform_attention: bool = False
+  num_classes: int = 0
 
   def setup(self):
     self.encoder = attention_lstm.AttentionLSTMEncoder(
@@ -65,6 +68,12 @@ class ImageSpace(nn.Module):
         uniform_attention=self.uniform_attention,
     )
     self.text_projection = nn.Dense(self.dim, **initializers.dense(self.param_init, self.text_dim))
+    if self.num_classes:
+      self.classifier = nn.Dense(self.num_classes, **initializers.dense(self.param_init, self.dim))
+
+  def classify(self, x: jax.Array) -> jax.Array:
+    """Unit vectors [B, D] -> class logits [B, num_classes] (the label loss's head)."""
+    return self.classifier(x)
 
   def encode_image(self, regions: jax.Array, mask: jax.Array, train: bool = False) -> jax.Array:
     """regions [B, R, d_img], mask [B, R] -> unit vectors [B, D]."""
@@ -81,8 +90,8 @@ class TextSpace(nn.Module):
   through Dense -> sigmoid.
 
   Attributes:
-    hidden, dim, num_layers, dropout, score_dropout, param_init, uniform_attention: as
-      `ImageSpace`.
+    hidden, dim, num_layers, dropout, score_dropout, param_init, uniform_attention,
+      num_classes: as `ImageSpace`.
     image_dim: the global image feature's width (the Dense layer's fan-in).
     front_end_kernels, front_end_channels, front_end_pools: the conv front-end's blocks
       (`ConvFrontEnd`); empty: no front-end.
@@ -104,6 +113,7 @@ class TextSpace(nn.Module):
   axis_name: str | None = None
   param_init: str = "pytorch"
   uniform_attention: bool = False
+  num_classes: int = 0
 
   def setup(self):
     front_end = None
@@ -130,6 +140,12 @@ class TextSpace(nn.Module):
     self.image_projection = nn.Dense(
         self.dim, **initializers.dense(self.param_init, self.image_dim)
     )
+    if self.num_classes:
+      self.classifier = nn.Dense(self.num_classes, **initializers.dense(self.param_init, self.dim))
+
+  def classify(self, x: jax.Array) -> jax.Array:
+    """Unit vectors [B, D] -> class logits [B, num_classes] (the label loss's head)."""
+    return self.classifier(x)
 
   def encode_text(self, words: jax.Array, mask: jax.Array, train: bool = False) -> jax.Array:
     """Word vectors [B, L, d_word], mask [B, L] -> unit vectors [B, D]."""
@@ -172,11 +188,22 @@ class MCSM(nn.Module):
     }
 
   def __call__(self, regions, region_mask, image, words, word_mask, text, train: bool = False):
-    """(image encodings, text encodings): builds every parameter."""
-    return (
-        self.encode_image(regions, region_mask, image, train=train),
-        self.encode_text(words, word_mask, text, train=train),
-    )
+    """(image encodings, text encodings): builds every parameter (the classifiers too,
+    when the spaces have them)."""
+    image_enc = self.encode_image(regions, region_mask, image, train=train)
+    text_enc = self.encode_text(words, word_mask, text, train=train)
+    if self.image_space.num_classes:
+      self.image_space.classify(image_enc["image_space"])
+      self.text_space.classify(text_enc["text_space"])
+    return image_enc, text_enc
+
+  def classify(self, encodings: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Each space's class logits of its unit vectors, {"image_space", "text_space"}
+    [B, num_classes]."""
+    return {
+        "image_space": self.image_space.classify(encodings["image_space"]),
+        "text_space": self.text_space.classify(encodings["text_space"]),
+    }
 
 
 def cosine_scores(image_block: dict, text_block: dict) -> dict[str, jax.Array]:
