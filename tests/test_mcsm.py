@@ -651,6 +651,7 @@ def test_paper_preset_is_the_codes_recipe_and_the_default_changes_only_chosen_fi
       "data.text_feature": ("tfidf_svd", "tfidf"),
       "model.positives": ("pair", "same_label"),
       "data.image_power": (1.0, 0.5),
+      "model.label_weight": (0.0, 3.0),
   }, changed
   assert full.data.word_sequences and full.model.retrieval == "fusion"
   synthetic_c, ci = get_config("mcsm,synthetic"), get_config("mcsm,synthetic,ci")
