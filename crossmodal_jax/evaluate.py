@@ -603,6 +603,9 @@ def evaluate(
   With `protocol` (a key of `PROTOCOLS`), its query and gallery splits and R are used
   instead (`split` must then be its query split, the default "test"), and the files are
   results_PROTOCOL.json and PROTOCOL_*.png ("default" writes results.json, as without).
+  What the method's `calibrate` chose and the checkpoint carries (its non-param
+  collections besides "batch_stats", e.g. MCSM's fusion weight) is reported under
+  "calibrated".
   """
   config = config if config is not None else load_config(workdir)
   spec = None if protocol is None else protocol_spec(protocol)
@@ -629,6 +632,11 @@ def evaluate(
     result = evaluate_protocol(method, variables, dataset, config.eval, protocol)
     name = "" if protocol == "default" else protocol
   gallery = split if spec is None else spec.gallery_split
+  # What `calibrate` chose on validation and the checkpoint carries (non-param
+  # collections besides batch statistics: MCSM's fusion weight), so the report names it.
+  chosen = {k: v for k, v in variables.items() if k not in ("params", "batch_stats")}
+  if chosen:
+    result["calibrated"] = jax.tree.map(lambda x: np.asarray(x).tolist(), chosen)
   result.update(
       {
           "split": split,
@@ -662,11 +670,18 @@ def metric_name(key: str) -> str:
 
 
 def channel_lines(result: dict[str, Any]) -> list[str]:
-  """One line per score channel ranked alone ("map_all_by_channel": MCSM's two spaces)."""
-  return [
+  """One line per score channel ranked alone ("map_all_by_channel": MCSM's two spaces),
+  then one naming what calibration chose ("calibrated": MCSM's fusion weight), if any."""
+  lines = [
       f"  {name} alone:  i2t {c['i2t']:.4f}  t2i {c['t2i']:.4f}  avg {c['avg']:.4f}"
       for name, c in result.get("map_all_by_channel", {}).items()
   ]
+  chosen = jax.tree_util.tree_leaves_with_path(result.get("calibrated", {}))
+  if chosen:
+    name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+    named = (f"{name(path)} {value:g}" for path, value in chosen)
+    lines.append("  chosen on validation:  " + ", ".join(named))
+  return lines
 
 
 def headline(result: dict[str, Any]) -> str:

@@ -558,6 +558,16 @@ def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset)
   assert mcsm.fusion_weight(variables) == pytest.approx(chosen)
   results = evaluate.evaluate(workdir, config=config, dataset=dataset, plots=False)
   assert 0 < results["map_all"]["avg"] <= 1
+  # The report names the weight it ranked with, the best checkpoint's (and nothing else
+  # the checkpoint carries).
+  ranked_with = mcsm.fusion_weight(evaluate.restore_variables(workdir, method, dataset.train)[0])
+  assert results["calibrated"] == {"fusion": {"weight": pytest.approx(ranked_with)}}
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["calibrated"]["fusion"]["weight"] == pytest.approx(ranked_with)
+  assert (
+      evaluate.channel_lines(results)[-1]
+      == f"  chosen on validation:  fusion/weight {ranked_with:g}"
+  )
   # Each epoch's record carries each space's validation mAP ranked alone: the last one
   # equals that space's ranking of the last checkpoint.
   records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]

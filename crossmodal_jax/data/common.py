@@ -12,7 +12,8 @@ Datasets add the other forms a method may need under documented keys: "image_reg
 "bow" float32 [n, V] (SCANet); "text_ids" int32 [n, L] and "text_values" float32 [n, L],
 the padded non-zeros of "text" (`sparse_rows`; DRSL's `model.sparse_text` derives them when
 a split lacks them). Metadata that is not per-row (the vocabulary, a word-vector table,
-class names, the text-feature recipe) lives in `Dataset.meta`.
+class names, the text-feature recipe) lives in `Dataset.meta`, which always holds
+"num_classes" (methods see the metadata, not the dataset).
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ class Dataset:
   meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    # Methods see the metadata, not the dataset: the class count is part of it.
     self.meta.setdefault("num_classes", self.num_classes)
 
   @property
