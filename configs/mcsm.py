@@ -92,6 +92,11 @@ the text space's settings):
   20 epochs: image space 0.311 / 0.309 / 0.329, text space 0.298 / 0.294 / 0.292 against
   0.255 / 0.245 / 0.256), and the chosen i rises from 0.01 / 0.13 / 0.00 to 0.51 / 0.52 /
   0.14: the fusion now reads both spaces.
+- on the label-loss default, none kept: the topics / TF-IDF -> SVD-300 as the document
+  vector (image space, 10 words) 0.296 / 0.292 / 0.298 and 0.301 / 0.302 / 0.312 against
+  0.311 / 0.309 / 0.329; RMSprop 1e-3 (10 words, seeds 0, 1) 0.309 / 0.303; 200 words
+  (seeds 0, 1) 0.3173 / 0.3182 against 0.3196 / 0.3176; an EMA of 0.995 (seeds 0, 1)
+  0.3178 / 0.3163; 30 epochs 0.3228 / 0.3176 / 0.3320 (+0.001 at 1.5x the time).
 Wikipedia: word sequences (`data.word_sequences`, GloVe 6B 50-d, frozen) of the first
 `data.max_words` in-vocabulary words; the document vector of the image space is
 `data.text_feature` (the raw TF-IDF rows by default; TF-IDF -> SVD-300 in the "paper"
