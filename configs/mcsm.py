@@ -94,7 +94,7 @@ the text space's settings):
   0.14: the fusion now reads both spaces.
 - on the label-loss default, none kept: the topics / TF-IDF -> SVD-300 as the document
   vector (image space, 10 words) 0.296 / 0.292 / 0.298 and 0.301 / 0.302 / 0.312 against
-  0.311 / 0.309 / 0.329; RMSprop 1e-3 (10 words, seeds 0, 1) 0.309 / 0.303; 200 words
+  0.311 / 0.309 / 0.329; RMSprop 1e-3 (10 words, seeds 0, 1) 0.309 / 0.305; 200 words
   (seeds 0, 1) 0.3173 / 0.3182 against 0.3196 / 0.3176; an EMA of 0.995 (seeds 0, 1)
   0.3178 / 0.3163; 30 epochs 0.3228 / 0.3176 / 0.3320 (+0.001 at 1.5x the time).
 Wikipedia: word sequences (`data.word_sequences`, GloVe 6B 50-d, frozen) of the first
