@@ -14,7 +14,8 @@ Presets (`configs/default.py:mcsm,DATASET[,PRESET]`):
   words (no front-end), RMSprop lr 3e-4, 20 epochs, the raw TF-IDF rows as the image
   space's document vector, a same-label positive in place of the match, the square roots
   of the SIFT histograms and a label loss of weight 3; on the synthetic benchmark hidden
-  128, D 256, lr 1e-3, 10 epochs, so that an epoch takes seconds;
+  128, D 256, lr 1e-3, 10 epochs, so that an epoch takes seconds, and the same label
+  loss;
 - "ci": tiny (hidden 32, D 64, 50 words, 3 epochs) for the test suite;
 - "paper": the code's recipe above (the front-end only on Wikipedia's long texts).
 
@@ -200,6 +201,9 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
     config.model.dim = 256
     t.learning_rate = 1e-3
     t.num_epochs = 10
+    # The label loss of weight 3, as on Wikipedia: best validation 0.7217, 0.7269, 0.7233
+    # (epochs 10, 8, 9) against 0.6830, 0.6778, 0.6927 without it (seeds 0-2).
+    config.model.label_weight = 3.0
   if preset == "ci":
     config.model.hidden = 32
     config.model.dim = 64
