@@ -678,10 +678,11 @@ def _lstm_flops(d_in: int, hidden: int, layers: int, steps: int) -> int:
   return total
 
 
-def mcsm_item_flops(model_cfg, dims, word_dim: int) -> dict[str, int]:
+def mcsm_item_flops(model_cfg, dims, word_dim: int, num_classes: int = 0) -> dict[str, int]:
   """Analytic forward FLOPs of encoding one image and one text in both MCSM spaces: the
   text's conv front-end (if on), the LSTMs over R regions / L (pooled) words, the per-step
-  projection to D and the attention, and the two cross-modal Dense layers."""
+  projection to D and the attention, and the two cross-modal Dense layers; with a label
+  loss (`model.label_weight`), each item's two classifiers (D -> `num_classes`)."""
   h, d, layers = model_cfg.hidden, model_cfg.dim, model_cfg.num_layers
   regions, d_img = dims.get("image_regions", (1, dims["image"][0]))
   words = dims["word_ids"][0]
@@ -700,6 +701,8 @@ def mcsm_item_flops(model_cfg, dims, word_dim: int) -> dict[str, int]:
       words, width = words // pool, c
   text_lstm = _lstm_flops(width, h, layers, words)
   text = front_end + text_lstm + words * (2 * h * d + 2 * d) + 2 * dims["text"][0] * d
+  if model_cfg.get("label_weight", 0.0):
+    image, text = image + 2 * 2 * d * num_classes, text + 2 * 2 * d * num_classes
   return {"image": image, "text": text, "text_lstm": text_lstm, "text_front_end": front_end}
 
 
@@ -726,13 +729,19 @@ def bench_mcsm(configs: dict[str, tuple[str, dict]]) -> list[dict]:
     raw = list(itertools.islice(method.batches(dataset.train, tc.batch_size, 0, 0), 6))
     per_step, state = _seconds_per_step(step_fn, state, mesh, raw)
     dims = dataset.dims()
-    flops = mcsm_item_flops(config.model, dims, dataset.meta["word_vectors"].shape[1])
+    flops = mcsm_item_flops(
+        config.model, dims, dataset.meta["word_vectors"].shape[1], dataset.num_classes
+    )
     step_flops = 3 * tc.batch_size * (flops["image"] + flops["text"])
     out.append(
         {
             "name": f"train_steps/mcsm/wikipedia/{name}",
             "data": dataset.name,
-            "model": {k: config.model[k] for k in ("hidden", "dim", "num_layers", "front_end")},
+            "model": {
+                k: config.model[k]
+                for k in ("hidden", "dim", "num_layers", "front_end", "label_weight")
+            },
+            "text_feature": config.data.text_feature,
             "max_words": config.data.max_words,
             "batch_size": tc.batch_size,
             "seconds_per_step": per_step,
