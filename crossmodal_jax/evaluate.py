@@ -54,6 +54,7 @@ from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
+from crossmodal_jax import optimizers
 from crossmodal_jax import scoring
 from crossmodal_jax.data import common
 from crossmodal_jax.methods import base
@@ -678,8 +679,7 @@ def channel_lines(result: dict[str, Any]) -> list[str]:
   ]
   chosen = jax.tree_util.tree_leaves_with_path(result.get("calibrated", {}))
   if chosen:
-    name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-    named = (f"{name(path)} {value:g}" for path, value in chosen)
+    named = (f"{optimizers.param_path(path)} {value:g}" for path, value in chosen)
     lines.append("  chosen on validation:  " + ", ".join(named))
   return lines
 

@@ -85,7 +85,7 @@ def parse_param_groups(specs) -> list[tuple[re.Pattern, float]]:
 
 
 def param_path(path) -> str:
-  """A parameter's tree path as "module/submodule/name"."""
+  """A parameter's (or any pytree leaf's) tree path as "module/submodule/name"."""
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 

@@ -338,7 +338,7 @@ def test_label_loss_adds_each_spaces_cross_entropy_to_the_hinges(multi_hot):
       want += _numpy_label_loss(logits, labels).mean()
   np.testing.assert_allclose(logs["loss_label"], want, rtol=1e-5)
   np.testing.assert_allclose(loss, hinges + 0.7 * want, rtol=1e-5)
-  # Its gradient reaches the classifiers and both spaces' encoders.
+  # Its gradient reaches both spaces' classifiers.
   grads = jax.grad(lambda p: method.loss({**variables, "params": p}, batch, key, None)[0])(
       variables["params"]
   )
