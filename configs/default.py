@@ -59,6 +59,10 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   # Synthetic multi-label data: the probability that a row also gets each other class
   # (its regions and words then mix its classes; labels are float32 multi-hot [n, C]).
   data.synthetic_multi_label = 0.0  # 0: one class per row, int labels
+  if dataset == "wikipedia":
+    # Validation / test pairs: "literature" (the published tables' 231 / 462, see
+    # docs/data.md) or "list_order" (the test list's first 231 rows, then the rest).
+    data.wikipedia_split = "literature"
   # Wikipedia text features: "tfidf_svd", "tfidf", "bow", "lda".
   data.text_feature = "tfidf_svd"
   data.vocab_size = 10000  # Wikipedia vocabulary: the most frequent training words
@@ -192,12 +196,29 @@ def common_config(method: str, dataset: str, preset: str = "full") -> ml_collect
   return config
 
 
+# The value a field had, in effect, in configs saved before it existed, where that is not
+# its default today: such a config is completed with it (resume, evaluate and reuse).
+SAVED_BEFORE_FIELD = {"data": {"wikipedia_split": "list_order"}}
+
+
+def _before_fields(config: ml_collections.ConfigDict, saved=None):
+  """Sets each SAVED_BEFORE_FIELD field of `config` (that `saved`, if given, lacks) to its
+  earlier value; a field the config does not have (another dataset's) stays absent."""
+  for section, fields in SAVED_BEFORE_FIELD.items():
+    for field, value in fields.items():
+      if field in config.get(section, {}) and (
+          saved is None or field not in saved.get(section, {})
+      ):
+        config[section][field] = value
+
+
 def neutral_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` with its data, train and eval fields at their common defaults.
 
-  A field is added to the common defaults at the value that keeps the earlier behaviour;
-  a method's file may then set another. A run saved before the field existed behaved as
-  the common default, not as the method's value: resume checks and `reproduce` compare a
+  A field is added to the common defaults at the value that keeps the earlier behaviour
+  (or, where the default changed with it, listed in SAVED_BEFORE_FIELD, whose value this
+  takes); a method's file may then set another. A run saved before the field existed
+  behaved as that value, not as the method's: resume checks and `reproduce` compare a
   field absent from an old config.json with this. A config without `method` and
   `data.name` (not built by this file) is returned as it is.
   """
@@ -208,6 +229,7 @@ def neutral_defaults(config: ml_collections.ConfigDict) -> ml_collections.Config
   for section in ("data", "train", "eval"):
     if section in out:
       out[section].update(common[section].to_dict())
+  _before_fields(out)
   return out
 
 
@@ -230,6 +252,7 @@ def completed(saved: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if "method" not in saved or "data" not in saved or "name" not in saved.data:
     return saved
   base = common_config(saved.method, saved.data.name, saved.get("preset", "full"))
+  _before_fields(base, saved)
   model_config = getattr(_config_module(saved.method), "model_config", None)
   if model_config is not None:
     base.model = model_config()

@@ -368,3 +368,21 @@ def test_a_new_common_field_set_by_a_method_file_is_not_the_old_run():
   assert neutral.data.name == "synthetic" and config.data.image_power == 0.5
   user_config = ml_collections.ConfigDict({"train": {"batch_size": 8}})
   assert default.neutral_defaults(user_config) is user_config  # not built by this file
+
+
+def test_the_wikipedia_split_of_configs_saved_before_it():
+  """New Wikipedia configs take the literature's split; one saved before the field (and
+  resumed, evaluated or reused) keeps the list-order split it ran with; other datasets
+  have no such field."""
+  config = default.get_config("drsl,wikipedia")
+  assert config.data.wikipedia_split == "literature"
+  assert default.neutral_defaults(config).data.wikipedia_split == "list_order"
+  old = config.to_dict()
+  del old["data"]["wikipedia_split"]
+  assert default.completed(ml_collections.ConfigDict(old)).data.wikipedia_split == "list_order"
+  saved = config.to_dict()  # saved since: its own value wins
+  assert default.completed(ml_collections.ConfigDict(saved)).data.wikipedia_split == "literature"
+  synthetic = default.get_config("drsl,synthetic")
+  assert "wikipedia_split" not in synthetic.data
+  assert "wikipedia_split" not in default.neutral_defaults(synthetic).data
+  assert "wikipedia_split" not in default.completed(synthetic).data

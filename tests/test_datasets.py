@@ -24,6 +24,7 @@ from crossmodal_jax.data.tfds_io import (
     prepare,
     read_split,
 )
+from crossmodal_jax.data import wikipedia
 from crossmodal_jax.data.wikipedia import WikipediaCrossModal, parse_text_xml
 
 from configs import default as default_configs
@@ -137,6 +138,45 @@ def test_wikipedia_real_malformed_xml(wiki):
     if found == 5:
       break
   assert found == 5
+
+
+def test_wikipedia_real_literature_split(wiki_data_dir):
+  """`split="literature"` (the config's default) gives exactly the shipped 231 / 462 text
+  ids, each row the list row of that id, in list order; 306 of its test pairs are in the
+  list-order test split, as the published split's permutation implies."""
+  if not REAL_WIKI.is_dir():
+    pytest.skip(f"real Wikipedia dataset not found at {REAL_WIKI}")
+  builder = prepare(WikipediaCrossModal, REAL_WIKI, wiki_data_dir, split="literature")
+  va, te = (read_split(builder, s) for s in ("validation", "test"))
+  ids = [
+      line
+      for line in wikipedia.LITERATURE_SPLIT_FILE.read_text().splitlines()
+      if line and not line.startswith("#")
+  ]
+  assert len(ids) == 693 and len(set(ids)) == 693
+  assert sorted(va["text_id"]) == sorted(ids[:231])
+  assert sorted(te["text_id"]) == sorted(ids[231:])
+  assert (len(va["index"]), len(te["index"])) == (231, 462)
+  test_rows = _read_list(REAL_WIKI / "testset_txt_img_cat.list")
+  mat = scipy.io.loadmat(REAL_WIKI / "raw_features.mat")
+  for split in (va, te):
+    assert list(split["index"]) == sorted(split["index"])
+    assert list(split["text_id"]) == [test_rows[i][0] for i in split["index"]]
+    assert list(split["image_id"]) == [test_rows[i][1] for i in split["index"]]
+    np.testing.assert_array_equal(split["label"], [test_rows[i][2] - 1 for i in split["index"]])
+    np.testing.assert_array_equal(split["image"], mat["I_te"][split["index"]].astype(np.float32))
+  assert len(set(te["index"]) & set(range(231, 693))) == 306
+
+
+def test_literature_split_on_another_folder_is_one_error(fake_wiki, tmp_path):
+  data_dir = tmp_path / "data"
+  with pytest.raises(DatasetFileError, match=r"testset_txt_img_cat.list: 231 text ids"):
+    prepare(WikipediaCrossModal, fake_wiki, data_dir, split="literature")
+  assert _files_under(data_dir) == []
+  with pytest.raises(errors.UserError, match="num_validation=5 needs split='list_order'"):
+    WikipediaCrossModal(manual_dir=fake_wiki, split="literature", num_validation=5)
+  with pytest.raises(errors.UserError, match="Unknown Wikipedia split 'lit'"):
+    WikipediaCrossModal(manual_dir=fake_wiki, split="lit")
 
 
 def test_wikipedia_real_no_tensorflow_and_reuse(wiki):
@@ -646,6 +686,7 @@ def _data_config(name: str, manual_dir: Path | str, data_dir: Path, **overrides)
       stopwords="builtin",
       max_words=5,
       standardize_image=False,
+      wikipedia_split="list_order",  # the toy folders hold none of the literature's ids
   )
   config.update(overrides)
   return config

@@ -401,7 +401,9 @@ def test_wikipedia_word_graph_real(tmp_path, monkeypatch):
   # Columns are the vocabulary: training counts in its (frequency) order, and one text
   # counted directly.
   assert np.all(np.diff(ds.train["bow"].sum(axis=0)) <= 0)
-  builder = tfds_io.prepare(wikipedia.WikipediaCrossModal, REAL_WIKI, config.data_dir)
+  builder = tfds_io.prepare(
+      wikipedia.WikipediaCrossModal, REAL_WIKI, config.data_dir, split=config.wikipedia_split
+  )
   first = tfds_io.read_split(builder, "test")["text"][0]
   np.testing.assert_array_equal(
       ds.test["bow"][0], vocab_lib.bag_of_words([tokens_lib.tokenize(first)], vocab)[0]

@@ -9,15 +9,21 @@ The builder reads a folder in the public layout of the dataset (``manual_dir``):
                                 I_* 128-d SIFT bag-of-visual-words, T_* 10-d LDA topics
     texts/<text_id>.xml         <document name=..><text>...</text>...</document>
 
-Splits: ``train`` (all rows of the train list), ``validation`` (the first
-``num_validation`` rows of the test list, 231 by default) and ``test`` (the other test
-rows). With ``num_validation=0`` there is no validation split.
+Splits: ``train`` (all rows of the train list); ``validation`` and ``test`` from the test
+list, by ``split``:
+
+- ``"literature"``: the split of the published tables, 231 validation and 462 test pairs
+  named by text id in ``wikipedia_literature_split.txt`` beside this module (the order of
+  MCSM's evaluation code, Peng et al., IEEE TIP 2018; its first 231 ids are validation);
+- ``"list_order"`` (the builder's default): the first ``num_validation`` rows of the test
+  list (231 by default) and the other rows; ``num_validation=0`` gives no validation split.
+
+Both keep each split's rows in list order (only which rows belong to which split differs).
 
 Example features: ``image`` float32[128], ``lda`` float32[10], ``text`` (the article
 body), ``title`` (the document's ``name`` attribute), ``label`` ClassLabel (class - 1,
 names from categories.list), ``text_id``, ``image_id`` and ``index`` (int64, the row in
-the split's list file: validation rows are 0..num_validation-1, test rows continue from
-num_validation). Examples are keyed by ``index`` and written unshuffled, so
+the split's list file: validation and test rows are both rows of the test list). Examples are keyed by ``index`` and written unshuffled, so
 ``as_data_source`` returns them in list order; :func:`crossmodal_jax.data.tfds_io.read_split`
 additionally sorts by ``index``.
 
@@ -77,6 +83,9 @@ TEXTS = "texts"
 IMAGE_DIM = 128
 LDA_DIM = 10
 DEFAULT_NUM_VALIDATION = 231
+SPLITS = ("literature", "list_order")
+LITERATURE_SPLIT_FILE = Path(__file__).with_name("wikipedia_literature_split.txt")
+LITERATURE_NUM_VALIDATION = 231
 
 _TEXT_RE = re.compile(r"<text(?:\s[^>]*)?>(.*?)</text\s*>", re.DOTALL | re.IGNORECASE)
 _TEXT_EMPTY_RE = re.compile(r"<text(?:\s[^>]*)?/>", re.IGNORECASE)
@@ -90,6 +99,17 @@ class WikipediaConfig(tfds.core.BuilderConfig):
 
   manual_dir: str | None = None
   num_validation: int = DEFAULT_NUM_VALIDATION
+  split: str = "list_order"
+
+
+def literature_split() -> tuple[list[str], list[str]]:
+  """(validation text ids, test text ids) of the literature's split, from the shipped file."""
+  ids = [
+      line.strip()
+      for line in LITERATURE_SPLIT_FILE.read_text(encoding="utf-8").splitlines()
+      if line.strip() and not line.startswith("#")
+  ]
+  return ids[:LITERATURE_NUM_VALIDATION], ids[LITERATURE_NUM_VALIDATION:]
 
 
 def parse_text_xml(path: str | os.PathLike) -> tuple[str, str]:
@@ -218,7 +238,9 @@ class WikipediaCrossModal(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       names are the 10 public ones and the folder comes from the download config's
       ``manual_dir``.
     num_validation: how many leading test-list rows form the validation split
-      (default 231; 0 means no validation split).
+      (default 231; 0 means no validation split) under ``split="list_order"``.
+    split: ``"list_order"`` or ``"literature"`` (the shipped 231 / 462 split of the
+      published tables; ``num_validation`` must then be left at 231).
   """
 
   VERSION = tfds.core.Version("1.0.0")
@@ -235,6 +257,7 @@ class WikipediaCrossModal(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       *,
       manual_dir: str | os.PathLike | None = None,
       num_validation: int = DEFAULT_NUM_VALIDATION,
+      split: str = "list_order",
       config: WikipediaConfig | None = None,
       **kwargs: Any,
   ):
@@ -242,23 +265,39 @@ class WikipediaCrossModal(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       num_validation = int(num_validation)
       if num_validation < 0:
         raise errors.UserError(f"num_validation must be >= 0, got {num_validation}")
+      if split not in SPLITS:
+        raise errors.UserError(f"Unknown Wikipedia split {split!r}; choose one of {SPLITS}.")
+      if split == "literature" and num_validation != LITERATURE_NUM_VALIDATION:
+        raise errors.UserError(
+            f"The literature's split has {LITERATURE_NUM_VALIDATION} validation pairs; "
+            f"num_validation={num_validation} needs split='list_order'."
+        )
+      # The list-order builds keep their earlier names (and so their caches).
+      tag = "literature" if split == "literature" else f"val{num_validation}"
       if manual_dir is not None:
         root = resolve_dir(manual_dir)
-        fp = source_fingerprint(
-            root,
-            [TRAIN_LIST, TEST_LIST, CATEGORIES, FEATURES_MAT, TEXTS],
-            num_validation,
+        # The literature's build also hashes the shipped ids, so an edit rebuilds it.
+        extra = (
+            (num_validation,) if split == "list_order" else (num_validation, *literature_split())
         )
-        name = f"val{num_validation}_{fp}"
+        fp = source_fingerprint(
+            root, [TRAIN_LIST, TEST_LIST, CATEGORIES, FEATURES_MAT, TEXTS], *extra
+        )
+        name = f"{tag}_{fp}"
         manual_dir = os.fspath(root)
       else:
-        name = f"val{num_validation}"
+        name = tag
+      description = (
+          "the literature's validation / test split"
+          if split == "literature"
+          else f"validation = first {num_validation} test rows"
+      )
       config = WikipediaConfig(
           name=name,
-          description=f"validation = first {num_validation} test rows; "
-          f"source {manual_dir or '(download config manual_dir)'}",
+          description=f"{description}; source {manual_dir or '(download config manual_dir)'}",
           manual_dir=manual_dir,
           num_validation=num_validation,
+          split=split,
       )
     elif not isinstance(config, WikipediaConfig):
       raise TypeError(f"config must be a WikipediaConfig, got {type(config)}")
@@ -325,16 +364,33 @@ class WikipediaCrossModal(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
           f"{src['root'] / CATEGORIES}: categories {src['categories']} differ "
           f"from the builder's {names}; pass manual_dir= to the constructor"
       )
-    k = self.builder_config.num_validation
-    n_test = len(src["test"]["index"])
-    splits = {"train": self._generate_examples(src["train"], slice(None))}
-    if k > 0:
-      splits["validation"] = self._generate_examples(src["test"], slice(0, k))
-    splits["test"] = self._generate_examples(src["test"], slice(k, n_test))
+    test_rows = src["test_rows"]
+    splits = {"train": self._generate_examples(src["train"], src["train"]["index"])}
+    if len(test_rows["validation"]):
+      splits["validation"] = self._generate_examples(src["test"], test_rows["validation"])
+    splits["test"] = self._generate_examples(src["test"], test_rows["test"])
     return {name: self.announced(name, examples) for name, examples in splits.items()}
 
-  def _generate_examples(self, part: dict[str, Any], rows: slice):
-    idx = part["index"][rows]
+  def _test_rows(self, src: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The test list's rows of the validation and test splits, each in list order."""
+    n_test = len(src["test"]["index"])
+    if self.builder_config.split == "list_order":
+      k = self.builder_config.num_validation
+      return {"validation": np.arange(k), "test": np.arange(k, n_test)}
+    row_of = {text_id: i for i, text_id in enumerate(src["test"]["text_id"])}
+    out = {}
+    for name, ids in zip(("validation", "test"), literature_split()):
+      missing = [i for i in ids if i not in row_of]
+      if missing:
+        raise DatasetFileError(
+            f"{src['root'] / TEST_LIST}: {len(missing)} text ids of the literature's "
+            f"{name} split are not in the list (first: {missing[0]!r}); use "
+            "data.wikipedia_split=list_order for another folder"
+        )
+      out[name] = np.sort([row_of[i] for i in ids])
+    return out
+
+  def _generate_examples(self, part: dict[str, Any], idx: np.ndarray):
     for i in idx:
       i = int(i)
       yield i, {
@@ -358,7 +414,7 @@ class WikipediaCrossModal(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
     train_rows = _read_list(train_list, len(categories))
     test_rows = _read_list(test_list, len(categories))
     k = self.builder_config.num_validation
-    if k >= len(test_rows):
+    if self.builder_config.split == "list_order" and k >= len(test_rows):
       raise DatasetFileError(
           f"{test_list}: num_validation={k} leaves no test rows "
           f"(the list has {len(test_rows)} lines)"
@@ -394,4 +450,5 @@ class WikipediaCrossModal(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
           "image_id": [r[1] for r in rows],
           "index": np.arange(n, dtype=np.int64),
       }
+    out["test_rows"] = self._test_rows(out)  # checked here, before anything is written
     return out

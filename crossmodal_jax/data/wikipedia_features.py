@@ -59,7 +59,7 @@ def load(data_config) -> common.Dataset:
 
   Args:
     data_config: the ``data`` section of a config; reads ``manual_dir``, ``data_dir``,
-      ``text_feature``, ``vocab_size``, ``min_count``, ``stopwords``, ``sublinear_tf``,
+      ``wikipedia_split``, ``text_feature``, ``vocab_size``, ``min_count``, ``stopwords``, ``sublinear_tf``,
       ``svd_dim``, ``word_sequences``, ``max_words``, ``word_graph``, ``graph_vocab_size``,
       ``graph_neighbors`` and ``graph_lambda_max``.
 
@@ -86,7 +86,12 @@ def load(data_config) -> common.Dataset:
   word_sequences = data_config.get("word_sequences", False)
   # The training texts' vocabulary serves the text feature (unless "lda") and the words.
   need_vocab = feature != "lda" or word_sequences
-  builder = tfds_io.prepare(wikipedia.WikipediaCrossModal, manual_dir, data_config.data_dir)
+  builder = tfds_io.prepare(
+      wikipedia.WikipediaCrossModal,
+      manual_dir,
+      data_config.data_dir,
+      split=data_config.wikipedia_split,
+  )
   raw = {s: tfds_io.read_split(builder, s) for s in _SPLITS}
   class_names = list(builder.info.features["label"].names)
 
