@@ -1547,6 +1547,7 @@ def reproduce(
       ]
       entry["datasets"][d] = {**sizes(d, rows), "rows": rows}
     results["ablations"][a] = entry
+  results = _relative_runs(results, workdir)
   if amend:
     merged = amend_table(amended, results, results["command"], amend_note)
     if len(merged.get("amended", [])) == len(amended.get("amended", [])):
@@ -1572,18 +1573,61 @@ def _numbers(values: Sequence[str], kind, flag: str) -> list:
     raise errors.UserError(f"--{flag} takes numbers, got {list(values)}.") from None
 
 
+def _placeholder(arg: str) -> str:
+  """A flag with a folder of this machine in its value, written as a placeholder:
+  --workdir=<workdir>, --manual_dir=wikipedia=<wikipedia_dir>, data.data_dir=<data_dir>,
+  --amend=<table_dir> (a path relative to the current folder stays)."""
+  name, eq, value = arg.partition("=")
+  if not eq:
+    return arg
+  flag = name.lstrip("-")
+  if flag == "workdir":
+    return f"{name}=<workdir>"
+  if flag == "manual_dir":
+    dataset, eq2, _ = value.partition("=")
+    return f"{name}={dataset}=<{dataset}_dir>" if eq2 else f"{name}=<manual_dir>"
+  if flag == "override":
+    field, eq2, path = value.rpartition("=")
+    if eq2 and field.rpartition(":")[2].rpartition(".")[2] in ("data_dir", "manual_dir"):
+      return f"{name}={field}=<{field.rpartition('.')[2]}>"
+  if flag == "amend" and os.path.isabs(value):
+    return f"{name}=<table_dir>"
+  return arg
+
+
 def _recorded_args(args: Sequence[str]) -> list[str]:
   """The command line as recorded in the table: without --amend_note, which the
-  amendment keeps on its own."""
-  out, skip = [], False
-  for a in args:
-    if skip:
-      skip = False
-    elif a in ("--amend_note", "-amend_note"):
-      skip = True
-    elif not a.startswith(("--amend_note=", "-amend_note=")):
-      out.append(a)
-  return out
+  amendment keeps on its own, and with this machine's folders as placeholders
+  (`_placeholder`), so that the committed table names none."""
+  joined, args = [], list(args)
+  while args:  # "--flag value" as "--flag=value"
+    a = args.pop(0)
+    if a.startswith("-") and "=" not in a and args and not args[0].startswith("-"):
+      a = f"{a}={args.pop(0)}"
+    joined.append(a)
+  return [
+      _placeholder(a) for a in joined if not a.lstrip("-").startswith(("amend_note=", "amend_note"))
+  ]
+
+
+def _relative_runs(results: dict[str, Any], workdir: str) -> dict[str, Any]:
+  """`results` with each run's "workdir" relative to the table's workdir (runs/...)."""
+
+  def visit(x):
+    if isinstance(x, dict):
+      return {
+          k: (
+              os.path.relpath(v, workdir)
+              if k == "workdir" and isinstance(v, str) and os.path.isabs(v)
+              else visit(v)
+          )
+          for k, v in x.items()
+      }
+    if isinstance(x, list):
+      return [visit(v) for v in x]
+    return x
+
+  return visit(results)
 
 
 def main(argv):

@@ -167,6 +167,25 @@ def test_table_files_and_statistics(table):
   with open(os.path.join(workdir, "pr_synthetic.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert results["datasets"]["synthetic"]["num_test"] == 600
+  # The table names no folder of this machine: runs are relative to its workdir.
+  assert [r["workdir"] for r in rows["drsl"]["runs"]] == [
+      os.path.join("runs", "synthetic", "drsl", f"seed_{s}") for s in (0, 1)
+  ]
+  assert workdir not in json.dumps(stored)
+
+
+def test_recorded_command_has_placeholders_for_folders():
+  recorded = reproduce._recorded_args([
+      "--workdir=/tmp/table", "--methods=drsl", "--manual_dir", "wikipedia=/data/wiki",
+      "--override=data.data_dir=/tmp/tfds", "--override=scanet:model.dim=3",
+      "--amend=/home/me/table", "--amend_note", "why", "--seeds=5",
+  ])  # fmt: skip
+  assert recorded == [
+      "--workdir=<workdir>", "--methods=drsl", "--manual_dir=wikipedia=<wikipedia_dir>",
+      "--override=data.data_dir=<data_dir>", "--override=scanet:model.dim=3",
+      "--amend=<table_dir>", "--seeds=5",
+  ]  # fmt: skip
+  assert reproduce._recorded_args(["--amend=results/t"]) == ["--amend=results/t"]
 
 
 def no_training(run, cache):
