@@ -46,56 +46,52 @@ def method_names() -> tuple[str, ...]:
 
 
 def data_config(dataset: str) -> ml_collections.ConfigDict:
-  """Common data defaults."""
+  """Common data defaults (docs/data.md describes the datasets and their files)."""
   data = ml_collections.ConfigDict()
   data.name = dataset  # the dataset: "synthetic", "wikipedia" or "features" (from --config)
-  # Raw files of a real dataset (wikipedia, features).
-  data.manual_dir = ""
-  # Where built TFDS datasets are cached (built once per source folder).
+  data.manual_dir = ""  # the source folder of a real dataset ("wikipedia", "features")
+  # Where built TFDS datasets and fitted text features are cached (one build per folder).
   data.data_dir = os.path.join(os.path.expanduser("~"), ".cache", "crossmodal_jax", "tfds")
-  data.synthetic_preset = "default"  # synthetic benchmark: "default" or "xmedianet" (sized)
+  data.synthetic_preset = "default"  # synthetic size: "default" or "xmedianet" (32k pairs)
   data.synthetic_seed = 0  # seed that generates the synthetic benchmark
   data.synthetic_num_train = -1  # synthetic training pairs (-1: the preset's size)
-  # Synthetic multi-label data: the probability that a row also gets each other class
-  # (its regions and words then mix its classes; labels are float32 multi-hot [n, C]).
-  data.synthetic_multi_label = 0.0  # 0: one class per row, int labels
+  # Probability in [0, 1) that a synthetic row also has each other class (multi-hot
+  # labels; 0: one class per row).
+  data.synthetic_multi_label = 0.0
   if dataset == "wikipedia":
     # Validation / test pairs: "literature" (the published tables' 231 / 462, see
     # docs/data.md) or "list_order" (the test list's first 231 rows, then the rest).
     data.wikipedia_split = "literature"
-  # Wikipedia text features: "tfidf_svd", "tfidf", "bow", "lda".
-  data.text_feature = "tfidf_svd"
+  data.text_feature = "tfidf_svd"  # Wikipedia text: "tfidf_svd", "tfidf", "bow" or "lda"
   data.vocab_size = 10000  # Wikipedia vocabulary: the most frequent training words
   data.min_count = 2  # a vocabulary word occurs at least this often in training articles
-  data.svd_dim = 300  # width of tfidf_svd (truncated SVD fit on train)
-  data.sublinear_tf = True  # TF-IDF with 1 + log(tf)
-  data.stopwords = "dataset"  # "dataset": the folder's stopwords.txt if present, "builtin"
-  # Word-id sequences (+ GloVe 6B-50d table) for a text CNN: the first max_words
-  # in-vocabulary words of each article.
+  data.svd_dim = 300  # width of "tfidf_svd" (a truncated SVD fit on train)
+  data.sublinear_tf = True  # TF-IDF with 1 + log(tf) instead of tf
+  data.stopwords = "dataset"  # "dataset" (the folder's stopwords.txt if any) or "builtin"
+  # Add word-id sequences (the first max_words vocabulary words of each text) and their
+  # GloVe 6B-50d vectors, for the methods that read words.
   data.word_sequences = False
   data.max_words = 400  # length of the word-id sequences
-  # SCANet's word graph: add "bow" counts over the graph vocabulary and meta["word_graph"].
+  # Add SCANet's word graph ("bow" counts over its vocabulary, meta["word_graph"]).
   data.word_graph = False
-  data.graph_vocab_size = 10055  # vertices: the most frequent training words with GloVe
-  data.graph_neighbors = 8  # k nearest words by cosine, symmetrised
-  data.graph_lambda_max = 0.0  # 0: computed; 2.0: the original code's assumption
-  data.graph_signal = "counts"  # per text: "counts" or "tfidf" (sublinear, idf of train, L2)
-  # Image features x -> sign(x) |x|^image_power, in (0, 1] (1: unchanged; 0.5 on
-  # bag-of-visual-words histograms: the Hellinger map), before any standardising.
+  data.graph_vocab_size = 10055  # graph vertices: the most frequent training words with GloVe
+  data.graph_neighbors = 8  # k: each word joined to its k nearest words by cosine
+  data.graph_lambda_max = 0.0  # the Laplacian's largest eigenvalue (0: computed)
+  data.graph_signal = "counts"  # each text's graph signal: "counts" or "tfidf"
+  # Each image feature x becomes sign(x) |x|^image_power, in (0, 1] (1: unchanged; 0.5:
+  # the Hellinger map of histograms), before standardising.
   data.image_power = 1.0
   data.standardize_image = True  # image features standardised with training statistics
-  # Feature-file layout: validation rows carved from the end of train when there are
-  # no valid_*.mat files.
+  # Feature folders without valid_* files: this many rows form the validation split.
   data.num_validation = 0
-  # Where those rows come from: "train" (its last rows) or "test" (its FIRST rows, the
-  # test split being the rest: the convention of SDML's and MRL's scripts).
+  # Where those rows come from: "train" (its last rows) or "test" (its first rows, as
+  # SDML's and MRL's scripts take them).
   data.validation_from = "train"
-  # Feature files: keep only the rows with exactly one label in each split (multi-label
-  # data such as Pascal VOC 2007, whose single-object protocol keeps 2,808 / 2,841 pairs).
+  # Feature folders: keep only the rows with exactly one label (single-label protocols of
+  # multi-label data such as Pascal VOC 2007).
   data.single_label_rows = False
-  # Feature files: a split whose image and text features take more MB than this is read
-  # lazily, a batch of rows at a time, from the built dataset instead of loaded whole
-  # (XMediaNet's 32k x 4,096-d training split: 537 MB). Negative: always load whole.
+  # Feature folders: a split whose features take more MB than this is read lazily from
+  # the built files, a batch of rows at a time (negative: always loaded whole).
   data.lazy_mb = 256.0
   return data
 
@@ -104,35 +100,33 @@ def train_config() -> ml_collections.ConfigDict:
   """Common training defaults (the recipe a method's file adjusts)."""
   train = ml_collections.ConfigDict()
   train.batch_size = 100  # global batch, divisible by the device count
-  # Drop the last partial batch of an epoch (static shapes); False keeps it, as PyTorch's
-  # DataLoader does (one more compile; it must divide among the devices too).
+  # Drop an epoch's last partial batch (static shapes); False keeps it, as PyTorch's
+  # DataLoader does.
   train.drop_remainder = True
   train.num_epochs = 20  # epochs to train (may grow when resuming, to train longer)
-  # Optimizer (crossmodal_jax.optimizers): "adam", "adamw", "rmsprop" or "sgd".
-  train.optimizer = "adam"
+  train.optimizer = "adam"  # "adam", "adamw", "rmsprop" or "sgd" (crossmodal_jax.optimizers)
   train.learning_rate = 1e-3  # peak learning rate (after warm-up)
-  # "constant", "exponential" (x lr_decay_per_epoch each epoch) or "cosine" (to 0).
+  # Learning-rate schedule: "constant", "exponential" (x lr_decay_per_epoch each epoch) or
+  # "cosine" (to 0 at the last step).
   train.schedule = "exponential"
   train.lr_decay_per_epoch = 1.0  # factor per epoch of the "exponential" schedule
-  train.warmup_epochs = 0.0  # linear warm-up from 0 first
+  train.warmup_epochs = 0.0  # epochs of linear warm-up from 0
   train.b1 = 0.9  # Adam / AdamW first-moment decay
   train.b2 = 0.999  # Adam / AdamW second-moment decay
-  train.eps = 1e-8  # Adam / AdamW / RMSprop
-  train.momentum = 0.0  # SGD / RMSprop (0: none)
+  train.eps = 1e-8  # Adam / AdamW / RMSprop epsilon
+  train.momentum = 0.0  # SGD / RMSprop momentum (0: none)
   train.rmsprop_decay = 0.9  # RMSprop's decay of the squared-gradient average
-  train.adamw_weight_decay = 1e-4  # AdamW's decoupled decay
-  train.weight_decay = 0.0  # coupled L2 (added to the gradient, as torch.optim.Adam)
-  train.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
-  # ("REGEX=MULT", ...): scale the learning rate of parameters whose path
+  train.adamw_weight_decay = 1e-4  # AdamW's decoupled weight decay
+  train.weight_decay = 0.0  # coupled L2, added to the gradient as torch.optim.Adam does
+  train.grad_clip_norm = 0.0  # clip the global gradient norm to this (0: off)
+  # ("REGEX=MULT", ...): scale the learning rate of the parameters whose path
   # ("image_tower/dense_0/kernel") matches REGEX by MULT (0 freezes them).
   train.param_groups = ()
-  # Keep an exponential moving average of the parameters with this decay (0: off); the
-  # validation, the checkpoints' variables and evaluation use the average. Decay at step t:
-  # min(ema_decay, (1 + t) / (ema_warmup + t)).
+  # Decay of an exponential moving average of the parameters (0: off); validation,
+  # checkpoints and evaluation then use the average.
   train.ema_decay = 0.0
-  # The EMA's warm-up (>= 1): while (1 + t) / (ema_warmup + t) is under ema_decay, the
-  # average weighs step k of t about as k^(ema_warmup - 2) and lags about t / ema_warmup
-  # steps (2: the mean of every step so far; larger: a shorter memory).
+  # The average's warm-up (>= 1): the decay at step t is min(ema_decay, (1 + t) /
+  # (ema_warmup + t)), so it lags about t / ema_warmup steps early on.
   train.ema_warmup = 10.0
   train.checkpoint_every_epochs = 1  # save checkpoints/latest every this many epochs
   train.keep_checkpoints = 2  # latest checkpoints kept (the best one is kept apart)
@@ -143,24 +137,24 @@ def train_config() -> ml_collections.ConfigDict:
 
 
 def eval_config() -> ml_collections.ConfigDict:
-  """Common evaluation defaults."""
+  """Common evaluation defaults (docs/evaluation.md)."""
   evaluation = ml_collections.ConfigDict()
   evaluation.batch_size = 1024  # items encoded at a time
-  evaluation.query_block = 512  # largest scoring chunk: queries ...
-  evaluation.gallery_block = 512  # largest scoring chunk: ... x gallery items
+  evaluation.query_block = 512  # queries per scoring chunk, at most
+  evaluation.gallery_block = 512  # gallery items per scoring chunk, at most
   evaluation.memory_budget_mb = 256.0  # a scoring chunk's intermediates stay within this
   evaluation.map_r = 50  # R of mAP@R in results.json
   evaluation.precision_ks = (1, 5, 10, 50, 100)  # K of P@K in results.json
-  evaluation.select_by = "validation_map"  # which checkpoint evaluate() restores: best
-  # How test evaluation ranks: "full" (whole score matrices: every metric), "top_k" (each
-  # query's top k streamed within memory_budget_mb: mAP@R, P@K) or "auto" (full while
-  # the matrices fit in full_matrix_mb, else top_k).
+  # The checkpoint evaluation restores: "validation_map" (the best by validation mAP).
+  evaluation.select_by = "validation_map"
+  # How test evaluation ranks: "full" (whole score matrices, every metric), "top_k" (each
+  # query's top k streamed: mAP@R, P@K) or "auto" (full while it fits full_matrix_mb).
   evaluation.ranking = "auto"
   # Under "auto": the most MB of full score matrices (4 B x queries x gallery x (score
-  # channels + 2)) before evaluation streams top-k instead.
+  # channels + 2)) before evaluation streams the top k instead.
   evaluation.full_matrix_mb = 1024.0
-  # Gallery items kept per query when streaming: at least map_r and the largest
-  # precision_ks (0: just those); the gallery size also gives mAP@ALL and the PR curve.
+  # Gallery items kept per query when streaming, at least map_r and the largest of
+  # precision_ks (0: just that); the gallery size also gives mAP@ALL and the PR curve.
   evaluation.top_k = 0
   return evaluation
 

@@ -1,8 +1,12 @@
-"""DRSL (Wang et al., Information Sciences 2020) at the paper's sizes.
+"""DRSL (Wang et al., Information Sciences 2021) at the paper's sizes.
 
 Towers d-1024-300, relation 600-1024-1 (concat fusion), batch norm, initialised and
-scaled as the authors' code does (PyTorch init, loss / B). On Wikipedia the recipe was
-chosen on the validation split (README, "What the choices added").
+scaled as the authors' code does (PyTorch init, loss / B). Presets
+(`configs/default.py:drsl,DATASET[,PRESET]`):
+- "full" (default): on Wikipedia the recipe chosen on the validation split;
+- "ci": the same, at most 5 epochs, for the test suite;
+- "paper": not offered (this config has the paper's sizes; `drsl_code` is the authors' code).
+See docs/methods/drsl.md.
 """
 
 from __future__ import annotations
@@ -12,20 +16,20 @@ import ml_collections
 
 def model_config() -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict()
-  model.image_layers = (1024, 300)  # image tower widths
-  model.text_layers = (1024, 300)  # text tower widths
+  model.image_layers = (1024, 300)  # image tower widths, each Dense -> BN -> ReLU -> dropout
+  model.text_layers = (1024, 300)  # text tower widths, each Dense -> BN -> ReLU -> dropout
   model.relation_layers = (1024,)  # hidden widths of the relation MLP (output 1 implicit)
   model.fusion = "concat"  # "concat", "multiply", "add" or "subtract"
   model.tower_batch_norm = True  # batch norm in both towers (synced over devices)
-  model.relation_batch_norm = True  # over all pairs of the batch
-  model.dropout = 0.0  # after each tower layer
+  model.relation_batch_norm = True  # batch norm in the relation MLP, over all pairs of the batch
+  model.dropout = 0.0  # dropout rate after each tower ReLU (0: none)
   # Text input: "mlp" = fixed text features (data.text_feature); "cnn" = a Kim text CNN
   # over word vectors (needs data.word_sequences=True), trained jointly.
   model.text_encoder = "mlp"
-  model.cnn_kernel_sizes = (3, 4, 5)
-  model.cnn_filters = 100
-  model.cnn_dropout = 0.5
-  model.cnn_freeze_embeddings = False
+  model.cnn_kernel_sizes = (3, 4, 5)  # text CNN: widths of its convolution kernels, in words
+  model.cnn_filters = 100  # text CNN: filters per kernel width
+  model.cnn_dropout = 0.5  # text CNN: dropout rate on its max-pooled features
+  model.cnn_freeze_embeddings = False  # text CNN: keep the word vectors fixed
   # Feed the "mlp" text tower sparse: its first layer sums the kernel rows of each text's
   # non-zeros (for raw TF-IDF / bag-of-words text); same parameters as the dense layer.
   model.sparse_text = False
@@ -45,10 +49,8 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
         "recipe re-chosen on validation), drsl_code the authors' code."
     )
   if dataset == "wikipedia":
-    # Chosen on the 231-pair validation split with the PyTorch init (README, "What the
-    # choices added"): TF-IDF->SVD-300 text, dropout 0.3, Adam 5e-4 ties raw 10,000-word
-    # TF-IDF with dropout 0.4 and Adam 2e-3 (validation mAP 0.314 vs 0.315 over epochs
-    # 41-60) at a 5.6x cheaper epoch; the best-by-validation checkpoint is used.
+    # Chosen on the validation split (docs/experiments/drsl.md): SVD-300 text ties raw
+    # TF-IDF there at a cheaper epoch; the best-by-validation checkpoint is used.
     config.data.text_feature = "tfidf_svd"
     config.model.dropout = 0.3
     config.train.learning_rate = 5e-4

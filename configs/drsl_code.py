@@ -1,8 +1,11 @@
-"""DRSL as the authors' code trains it (XMediaNet setting).
+"""DRSL as the authors' PyTorch code trains it (its XMediaNet setting).
 
-Towers d-1024-1024-300, relation 1024-1024-1, batch norm everywhere, batch 200,
-Adam(b1 0.5, b2 0.99) at 1e-4 with coupled weight decay 1e-4, learning rate x0.98 per
-epoch, 20 epochs (10 on the synthetic benchmark).
+Towers d-1024-1024-300, relation 600-1024-1024-1, batch norm everywhere, batch 200
+keeping the last partial batch, Adam(b1 0.5, b2 0.99) at 1e-4 with coupled weight decay
+1e-4, learning rate x0.98 per epoch, raw image features, 20 epochs (10 on the synthetic
+benchmark). Presets: "full" (default), "ci" (at most 5 epochs, for the test suite); no
+"paper" (the `drsl` config has the paper's sizes). What the code does, and what is left
+as it is: docs/methods/drsl.md.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ for like:
   cosine of the two projections (Rasiwasia et al.'s correlation matching).
 - "sm": semantic matching. One multinomial logistic regression per modality maps each
   item to its class posteriors; a pair scores the cosine of the two probability vectors
-  (the "semantic space" of the paper; the reference figures of `../shared/data/README.md`
-  use this similarity). Multi-label datasets get one binary regression per class.
+  (the "semantic space" of the paper). Multi-label datasets get one binary regression per
+  class.
 - "scm": semantic correlation matching: semantic matching on the first k canonical
   projections instead of the raw features.
 
@@ -23,10 +23,9 @@ grid of one value fixes it. All three are deterministic: they have no seed.
 Libraries: CCA is solved in closed form with numpy (`LinearCCA`: the classical canonical
 directions, a small ridge, thin SVDs; milliseconds, and deterministic), or with
 scikit-learn's `sklearn.cross_decomposition.CCA` (`solver="sklearn"`: the iterative
-NIPALS of the reference figures in ../shared/data/README.md, whose later components are
-not the classical ones, and which takes minutes for tens of components). The logistic
-regressions are scikit-learn's `LogisticRegression` (lbfgs, multinomial): maintained,
-and the reference's. scikit-learn is imported only when it is used. In both solvers the
+NIPALS, whose later components are not the classical ones, and which takes minutes for
+tens of components; docs/experiments/comparison_table.md compares the two). The logistic
+regressions are scikit-learn's `LogisticRegression` (lbfgs, multinomial). scikit-learn is imported only when it is used. In both solvers the
 first k components do not depend on how many more are fitted, so one fit at the largest
 k of a grid serves every smaller k.
 """
@@ -153,8 +152,7 @@ def fit_cca(
 
   solver "exact": `LinearCCA`, the classical solution (ridge `reg`); "sklearn":
   scikit-learn's `CCA` (iterative NIPALS; its components after the first are not the
-  classical canonical directions, and it is slow for many components; the library of
-  the reference figures in ../shared/data/README.md).
+  classical canonical directions, and it is slow for many components).
   """
   limit = min(train_image.shape[1], train_text.shape[1], len(train_image))
   if not 1 <= n_components <= limit:

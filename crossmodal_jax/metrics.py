@@ -1,6 +1,6 @@
 """Retrieval metrics for cross-modal retrieval, in vectorised numpy.
 
-Conventions (see SPEC.md "Evaluation" and METHODS-NOTES.md "Evaluation protocol"):
+Conventions (docs/evaluation.md gives the protocols they serve):
 
 * ``scores`` is a float array ``[n_query, n_gallery]``; higher means more similar.
 * Labels are either integer arrays of shape ``[n]`` (single label; a gallery item is

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import os
 import signal
 import subprocess
@@ -257,6 +258,16 @@ def test_every_config_field_has_a_meaning(method):
     assert not missing, f"no comment gives these {method} fields a meaning: {missing}"
 
 
+@pytest.mark.parametrize("method", default.method_names())
+def test_help_gives_meanings_not_measurements(method):
+  """A field's help says what it is; measurements live in docs/experiments."""
+  for field, meaning in config_help.meanings(method).items():
+    assert not re.search(r"\b0\.\d{3,}|\b20\d\d-\d\d|validation [^.]*\d\.\d", meaning), (
+        field,
+        meaning,
+    )
+
+
 def test_help_lists_fields_with_values_and_meanings():
   config = default.get_config("drsl,wikipedia")
   text = config_help.listing(config, "configs/default.py:drsl,wikipedia")
@@ -266,10 +277,27 @@ def test_help_lists_fields_with_values_and_meanings():
   assert "'concat'" in fusion and '"multiply"' in fusion  # value and its trailing comment
   assert any(l.strip().startswith("train.learning_rate=0.0005") for l in lines)
   data_dir = next(i for i, l in enumerate(lines) if "data.data_dir=" in l)
-  assert "Where built TFDS datasets are cached" in " ".join(lines[data_dir : data_dir + 2])
+  assert "Where built TFDS datasets and fitted text features are cached" in " ".join(
+      lines[data_dir : data_dir + 2]
+  )
   assert max(len(l) for l in lines[:5]) <= config_help.WIDTH
-  # A field without its own comment shares its group's: MCSM's front-end sizes.
-  assert "conv front-end" in config_help.meanings("mcsm")["model.front_end_pools"]
+  # A field without its own comment shares its group's comment lines, until a field with
+  # its own comment or a gap.
+  source = (
+      "def model_config():\n"
+      "  model = ml_collections.ConfigDict()\n"
+      "  # The front-end's sizes.\n"
+      "  model.widths = (1, 2)\n"
+      "  model.pools = (3, 4)\n"
+      "  model.own = 1  # its own\n"
+      "  model.next = 2\n"
+      "\n"
+      "  model.apart = 3\n"
+  )
+  meanings = config_help._file_help(source)
+  assert meanings["model.widths"] == meanings["model.pools"] == "The front-end's sizes."
+  assert meanings["model.own"] == "its own" and "model.next" not in meanings
+  assert "model.apart" not in meanings
 
 
 # --------------------------------------------------------------------------------------

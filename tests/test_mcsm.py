@@ -645,7 +645,7 @@ def test_paper_preset_is_the_codes_recipe_and_the_default_changes_only_chosen_fi
   assert (code.model.front_end_kernels, code.model.front_end_pools) == ((15, 9, 7), (5, 5, 6))
   assert code.model.front_end_channels == (384, 512, 256)
   # The default differs from the code's recipe in exactly the fields chosen on
-  # validation for the CPU (the module docstring gives the measurements).
+  # validation for the CPU (docs/experiments/mcsm.md gives the measurements).
   full = get_config("mcsm,wikipedia")
   flat = lambda c: {
       f"{s}.{k}": v for s in ("data", "model", "train") for k, v in c[s].to_dict().items()

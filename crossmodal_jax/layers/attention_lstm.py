@@ -1,7 +1,10 @@
 """MCSM's recurrent attention encoder: (conv front-end) -> stacked LSTM -> attention pooling.
 
-MCSM (Peng, Qi, Yuan, TIP 2018) encodes the modality that owns a semantic space with a
-recurrent attention network. From the authors' code (see `METHODS-NOTES.md`):
+MCSM (Y. Peng, J. Qi, Y. Yuan, "Modality-specific cross-modal similarity measurement with
+recurrent attention network", IEEE TIP 2018) encodes the modality that owns a semantic
+space with a recurrent attention network. As the authors' Torch code builds it (the
+MCSM_TIP2018 folder of BMC-SDNU/Cross-Modal-Retrieval on GitHub; see
+docs/methods/mcsm.md):
 
   image space: regions [R, d] -> 2-layer LSTM (hidden H, dropout 0.5 between layers)
     -> per-step Dense(D) -> M_j = dropout(tanh(W_a p_j)), a = softmax_j(w . M_j)
@@ -24,7 +27,7 @@ values, decides what is padding, and padding never changes an encoding:
   appending padding of any length leaves the windows that hold real steps unchanged, and
   its batch norm takes its moments over real steps only.
 
-Interpretation choices (where the notes are ambiguous):
+Interpretation choices (where the description of the authors' code leaves it open):
 - "per-step Dense to D -> attention ... -> sum_j a_j h_j": the attention reads the
   projected steps p_j = Dense_D(h_j) (the pipeline's order) and the encoding is
   sum_j a_j p_j. Because the attention weights of a sequence sum to 1 and the Dense is

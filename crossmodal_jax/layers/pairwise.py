@@ -12,11 +12,11 @@ custom VJP recomputes the ReLU mask inside the backward reductions rather than s
 so no [P, Q, K] buffer is ever allocated: the grid is only ever streamed through.
 
 That row loop suits a CPU, whose cache holds a row's tile. On a GPU it is a sequence of P
-small kernels (on an H200, 200 x 200 x 1024 fwd + bwd: 5.3 ms, 6x the naive grid's
-0.83 ms). Elsewhere than on the CPU each pass therefore runs over blocks of rows, each
-block's [rows, Q, K] grid written as one broadcast-reduce that XLA fuses into a single
-reduction kernel, with the blocks sized so that a block's grid stays within
-`BLOCK_ELEMENTS` floats if it is materialised (there: 0.36 ms). The bound holds for rows
+small kernels, slower than even the naive grid. Elsewhere than on the CPU each pass
+therefore runs over blocks of rows, each block's [rows, Q, K] grid written as one
+broadcast-reduce that XLA fuses into a single reduction kernel, with the blocks sized so
+that a block's grid stays within `BLOCK_ELEMENTS` floats if it is materialised (the
+timings of each form on the CPU and on a GPU: docs/speed.md). The bound holds for rows
 of at most that many floats each (Q x K); a vmap over the kernel multiplies it by the
 batch. The choice is made when the computation is lowered
 (`jax.lax.platform_dependent`), so one traced function serves every backend; the row
@@ -37,8 +37,8 @@ BLOCK_ELEMENTS = 1 << 24
 
 def _rows_forward(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
   # One row of the grid at a time: relu(a_p + b) is a [Q, K] tile that stays in cache,
-  # and its weighted sum over K is a mat-vec. Measured on 2 CPU cores this is ~10x
-  # faster than a single fused broadcast-reduce over the whole [P, Q, K] grid.
+  # and its weighted sum over K is a mat-vec. On a CPU this is far faster than a single
+  # fused broadcast-reduce over the whole [P, Q, K] grid (docs/speed.md).
   def row(a_p):
     return jax.nn.relu(a_p[None, :] + b) @ w
 

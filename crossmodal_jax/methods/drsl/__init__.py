@@ -1,10 +1,11 @@
-"""DRSL: Deep Relational Similarity Learning (Wang et al., Information Sciences 2020).
+"""DRSL: Deep Relational Similarity Learning (Wang et al., Information Sciences 2021).
 
 Two modality-specific fully connected towers map image and text features to vectors
 z_i, z_t; a relation network scores every (image, text) pair of a batch from a fusion of
-the two; the loss is ||R - S||_F^2 against the batch's label-agreement matrix S.
+the two; the loss is ||R - S||_F^2 against the batch's label-agreement matrix S. The
+user's guide, with the configs and what departs from the paper: docs/methods/drsl.md.
 
-Choices (see also METHODS-NOTES.md):
+Choices:
 - Towers: Dense -> (BatchNorm) -> ReLU per layer, ReLU after every layer as the paper says.
   Paper sizes (Wikipedia, NUS-WIDE-10K): image d-1024-300, text d-1024-300, relation
   600-1024-1; the authors' code (XMediaNet): towers d-1024-1024-300 and relation
@@ -28,32 +29,28 @@ Choices (see also METHODS-NOTES.md):
   batch-norm statistics are averaged over the data axis (synchronised batch norm), so the
   sharded step computes the same function as the single-device step.
 
-Against the authors' PyTorch code (wangxu-scu/DRSL, `train2`; config `drsl_code`),
-checked on identical files (`experiments/wikipedia_as_features.py`: Wikipedia SIFT-128
-images, TF-IDF->SVD-300 texts, all 693 test rows, 20 epochs, last epoch; README table):
+Against the authors' PyTorch code (github.com/wangxu-scu/DRSL, `train2`; config
+`drsl_code`), checked on identical files (`experiments/wikipedia_as_features.py`; the
+measurements, and what each difference costs, are in docs/experiments/drsl.md):
 - Matched:
   - initialisation: torch.nn.Linear's U(+-1/sqrt(fan_in)) for every kernel and bias
     (`model.init="pytorch"`; the two separable halves of the relation's Linear(600, 1024)
-    with fan_in 600); BatchNorm starts at (1, 0). Flax's LeCun normal costs 0.058
-    average mAP@ALL (the largest difference by far);
+    with fan_in 600); BatchNorm starts at (1, 0). Flax's LeCun normal (3x the variance)
+    is by far the largest difference;
   - the loss sum((R - S)^2) / B (`loss_normalizer="batch"`: the code divides by the
     square root of the B^2 entries); under Adam this only sets the weight of the coupled
-    weight decay, which a / sqrt(B) loss made 14x weaker at B = 200 (+0.000);
+    weight decay, which a / sqrt(B) loss would make 14x weaker at B = 200;
   - layer order Linear -> BN -> ReLU everywhere, including the towers' 300-d outputs,
     relation Linear(600, 1024)-BN-ReLU-Linear(1024, 1024)-BN-ReLU-Linear(1024, 1), batch
     norm over all B^2 pairs, momentum 0.1 (Flax 0.9), eps 1e-5, no dropout;
   - Adam(betas 0.5, 0.99, eps 1e-8) with coupled weight decay 1e-4 on every parameter;
   - StepLR(gamma 0.98) stepped at the start of every epoch, before the first optimizer
-    step: epoch e trains at 1e-4 * 0.98^(e + 1), so `learning_rate` is 0.98e-4 (+0.001
-    when the decay starts a step late);
+    step: epoch e trains at 1e-4 * 0.98^(e + 1), so `learning_rate` is 0.98e-4;
   - the last partial batch (2,173 = 10 x 200 + 173) is kept (`train.drop_remainder`
     False): one more compile for its shape; with several devices it must divide among
-    them, otherwise training stops with an error saying so (-0.005 when dropped);
-  - raw image features (`data.standardize_image=False`; standardising them, as the
-    other configs do, adds 0.009).
-  Each effect is the change of average mAP@ALL when that one difference is reverted, at
-  the paper's sizes with the code's recipe on the identical files, mean of 3 seeds
-  (README; seed spread about 0.005).
+    them, otherwise training stops with an error saying so;
+  - raw image features (`data.standardize_image=False`; the other configs standardise
+    them).
 - Not matched, named:
   - the code's Linear layers before batch norm carry biases; batch norm cancels them
     exactly (only the coupled weight decay touches them), so they are left out;

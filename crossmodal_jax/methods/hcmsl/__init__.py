@@ -1,11 +1,13 @@
-"""HCMSL: Hybrid Cross-Modal Similarity Learning (ACM TOMM, doi 10.1145/3412847).
+"""HCMSL: Hybrid Cross-Modal Similarity Learning (Zhang et al., ACM TOMM 2021, doi
+10.1145/3412847).
 
-Only the abstract is available (seed 002). What it says: coupled deep fully connected
-networks map image and text features into a common subspace; the two branches share
-weights ("weight-sharing strategy ... between two branches"); two Siamese models learn
+Only the abstract is available. What it says: coupled deep fully connected networks
+map image and text features into a common subspace; the two branches share weights
+("weight-sharing strategy ... between two branches"); two Siamese models learn
 intra-modal similarity from same-label samples of one modality; both labelled and
 unlabelled cross-modal pairs contribute. Everything below that is more precise than that
-is our interpretation (METHODS-NOTES.md, HCMSL), not the paper's:
+is our interpretation, not the paper's (the user's guide, with where each choice was
+measured: docs/methods/hcmsl.md):
 
 - Branches: image and text MLPs, [Dense -> ReLU -> Dropout] per layer
   (`model.image_layers`, `model.text_layers`), on the dataset's fixed features (the
@@ -33,10 +35,10 @@ is our interpretation (METHODS-NOTES.md, HCMSL), not the paper's:
   label are dropped from its softmax: they are not negatives.
 - Siamese intra-modal losses: one per modality, the same contrastive loss over pairs of
   DISTINCT labelled rows of that modality (same label close, different apart by
-  `model.siamese_margin`). The Siamese network of a modality is its branch
-  (METHODS-NOTES: "sharing the branch below the shared layers"): by default it compares
-  the unit-normalised branch outputs (`model.siamese_space="branch"`; they are ReLU
-  outputs, so d lies in [0, sqrt(2)]); "common" compares the common vectors instead.
+  `model.siamese_margin`). The Siamese network of a modality is its branch, below the
+  shared layers: by default it compares the unit-normalised branch outputs
+  (`model.siamese_space="branch"`; they are ReLU outputs, so d lies in [0, sqrt(2)]);
+  "common" compares the common vectors instead.
 - Loss = weight_class * class + weight_instance * instance + weight_siamese * (image
   Siamese + text Siamese); each term is a mean over the global batch, so the sharded
   step computes the same function as one device (encodings, labels and the labelled mask
@@ -48,7 +50,7 @@ is our interpretation (METHODS-NOTES.md, HCMSL), not the paper's:
   rows' labels are overwritten in every batch (-1, or an all-zero multi-hot row) and a
   "labeled" array marks the rows that keep theirs: labelled-only terms mask the others
   out, which still train the instance-level loss. Validation keeps its labels: the
-  best-by-validation checkpoint is chosen on the 231 labelled validation pairs at every
+  best-by-validation checkpoint is chosen on the labelled validation pairs at every
   fraction.
 - `model.use_unlabeled=False` (the "labelled rows alone" baseline) samples only the
   labelled rows, with as many steps per epoch as the whole split gives (successive
@@ -56,8 +58,9 @@ is our interpretation (METHODS-NOTES.md, HCMSL), not the paper's:
 - Initialisation: PyTorch's U(+-1/sqrt(fan_in)) by default (`model.init`), as the other
   methods' code-faithful configs; no batch norm (none is named in the abstract).
 - No "paper" preset: the abstract gives no hyperparameter. The Wikipedia recipe
-  (configs/hcmsl.py) was chosen on the validation split (README), including the square
-  roots of the SIFT histograms before standardising (`data.image_power=0.5`).
+  (configs/hcmsl.py) was chosen on the validation split (docs/experiments/hcmsl.md),
+  including the square roots of the SIFT histograms before standardising
+  (`data.image_power=0.5`).
 """
 
 from crossmodal_jax.methods.hcmsl.method import INSTANCE_PAIRS

@@ -1,11 +1,15 @@
-"""MCSM: Modality-specific Cross-modal Similarity Measurement (Peng, Qi, Yuan, TIP 2018).
+"""MCSM: Modality-specific Cross-modal Similarity Measurement (Y. Peng, J. Qi, Y. Yuan,
+"Modality-specific cross-modal similarity measurement with recurrent attention network",
+IEEE TIP 2018).
 
 Files: `model.py` (the two spaces' Flax modules), `method.py` (the face: inputs, loss,
-encodings, scores, the adaptive fusion and the choice of its weight on validation).
+encodings, scores, the adaptive fusion and the choice of its weight on validation). The
+user's guide, with what the authors' code does and where we depart from it, is
+docs/methods/mcsm.md.
 
-Only the abstract of the paper was available; the model follows the authors' Torch code
-as METHODS-NOTES.md records it. Two semantic spaces with disjoint parameters
-(params["image_space"], params["text_space"]):
+Only the abstract of the paper was available to us; the model follows the authors' Torch
+code (the MCSM_TIP2018 folder of BMC-SDNU/Cross-Modal-Retrieval on GitHub). Two semantic
+spaces with disjoint parameters (params["image_space"], params["text_space"]):
 
 - image space: the image's region sequence (split array "image_regions" [n, R, d]; a
   dataset with only "image" [n, d] gives a one-step sequence) -> `AttentionLSTMEncoder`
@@ -21,11 +25,10 @@ as METHODS-NOTES.md records it. Two semantic spaces with disjoint parameters
   text-space scores of a direction (query x gallery), mnorm the row-wise min-max over the
   gallery; i chosen on the validation split.
 
-Interpretation choices (where the notes and the code leave it open, or where we differ):
+Interpretation choices (where the code leaves it open, or where we differ):
 - Training: both spaces in one model, the loss the sum of the two spaces' losses on the
-  same batches (the notes: equivalent to training them independently, since their
-  parameters are disjoint; the batches and negatives are shared, the code's runs were
-  separate).
+  same batches. Since their parameters are disjoint this is training them independently,
+  as the code's separate runs do, except that the batches and negatives are shared.
 - Loss per space: for image anchor k (positive text k) one text j of a different label,
   max(0, 0.5 - s(k, k) + s(k, j)); symmetrically for text anchor k and an image j. Each
   direction's hinges are averaged over the global batch's anchors and the two directions
@@ -39,8 +42,7 @@ Interpretation choices (where the notes and the code leave it open, or where we 
   and not on the number of devices; each device sums the hinges of its own anchors.
   `model.negatives="hardest"` takes instead each space's highest-scoring different-label
   item of the global batch, and `"all"` every one of them with the hinges averaged (the
-  random draw's expected loss); options, not the code's (on Wikipedia hardest trained
-  worse, all the same).
+  random draw's expected loss); options, not the code's.
 - Positives: each anchor's match (the code's), or with `model.positives="same_label"` an
   item of the other modality drawn uniformly among the global batch's items with the
   anchor's label (its match included), from the step's key folded with 1, so the
@@ -65,9 +67,11 @@ Interpretation choices (where the notes and the code leave it open, or where we 
   documents (the code's configuration: `front_end=True`, `data.max_words=2904`).
 - Initialisation "pytorch" (U(+-1/sqrt(fan_in)) for Dense, conv and LSTM weights and
   biases), the closest of ours to Torch7's defaults; "flax" and "glorot" are options.
-- RMSprop with decay 0.99 (Torch optim.rmsprop's default alpha); the notes give only
-  the learning rate (1e-4). optax puts eps inside the square root, Torch outside.
-- D = 1024 by default (the code: 4096), as METHODS-NOTES.md sets for the CPU.
+- RMSprop with decay 0.99, Torch optim.rmsprop's default alpha: of the code's RMSprop
+  settings we know the learning rate, 1e-4, alone. optax puts eps inside the square root,
+  Torch outside.
+- D = 1024 by default (the code: 4096, the `paper` preset's), so that a 2-core CPU
+  trains it.
 - Fusion: mnorm of a constant row is 0 (no information from that space for that
   query), so W reduces to the other term there. The fused scores are computed in
   float64 and returned as float32. The weight i lives in the non-param collection
@@ -78,9 +82,7 @@ Interpretation choices (where the notes and the code leave it open, or where we 
   queries by the transpose, so its text-to-image mnorm runs over each gallery image's
   scores against all the query texts. That makes a text's ranking depend on the other
   queries, and a single query could not be ranked (each image's min-max over one text is
-  0). On the Wikipedia default's runs (seeds 0-2), the code's orientation, with i chosen
-  on validation, scored best validation 0.277 / 0.283 / 0.276 (ours: 0.280 / 0.287 /
-  0.278), and test 0.254 / 0.255 / 0.256 (ours: 0.254 / 0.253 / 0.255).
+  0).
 - The weight is chosen on the VALIDATION split (the code grid-searched it on the test
   set): `choose_fusion_weight` takes the split's two score channels (encoded and scored
   once) and returns the first grid value (0, 0.01, ..., 1) with the highest average

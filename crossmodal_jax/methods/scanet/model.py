@@ -45,7 +45,7 @@ ATTENTION_SCALES = ("softmax", "mean_one")
 
 
 def _attention(dense: nn.Dense, f: jax.Array, scale: str) -> jax.Array:
-  """p = softmax(relu(W f + b)) over the N features (seed 003, eqs. 4-5, 7-8); with
+  """p = softmax(relu(W f + b)) over the N features (Lu et al., eqs. 4-5, 7-8); with
   scale "mean_one", N x that, so that uniform attention leaves a feature unchanged."""
   p = jax.nn.softmax(nn.relu(dense(f)), axis=-1)
   return p * p.shape[-1] if scale == "mean_one" else p

@@ -1,4 +1,5 @@
-"""The README's "Adding a method" example is real code: it registers, trains and scores."""
+"""The "Adding a method" example of docs/adding_a_method.md is real code: it registers,
+trains and scores."""
 
 import re
 
@@ -11,27 +12,31 @@ from crossmodal_jax import methods
 from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
 
+PAGE = REPO / "docs" / "adding_a_method.md"
 
-def _block(readme: str, title: str) -> str:
-  match = re.search(re.escape(title) + r".*?```python\n(.*?)```", readme, re.S)
-  assert match, f"no code block after {title!r} in README.md"
+
+def _block(page: str, title: str) -> str:
+  match = re.search(re.escape(title) + r".*?```python\n(.*?)```", page, re.S)
+  assert match, f"no code block after {title!r} in {PAGE.name}"
   return match.group(1)
 
 
 @pytest.fixture(scope="module")
-def readme_method():
-  readme = (REPO / "README.md").read_text()
-  method_code = _block(readme, "**`crossmodal_jax/methods/cosine.py`**")
-  config_code = _block(readme, "**`configs/cosine.py`**")
+def example_method():
+  page = PAGE.read_text()
+  method_code = _block(page, "**`crossmodal_jax/methods/cosine.py`**")
+  config_code = _block(page, "**`configs/cosine.py`**")
   if "cosine" not in methods.REGISTRY:
-    exec(compile(method_code, "README:cosine.py", "exec"), {"__name__": "readme_cosine"})
+    exec(
+        compile(method_code, "adding_a_method.md:cosine.py", "exec"), {"__name__": "example_cosine"}
+    )
   config_module = {}
-  exec(compile(config_code, "README:configs/cosine.py", "exec"), config_module)
+  exec(compile(config_code, "adding_a_method.md:configs/cosine.py", "exec"), config_module)
   return config_module["get_config"]
 
 
-def test_readme_example_method_trains_and_evaluates(tmp_path, readme_method):
-  config = readme_method(default.common_config("cosine", "synthetic"), "synthetic")
+def test_the_example_method_trains_and_evaluates(tmp_path, example_method):
+  config = example_method(default.common_config("cosine", "synthetic"), "synthetic")
   config.model.layers = (64, 32)
   config.train.num_epochs = 8
   config.train.progress_bar = False
