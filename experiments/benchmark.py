@@ -34,11 +34,14 @@ achieved GFLOP/s.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import os
 import platform
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -63,6 +66,7 @@ from crossmodal_jax.data import common
 from crossmodal_jax.data import sparse_rows
 from crossmodal_jax.layers import pairwise
 from crossmodal_jax.layers import sparse_dense
+from experiments import cli
 
 _OUTPUT = flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 _WIKI = flags.DEFINE_string(
@@ -861,6 +865,8 @@ def main(argv):
     results.append(r)
     print(json.dumps(r))
   report = {
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "command": "python -m experiments.benchmark " + shlex.join(cli.recorded_args(sys.argv[1:])),
       "devices": [str(d) for d in jax.devices()],
       "platform": platform.platform(),
       "cpu_count": os.cpu_count(),

@@ -50,6 +50,19 @@ def before_flags(argv: list[str], default: str | None = overrides.DEFAULT_CONFIG
   return config
 
 
+def config_help_text(lead: str) -> str:
+  """The --config flag's help: `lead`, then the spec's parts and their choices."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+
+  return (
+      f"{lead} configs/default.py:METHOD,DATASET[,PRESET], where METHOD is one of "
+      f"{', '.join(default.method_names())}; DATASET one of {', '.join(default.DATASETS)}; "
+      "PRESET full (the default: the method's recipe, chosen on validation), ci (small and "
+      "fast, for tests) or paper (the paper's published hyperparameters). Any field can be "
+      "overridden as --config.FIELD=VALUE after it; --help with a --config lists its fields."
+  )
+
+
 def one_line(error: BaseException) -> str:
   """The error's message on one line."""
   return " ".join(str(error).split()) or type(error).__name__
@@ -95,3 +108,40 @@ def unexpected_arguments(argv: list[str]) -> None:
   """Exits with one line if absl left positional arguments (argv[0] is the program)."""
   if len(argv) > 1:
     overrides.fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
+
+
+def _placeholder(arg: str, names: dict[str, str]) -> str:
+  """--FLAG=VALUE with a folder of this machine as a placeholder: --workdir always
+  (<workdir>), and any absolute path in a value, named by `names` or its flag
+  (--data_dir=<data_dir>), by the key before it (--manual_dir=wikipedia=<wikipedia_dir>)
+  or by its field (--override=data.data_dir=<data_dir>)."""
+  name, eq, value = arg.partition("=")
+  flag = name.lstrip("-")
+  if not eq or not name.startswith("-"):
+    return arg
+  if flag == "workdir":
+    return f"{name}=<workdir>"
+  key, eq2, path = value.rpartition("=")
+  path = path if eq2 else value
+  if not (os.path.isabs(path) or path.startswith("~")):
+    return arg
+  if not eq2:
+    return f"{name}=<{names.get(flag, flag)}>"
+  leaf = key.rpartition(":")[2].rpartition(".")[2]
+  return f"{name}={key}=<{leaf if '_' in leaf else leaf + '_dir'}>"
+
+
+def recorded_args(
+    args: list[str], drop: tuple[str, ...] = (), names: dict[str, str] | None = None
+) -> list[str]:
+  """A command line as a committed result records it: "--flag value" joined as
+  "--flag=value", the flags in `drop` left out, and the folders of this machine written as
+  placeholders (`_placeholder`; `names` maps a flag to its placeholder's name)."""
+  joined, rest = [], list(args)
+  while rest:
+    a = rest.pop(0)
+    if a.startswith("-") and "=" not in a and rest and not rest[0].startswith("-"):
+      a = f"{a}={rest.pop(0)}"
+    joined.append(a)
+  names = names or {}
+  return [_placeholder(a, names) for a in joined if a.partition("=")[0].lstrip("-") not in drop]

@@ -29,8 +29,7 @@ if __name__ == "__main__":
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
-    "Optional config (configs/default.py:METHOD,DATASET) overriding WORKDIR/config.json; "
-    "fields overridable as --config.FIELD=VALUE.",
+    cli.config_help_text("Optional: a config used instead of WORKDIR/config.json,"),
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.", required=True)

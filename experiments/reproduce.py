@@ -37,11 +37,12 @@ score the same queries against the same gallery with the same metric code
 (`metrics.split_metrics` with the gallery's labels). Ablations follow the protocol too.
 
 --ablations names entries of ABLATIONS: scanet_layers (SCANet's co-attention layers 0..3,
-seed 003 table 3), drsl_fusion (DRSL's relation fusion concat / multiply / add /
-subtract, seed 004 tables 5-6), scanet_loss (SCANet's global loss m and lambda at the
-five settings of seed 003 table 4). Each variant sets a few fields of its method's config
-(after the --override ones) and is a run per dataset and seed like the others, in
-WORKDIR/ablations/DATASET/ABLATION/VARIANT/seed_S, reused and resumed the same way. The
+the SCANet paper's table 3), drsl_fusion (DRSL's relation fusion concat / multiply / add /
+subtract, the DRSL paper's tables 5-6), scanet_loss (SCANet's global loss m and lambda at
+the five settings of the SCANet paper's table 4). Each variant sets a few fields of its
+method's config (after the --override ones) and is a run per dataset and seed like the
+others, in WORKDIR/ablations/DATASET/ABLATION/VARIANT/seed_S, reused and resumed the same
+way. The
 variant whose config is the method's own is marked "default" and shares the method's runs
 (WORKDIR/runs/DATASET/METHOD/seed_S): it is trained once for the table and every ablation.
 
@@ -64,7 +65,7 @@ under the dataset's table; the PR plots are redrawn there. It re-runs one method
 after its default changed, without re-running the rest:
 
   python -m experiments.reproduce --workdir=/tmp/table --methods=scanet \
-    --datasets=wikipedia --seeds=3 --baselines= --amend=results/table_2026-11-27 \
+    --datasets=wikipedia --seeds=5 --baselines= --amend=results/table_DATE \
     --amend_note="after the default took ..." --manual_dir=wikipedia=/path/to/wikipedia_dataset
 
 A progress line says which run of how many is going and the time left. A bad input is
@@ -126,6 +127,8 @@ NEUTRAL_FIELDS = (
 )
 # Per run workdir: what the table needs beyond results.json.
 RUN_INFO = "reproduce_run.json"
+# RUN_INFO's mark of a run this command trained (in the table's workdir, where it stays).
+TRAINED_BY = "experiments.reproduce"
 # The baselines' grids with --preset=ci (unless given): a quick selection.
 CI_COMPONENTS = (4, 16)
 CI_C_GRID = (0.1, 10.0)
@@ -144,17 +147,17 @@ class Ablation:
 ABLATIONS = {
     "scanet_layers": Ablation(
         "scanet",
-        "SCANet co-attention layers (seed 003 table 3)",
+        "SCANet co-attention layers (SCANet paper, table 3)",
         tuple((f"layers={k}", {"model.attention_layers": k}) for k in range(4)),
     ),
     "drsl_fusion": Ablation(
         "drsl",
-        "DRSL relation fusion (seed 004 tables 5-6)",
+        "DRSL relation fusion (DRSL paper, tables 5-6)",
         tuple((f, {"model.fusion": f}) for f in ("concat", "multiply", "add", "subtract")),
     ),
     "scanet_loss": Ablation(
         "scanet",
-        "SCANet global loss margin m and weight lambda (seed 003 table 4)",
+        "SCANet global loss margin m and weight lambda (SCANet paper, table 4)",
         tuple(
             (f"m={m:g} lambda={lam:g}", {"model.margin": m, "model.lam": lam})
             for m, lam in ((0.5, 0.35), (0.6, 0.35), (0.7, 0.35), (0.6, 0.3), (0.6, 0.4))
@@ -730,10 +733,28 @@ def execute(run: Run, cache: DatasetCache) -> dict[str, Any]:
   info = {
       "num_params": count_params(run.config, dataset),
       "wall_seconds": time.perf_counter() - t0,
+      "trained_by": TRAINED_BY,
   }
   with open(os.path.join(run.workdir, RUN_INFO), "w") as f:
     json.dump(info, f, indent=2)
   return info
+
+
+def check_own_run(run: Run) -> None:
+  """--amend merges only runs this command trained in its own workdir: a finished run
+  there without RUN_INFO's mark (trained by experiments.train elsewhere and copied in)
+  is one error."""
+  path = os.path.join(run.workdir, RUN_INFO)
+  info = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      info = json.load(f)
+  if info.get("trained_by") != TRAINED_BY:
+    raise errors.UserError(
+        f"--amend: {run.workdir} holds a finished run that experiments.reproduce did not "
+        "train there; an amendment merges only its own runs (remove that folder to train "
+        "it here)."
+    )
 
 
 def run_info(run: Run, cache: DatasetCache) -> dict[str, Any]:
@@ -1430,6 +1451,9 @@ def reproduce(
   _CURRENT.update(workdir=workdir, run=None)
   cache = DatasetCache()
   if amend:
+    for run in runs:
+      if is_finished(run):
+        check_own_run(run)
     # The table's splits against this command's, before anything trains.
     for d in datasets:
       if d not in amended["datasets"]:
@@ -1573,41 +1597,11 @@ def _numbers(values: Sequence[str], kind, flag: str) -> list:
     raise errors.UserError(f"--{flag} takes numbers, got {list(values)}.") from None
 
 
-def _placeholder(arg: str) -> str:
-  """A flag with a folder of this machine in its value, written as a placeholder:
-  --workdir=<workdir>, --manual_dir=wikipedia=<wikipedia_dir>, data.data_dir=<data_dir>,
-  --amend=<table_dir> (a path relative to the current folder stays)."""
-  name, eq, value = arg.partition("=")
-  if not eq:
-    return arg
-  flag = name.lstrip("-")
-  if flag == "workdir":
-    return f"{name}=<workdir>"
-  if flag == "manual_dir":
-    dataset, eq2, _ = value.partition("=")
-    return f"{name}={dataset}=<{dataset}_dir>" if eq2 else f"{name}=<manual_dir>"
-  if flag == "override":
-    field, eq2, path = value.rpartition("=")
-    if eq2 and field.rpartition(":")[2].rpartition(".")[2] in ("data_dir", "manual_dir"):
-      return f"{name}={field}=<{field.rpartition('.')[2]}>"
-  if flag == "amend" and os.path.isabs(value):
-    return f"{name}=<table_dir>"
-  return arg
-
-
 def _recorded_args(args: Sequence[str]) -> list[str]:
   """The command line as recorded in the table: without --amend_note, which the
   amendment keeps on its own, and with this machine's folders as placeholders
-  (`_placeholder`), so that the committed table names none."""
-  joined, args = [], list(args)
-  while args:  # "--flag value" as "--flag=value"
-    a = args.pop(0)
-    if a.startswith("-") and "=" not in a and args and not args[0].startswith("-"):
-      a = f"{a}={args.pop(0)}"
-    joined.append(a)
-  return [
-      _placeholder(a) for a in joined if not a.lstrip("-").startswith(("amend_note=", "amend_note"))
-  ]
+  (`cli.recorded_args`), so that the committed table names none."""
+  return cli.recorded_args(list(args), drop=("amend_note",), names={"amend": "table_dir"})
 
 
 def _relative_runs(results: dict[str, Any], workdir: str) -> dict[str, Any]:

@@ -56,9 +56,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
       "config": config_flags.DEFINE_config_file(
           "config",
           None,
-          "Optional config (configs/default.py:METHOD,DATASET) overriding WORKDIR/config.json; "
-          "fields overridable as --config.FIELD=VALUE (eval.memory_budget_mb bounds the "
-          "streamed ranking's tiles).",
+          cli.config_help_text(
+              "Optional: a config used instead of WORKDIR/config.json (its "
+              "eval.memory_budget_mb bounds the streamed ranking's tiles),"
+          ),
           flag_values=flag_values,
           lock_config=True,
       ),

@@ -40,9 +40,7 @@ if __name__ == "__main__":
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     DEFAULT_CONFIG,
-    "Experiment config: configs/default.py:METHOD,DATASET (METHOD: a registered method, "
-    "e.g. drsl, drsl_code; DATASET: synthetic, wikipedia, features). Fields are "
-    "overridable as --config.FIELD=VALUE after it.",
+    cli.config_help_text("The experiment config:"),
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(

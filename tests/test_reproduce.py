@@ -178,7 +178,7 @@ def test_recorded_command_has_placeholders_for_folders():
   recorded = reproduce._recorded_args([
       "--workdir=/tmp/table", "--methods=drsl", "--manual_dir", "wikipedia=/data/wiki",
       "--override=data.data_dir=/tmp/tfds", "--override=scanet:model.dim=3",
-      "--amend=/home/me/table", "--amend_note", "why", "--seeds=5",
+      "--amend=/srv/tables/t", "--amend_note", "why", "--seeds=5",
   ])  # fmt: skip
   assert recorded == [
       "--workdir=<workdir>", "--methods=drsl", "--manual_dir=wikipedia=<wikipedia_dir>",
@@ -341,6 +341,15 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
       rerun, **args, amend=str(folder), amend_note=note, out=out, execute_fn=no_training
   )
   assert "every row equals" in out.getvalue() and "nothing recorded" in out.getvalue()
+  assert json.loads((folder / "results.json").read_text())["amended"] == again["amended"]
+  # A finished run it did not train there (trained elsewhere, copied in) is refused.
+  seed_1 = pathlib.Path(rerun, "runs", "synthetic", "drsl", "seed_1", reproduce.RUN_INFO)
+  info = json.loads(seed_1.read_text())
+  seed_1.write_text(json.dumps({k: v for k, v in info.items() if k != "trained_by"}))
+  with pytest.raises(errors.UserError, match=r"seed_1 holds a finished run that .* did not"):
+    reproduce.reproduce(
+        rerun, **args, amend=str(folder), amend_note=note, out=io.StringIO(), execute_fn=no_training
+    )
   assert json.loads((folder / "results.json").read_text())["amended"] == again["amended"]
   # The recorded command line leaves the note out (the amendment keeps it).
   assert reproduce._recorded_args(["--a=1", "--amend_note=x `y`", "--amend_note", "z", "--b"]) == [
