@@ -43,7 +43,7 @@ def model_config() -> ml_collections.ConfigDict:
 def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
   """The common `config` completed for DRSL on `dataset`."""
   config.model = model_config()
-  if config.get("preset", "full") == "paper":
+  if config.preset == "paper":
     raise ValueError(
         "drsl has no 'paper' preset: the drsl config has the paper's sizes (its Wikipedia "
         "recipe re-chosen on validation), drsl_code the authors' code."
@@ -57,6 +57,6 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
     config.train.num_epochs = 60
   elif dataset == "synthetic":
     config.train.num_epochs = 10
-  if config.get("preset", "full") == "ci":
+  if config.preset == "ci":
     config.train.num_epochs = min(config.train.num_epochs, 5)
   return config

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import drsl
+from . import drsl
 
 # The model fields and their base values are DRSL's (`default.completed` reads this).
 model_config = drsl.model_config
@@ -35,7 +35,7 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
   t.lr_decay_per_epoch = 0.98
   t.drop_remainder = False  # torch's DataLoader keeps the last partial batch
   config.data.standardize_image = False  # the code feeds the features as they are
-  preset = config.get("preset", "full")
+  preset = config.preset
   if preset == "paper":
     raise ValueError("drsl_code has no 'paper' preset: it is the authors' code; drsl the paper.")
   if preset == "ci":

@@ -52,7 +52,7 @@ def model_config() -> ml_collections.ConfigDict:
 
 def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
   """The common `config` completed for HCMSL on `dataset`."""
-  preset = config.get("preset", "full")
+  preset = config.preset
   if preset == "paper":
     raise ValueError(
         "hcmsl has no 'paper' preset: only the abstract is available; 'full' is our "

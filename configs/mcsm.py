@@ -72,7 +72,7 @@ def model_config() -> ml_collections.ConfigDict:
 
 def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
   """The common `config` completed for MCSM on `dataset`."""
-  preset = config.get("preset", "full")
+  preset = config.preset
   config.model = model_config()
   config.data.word_sequences = True  # word_ids / word_mask + meta["word_vectors"]
   t = config.train

@@ -58,7 +58,7 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
   t.batch_size = 256
   t.optimizer = "adam"
   t.schedule = "constant"
-  preset = config.get("preset", "full")
+  preset = config.preset
   if preset == "paper":
     # As published: Adam 1e-4, L2 5e-3, 80 epochs, the attention as written.
     t.learning_rate, t.weight_decay, t.num_epochs = 1e-4, 5e-3, 80

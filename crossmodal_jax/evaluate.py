@@ -44,9 +44,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
-from etils import epath
 
 from crossmodal_jax import atomic
 from crossmodal_jax import checkpoint as ckpt
@@ -55,15 +53,17 @@ from crossmodal_jax import errors
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
 from crossmodal_jax import optimizers
+from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax.data import common
 from crossmodal_jax.methods import base
 
 DIRECTIONS = base.DIRECTIONS
 RANKINGS = ("auto", "full", "top_k")
+# eval.select_by: the best checkpoint by validation mAP, or the latest.
+SELECT_BY = ("validation_map", "latest")
 # The eval fields of streamed ranking, at their defaults for a workdir whose config.json
 # predates them (configs/default.py sets the same).
-STREAMING_DEFAULTS = {"ranking": "auto", "full_matrix_mb": 1024.0, "top_k": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,20 +298,20 @@ def _check_nonempty(split: common.Split, role: str):
     raise errors.UserError(f"The {role} split is empty: nothing to rank.")
 
 
-def _setting(eval_config, name: str):
-  return eval_config.get(name, STREAMING_DEFAULTS[name])
-
-
 def streaming_settings(eval_config) -> tuple[str, float, int]:
-  """(eval.ranking, eval.full_matrix_mb, eval.top_k), checked; a workdir's config.json
-  that predates them gives their defaults."""
-  ranking = _setting(eval_config, "ranking")
+  """(eval.ranking, eval.full_matrix_mb, eval.top_k), checked with the other eval fields
+  a run reads (eval.select_by, eval.memory_budget_mb)."""
+  if eval_config.select_by not in SELECT_BY:
+    raise errors.UserError(
+        f"Unknown eval.select_by {eval_config.select_by!r}; choose one of {SELECT_BY}."
+    )
+  ranking = eval_config.ranking
   if ranking not in RANKINGS:
     raise errors.UserError(f"Unknown eval.ranking {ranking!r}; choose one of {RANKINGS}.")
-  limit = float(_setting(eval_config, "full_matrix_mb"))
+  limit = float(eval_config.full_matrix_mb)
   if not limit > 0:
     raise errors.UserError(f"eval.full_matrix_mb must be > 0, got {limit}.")
-  k = _setting(eval_config, "top_k")
+  k = eval_config.top_k
   if isinstance(k, bool) or not isinstance(k, int) or k < 0:
     raise errors.UserError(f"eval.top_k must be an integer >= 0, got {k!r}.")
   budget = eval_config.memory_budget_mb
@@ -508,88 +508,6 @@ def retrieve(
   return top_k(method, variables, q_texts, g_images, direction, k, eval_config)
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a training workdir was run with (its config.json)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise errors.MissingError(f"{path} not found: is {workdir!r} a training workdir?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuplify(json.load(f)))
-
-
-def _tuplify(x):
-  if isinstance(x, dict):
-    return {k: _tuplify(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuplify(v) for v in x)
-  return x
-
-
-def abstract_variables(method: base.Method, split: common.Split, seed: int = 0) -> Any:
-  """The structure of `method`'s variables (shapes and dtypes only; nothing computed)."""
-  return jax.eval_shape(method.init, jax.random.key(seed), method.init_batch(split))
-
-
-def restore_variables(
-    workdir: str, method: base.Method, split: common.Split, checkpoint: str = "best"
-) -> tuple[Any, int]:
-  """(variables, step) of `checkpoint` ("best", "latest" or a step number) in workdir.
-
-  Only the model variables are read: no optimizer is built or restored.
-
-  Raises:
-    MissingError: (a FileNotFoundError) when there is no such checkpoint;
-    UserError: when `checkpoint` is none of "best", "latest" or a number.
-  """
-  try:
-    directory, step = ckpt.locate(workdir, checkpoint)
-  except FileNotFoundError as e:
-    raise errors.MissingError(str(e)) from e
-  except ValueError as e:
-    raise errors.UserError(str(e)) from e
-  if checkpoint == ckpt.BEST and not directory.endswith(ckpt.BEST):
-    logging.warning(
-        "No best-by-validation checkpoint in %s (no validation split?); using the latest.",
-        os.path.dirname(directory),
-    )
-  with errors.config_values():  # the method's initialisation checks the model fields
-    target = abstract_variables(method, split)
-  _check_shapes(directory, step, target)
-  return ckpt.restore_variables(directory, step, target), step
-
-
-class CheckpointMismatchError(errors.UserError):
-  """A checkpoint's variables have other shapes than the model built from the config and
-  the data (other feature sizes, other layer widths)."""
-
-
-def _check_shapes(directory: str, step: int, target: Any):
-  """Raises CheckpointMismatchError naming the first variable whose shape in the
-  checkpoint differs from `target`'s, before orbax is asked to restore it.
-
-  Reads the shapes from the metadata of the checkpoint's "variables" item (the layout
-  `checkpoint.save_args` writes); if that cannot be read, the restore itself reports.
-  """
-  try:
-    saved = ocp.StandardCheckpointHandler().metadata(
-        epath.Path(directory) / str(step) / "variables"
-    )
-    saved = {
-        jax.tree_util.keystr(path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(dict(saved))[0]
-    }
-  except Exception:  # pylint: disable=broad-except
-    return
-  for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]:
-    name = jax.tree_util.keystr(path)
-    if name in saved and saved[name] != tuple(leaf.shape):
-      raise CheckpointMismatchError(
-          f"The checkpoint {directory}/{step} does not fit this model and data: "
-          f"{name} is {saved[name]} there but {tuple(leaf.shape)} here (a config or "
-          "features other than the run's?)."
-      )
-
-
 def evaluate(
     workdir: str,
     config: ml_collections.ConfigDict | None = None,
@@ -608,7 +526,7 @@ def evaluate(
   collections besides "batch_stats", e.g. MCSM's fusion weight) is reported under
   "calibrated".
   """
-  config = config if config is not None else load_config(workdir)
+  config = config if config is not None else runs.load(workdir)
   spec = None if protocol is None else protocol_spec(protocol)
   if spec is not None and split != spec.query_split:
     raise errors.UserError(
@@ -625,7 +543,7 @@ def evaluate(
     method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
     checkpoint = default_checkpoint(config.eval)
-  variables, step = restore_variables(workdir, method, dataset.train, checkpoint)
+  variables, step = runs.restore_variables(workdir, method, dataset.train, checkpoint)
   if spec is None:
     result = evaluate_split(method, variables, dataset.splits[split], config.eval)
     name = "" if split == "test" else split

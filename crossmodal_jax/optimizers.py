@@ -32,9 +32,9 @@ def schedule(train_config, steps_per_epoch: int) -> optax.Schedule:
   """The learning-rate schedule of `train_config` (see module docstring)."""
   tc = train_config
   steps_per_epoch = max(steps_per_epoch, 1)
-  warmup = int(tc.get("warmup_epochs", 0) * steps_per_epoch)
+  warmup = int(tc.warmup_epochs * steps_per_epoch)
   total = max(tc.num_epochs * steps_per_epoch - warmup, 1)
-  kind = tc.get("schedule", "exponential")
+  kind = tc.schedule
   if kind == "constant":
     main = optax.constant_schedule(tc.learning_rate)
   elif kind == "exponential":
@@ -56,7 +56,7 @@ def schedule(train_config, steps_per_epoch: int) -> optax.Schedule:
 
 
 def _base_optimizer(tc, lr: optax.Schedule) -> optax.GradientTransformation:
-  name = tc.get("optimizer", "adam")
+  name = tc.optimizer
   if name == "adam":
     return optax.adam(lr, b1=tc.b1, b2=tc.b2, eps=tc.eps)
   if name == "adamw":
@@ -111,12 +111,12 @@ def from_config(train_config, steps_per_epoch: int) -> optax.GradientTransformat
   """The optimizer of `train_config` (see module docstring)."""
   tc = train_config
   parts = []
-  if tc.get("grad_clip_norm", 0.0):
+  if tc.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(tc.grad_clip_norm))
   if tc.weight_decay:
     parts.append(optax.add_decayed_weights(tc.weight_decay))
   parts.append(_base_optimizer(tc, schedule(tc, steps_per_epoch)))
-  groups = parse_param_groups(tc.get("param_groups", ()))
+  groups = parse_param_groups(tc.param_groups)
   if groups:
     parts.append(_group_scales(groups))
   return optax.chain(*parts)

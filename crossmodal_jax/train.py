@@ -23,7 +23,8 @@ evaluation see the average (`TrainState.variables`), and resuming restores both.
 Determinism: the batches of epoch e are a function of (seed, e) (`sampling`) and the
 dropout key of step s is fold_in(key(seed), s), so a run resumed from an epoch-end
 checkpoint replays exactly what an unbroken run does. Resuming a workdir with a config
-that differs in anything but RESUMABLE_FIELDS is an error naming the fields.
+that differs in anything but run control, evaluation and the epoch count is an error
+naming the fields (`runs.check_resumable`).
 
 Nothing is written to `workdir` before the config is known to be good: the dataset is
 loaded, the method built and initialised, the batch checked against the devices and the
@@ -60,31 +61,12 @@ from crossmodal_jax import errors
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
+from crossmodal_jax import runs
 from crossmodal_jax.checkpoint import TrainState
 from crossmodal_jax.data import common
 from crossmodal_jax.methods import base
 
 AXIS = parallel.AXIS
-
-# Fields that may change when a workdir is resumed: they steer the run, not the model,
-# the data or the optimisation it continues (num_epochs may grow to train longer).
-RESUMABLE_FIELDS = (
-    "eval.",
-    "data.data_dir",
-    "data.manual_dir",
-    "data.lazy_mb",  # the same rows, loaded or read lazily (statistics agree to ~1e-6)
-    "train.num_epochs",
-    "train.checkpoint_every_epochs",
-    "train.keep_checkpoints",
-    "train.log_every_steps",
-    "train.multi_host",
-    "train.progress_bar",
-)
-
-
-# `train.ema_warmup` of configs/default.py, for a step built without one and a config
-# without the field (saved before it existed).
-EMA_WARMUP = 10.0
 
 
 def ema_decay_at(ema_decay: float, step, warmup: float):
@@ -141,12 +123,13 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     mesh,
     ema_decay: float = 0.0,
-    ema_warmup: float = EMA_WARMUP,
+    ema_warmup: float = 1.0,
 ):
   """jit(shard_map(per-device step)) over `mesh`; state replicated, batch sharded.
 
-  `ema_decay` and `ema_warmup` set the EMA's decay (`ema_decay_at`); they act only on a
-  state that holds an EMA (`initial_state(..., ema=True)`)."""
+  `ema_decay` and `ema_warmup` (`train.ema_decay`, `train.ema_warmup`) set the EMA's
+  decay (`ema_decay_at`); they act only on a state that holds an EMA
+  (`initial_state(..., ema=True)`)."""
   step = functools.partial(_per_device_step, method, optimizer, ema_decay, ema_warmup)
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=(0,))
@@ -170,65 +153,6 @@ def initial_state(
       # A copy: the step donates the state, and one buffer cannot be donated twice.
       ema=jax.tree.map(jax.numpy.copy, params) if ema else None,
   )
-
-
-def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
-  """{"section.field": value} of a nested config dict (lists as tuples, comparable)."""
-  flat = {}
-  for k, v in config.items():
-    if isinstance(v, dict):
-      flat.update(flatten_config(v, f"{prefix}{k}."))
-    else:
-      flat[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
-  return flat
-
-
-def with_absent_fields(before: dict, now: dict, defaults: dict) -> dict:
-  """`before`, the flat config of an older run, completed with the fields of `now` that
-  it lacks (added to the code since), each at its value in `defaults` (the value that run
-  behaved as), else at its value in `now` (counted unchanged)."""
-  return {**{k: defaults.get(k, v) for k, v in now.items() if k not in before}, **before}
-
-
-def check_resumable(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    defaults: ml_collections.ConfigDict | None = None,
-) -> None:
-  """Raises if workdir's checkpoints were trained with a different model, data or recipe.
-
-  Only fields in RESUMABLE_FIELDS may differ from the workdir's config.json.
-
-  A field missing from config.json was added to the code after that run was started; the
-  run behaved as the field's default, so the field counts as unchanged when `config` has
-  it at its default: its value in `defaults` (the config as its file gives it, before
-  command-line overrides: the entry point passes it). Without `defaults` such a field
-  always counts as unchanged.
-
-  Raises:
-    UserError: naming each differing field with its value before and now.
-  """
-  path = os.path.join(workdir, "config.json")
-  if not ckpt.has_steps(os.path.join(workdir, "checkpoints", ckpt.LATEST)):
-    return
-  if not os.path.exists(path):
-    return
-  before = flatten_config(evaluate_lib.load_config(workdir).to_dict())
-  now = flatten_config(config.to_dict())
-  default = flatten_config(defaults.to_dict()) if defaults is not None else {}
-  # Absent from the old config.json: compared with its default (see the docstring).
-  before = with_absent_fields(before, now, default)
-  changed = sorted(
-      k
-      for k in set(before) | set(now)
-      if before.get(k) != now.get(k) and not k.startswith(RESUMABLE_FIELDS)
-  )
-  if changed:
-    diffs = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
-    raise errors.UserError(
-        f"{workdir} holds checkpoints of a different run ({diffs}). Resume with its "
-        f"config.json, or train in a new workdir."
-    )
 
 
 class _Logger:
@@ -370,10 +294,12 @@ def train(
   tc = config.train
   if tc.num_epochs < 1:
     raise errors.UserError(f"train.num_epochs must be >= 1, got {tc.num_epochs}.")
-  ema_decay = float(tc.get("ema_decay", 0.0))
+  if not tc.learning_rate > 0:
+    raise errors.UserError(f"train.learning_rate must be > 0, got {tc.learning_rate}.")
+  ema_decay = float(tc.ema_decay)
   if not 0.0 <= ema_decay < 1.0:
     raise errors.UserError(f"train.ema_decay must be in [0, 1) (0: off), got {ema_decay}.")
-  ema_warmup = float(tc.get("ema_warmup", EMA_WARMUP))
+  ema_warmup = float(tc.ema_warmup)
   if not ema_warmup >= 1.0:
     raise errors.UserError(f"train.ema_warmup must be >= 1, got {ema_warmup}.")
   if dataset is None:
@@ -390,9 +316,9 @@ def train(
         f"train.batch_size={tc.batch_size} gives no training batch: the train split has "
         f"{len(dataset.train)} pairs."
     )
-  if not tc.get("drop_remainder", True):
+  if not tc.drop_remainder:
     _check_batch(len(dataset.train) % tc.batch_size or tc.batch_size, mesh.size, "last batch")
-  check_resumable(config, workdir)
+  runs.check_resumable(config, workdir)
   evaluate_lib.streaming_settings(config.eval)  # a bad eval.ranking / top_k: before training
   # The method, its optimizer and its initialisation read the model and train fields;
   # what they reject is a bad config value ("Unknown fusion 'foo'").

@@ -16,10 +16,10 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from configs import default as default_configs
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs
+from crossmodal_jax import runs
 from experiments import cli
 
 if __name__ == "__main__":
@@ -63,9 +63,7 @@ def main(argv):
     if flags.FLAGS["split"].present:
       raise errors.UserError("Give --split or --protocol, not both (a protocol names its splits).")
     split = evaluate.PROTOCOLS[_PROTOCOL.value].query_split
-  # A workdir's config.json lacks the fields added to the code since its run: they take
-  # the values that run behaved as.
-  config = _CONFIG.value or default_configs.completed(evaluate.load_config(_WORKDIR.value))
+  config = _CONFIG.value or runs.load(_WORKDIR.value)
   results = evaluate.evaluate(
       _WORKDIR.value,
       config=config,

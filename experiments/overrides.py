@@ -36,7 +36,32 @@ def config_arg(argv: list[str], default: str | None = DEFAULT_CONFIG) -> str | N
   return default
 
 
+def config_package(path: str) -> None:
+  """Makes the folder of a config file importable as the package it is (`configs`, when
+  it has an __init__.py), so that the file, loaded by its path, finds the method files
+  beside it from any working directory. A package of that name already imported from
+  another folder is left alone."""
+  folder = os.path.dirname(os.path.abspath(path))
+  name = os.path.basename(folder)
+  init = os.path.join(folder, "__init__.py")
+  if not os.path.exists(init) or not name.isidentifier():
+    return
+  found = sys.modules.get(name)
+  if found is None:
+    try:
+      found = importlib.import_module(name)
+    except ImportError:
+      found = None
+  if found is not None:
+    return
+  spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[folder])
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+
+
 def _load(path: str):
+  config_package(path)
   spec = importlib.util.spec_from_file_location("_checked_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

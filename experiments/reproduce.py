@@ -100,6 +100,7 @@ from crossmodal_jax import errors
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import logs
 from crossmodal_jax import methods as methods_lib
+from crossmodal_jax import runs as runs_lib
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
 from experiments import cli
@@ -108,23 +109,6 @@ DIRECTIONS = ("i2t", "t2i")
 FILE_DATASETS = ("wikipedia", "features")
 NAMES = {"drsl": "DRSL", "drsl_code": "DRSL (authors' code)", "scanet": "SCANet"}
 NAMES.update({"mcsm": "MCSM", "hcmsl": "HCMSL", "cca": "CCA", "sm": "SM", "scm": "SCM"})
-# Config fields that do not change a run's result: a finished run with other values for
-# them is still reused (the paths of the data, logging, checkpoint cadence, scoring
-# chunks). num_epochs is not among them: a longer schedule is another result.
-NEUTRAL_FIELDS = (
-    "data.data_dir",
-    "data.manual_dir",
-    "data.lazy_mb",
-    "train.checkpoint_every_epochs",
-    "train.keep_checkpoints",
-    "train.log_every_steps",
-    "train.multi_host",
-    "train.progress_bar",
-    "eval.batch_size",
-    "eval.query_block",
-    "eval.gallery_block",
-    "eval.memory_budget_mb",
-)
 # Per run workdir: what the table needs beyond results.json.
 RUN_INFO = "reproduce_run.json"
 # RUN_INFO's mark of a run this command trained (in the table's workdir, where it stays).
@@ -435,18 +419,10 @@ def baseline_data_config(
 
 
 def config_differences(before: dict, now: dict) -> list[str]:
-  """Fields (not NEUTRAL_FIELDS) whose values differ. A field absent from `before` was
-  added to the code since: it counts as equal at the value that run behaved as, its
-  common default (`configs.default.neutral_defaults`; a model field: any value)."""
-  b = train_lib.flatten_config(before)
-  n = train_lib.flatten_config(now)
-  neutral = train_lib.flatten_config(
-      _json_roundtrip(default_configs.neutral_defaults(ml_collections.ConfigDict(now)))
-  )
-  b = train_lib.with_absent_fields(b, n, neutral)
-  return sorted(k for k in n if b[k] != n[k] and not k.startswith(NEUTRAL_FIELDS)) + sorted(
-      k for k in b if k not in n and not k.startswith(NEUTRAL_FIELDS)
-  )
+  """The fields whose values differ between a finished run's config (completed with the
+  fields added since, at the values it ran with) and `now`, but for those that do not
+  change a run's result (`runs.same_result_with`)."""
+  return runs_lib.differences(before, now)
 
 
 def _json_roundtrip(config: ml_collections.ConfigDict) -> dict:
@@ -467,9 +443,7 @@ def is_finished(run: Run) -> bool:
 
 def check_run(run: Run) -> None:
   """Raises (before anything is trained) if the run's workdir holds another run."""
-  # A field newer than the workdir's config.json counts as unchanged at its common
-  # default only: the value the saved run behaved as.
-  train_lib.check_resumable(run.config, run.workdir, default_configs.neutral_defaults(run.config))
+  runs_lib.check_resumable(run.config, run.workdir)
   path = os.path.join(run.workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -633,9 +607,7 @@ class DatasetCache:
     self._cache: dict[str, common.Dataset] = {}
 
   def get(self, data_config: ml_collections.ConfigDict) -> common.Dataset:
-    key = json.dumps(
-        train_lib.flatten_config(_json_roundtrip(data_config)), sort_keys=True, default=str
-    )
+    key = json.dumps(runs_lib.flatten(data_config), sort_keys=True, default=str)
     if key not in self._cache:
       with errors.config_values():
         self._cache[key] = data_lib.load_dataset(data_config)
@@ -720,7 +692,7 @@ def count_params(config: ml_collections.ConfigDict, dataset: common.Dataset) -> 
   """The method's trainable parameters (shapes only: nothing is computed)."""
   with errors.config_values():
     method = methods_lib.get_method(config, dataset.dims(), dataset.meta)
-    variables = evaluate_lib.abstract_variables(method, dataset.train)
+    variables = runs_lib.abstract_variables(method, dataset.train)
   return train_lib.num_params(variables["params"])
 
 
@@ -807,7 +779,7 @@ def run_summary(
 def _baseline_settings(data_config, components, c_grid, solver) -> dict[str, Any]:
   data = {
       k: v
-      for k, v in train_lib.flatten_config(_json_roundtrip(data_config)).items()
+      for k, v in runs_lib.flatten(_json_roundtrip(data_config)).items()
       if not k.startswith(("data_dir", "manual_dir"))
   }
   return {"data": data, "components": components, "c": list(c_grid), "solver": solver}
@@ -815,14 +787,15 @@ def _baseline_settings(data_config, components, c_grid, solver) -> dict[str, Any
 
 def _same_settings(stored: dict | None, settings: dict[str, Any]) -> bool:
   """A stored baseline's settings equal `settings`; a data field absent from `stored`
-  (added to the code since) counts as equal at its common default, as for the runs
-  (`train.with_absent_fields`)."""
+  (added to the code since) takes the value it ran with, as for the runs
+  (`runs.data_defaults`)."""
   if not stored:
     return False
-  common = train_lib.flatten_config(
-      _json_roundtrip(default_configs.data_config(settings["data"].get("name", "")))
-  )
-  data = train_lib.with_absent_fields(dict(stored.get("data") or {}), settings["data"], common)
+  before = runs_lib.data_defaults(settings["data"]["name"])
+  data = {
+      **{k: v for k, v in before.items() if k in settings["data"]},
+      **(stored.get("data") or {}),
+  }
   return {**stored, "data": data} == settings
 
 

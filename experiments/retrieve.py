@@ -34,13 +34,13 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from configs import default as default_configs
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
+from crossmodal_jax import runs
 from crossmodal_jax.data import common
 from experiments import cli
 
@@ -209,11 +209,7 @@ def retrieve(
   """
   if direction not in DIRECTIONS:
     raise errors.UserError(f"Unknown direction {direction!r}; choose one of {DIRECTIONS}.")
-  # config.json lacks the fields added to the code since its run: they take the values
-  # that run behaved as.
-  config = (
-      config if config is not None else default_configs.completed(evaluate.load_config(workdir))
-  )
+  config = config if config is not None else runs.load(workdir)
   dataset = load_data(config, features_dir)
   gallery_split = split if gallery_split is None else gallery_split
   for name in (split, gallery_split):
@@ -240,8 +236,8 @@ def retrieve(
   if checkpoint is None:
     checkpoint = evaluate.default_checkpoint(config.eval)
   try:
-    variables, step = evaluate.restore_variables(workdir, method, dataset.train, checkpoint)
-  except evaluate.CheckpointMismatchError as e:
+    variables, step = runs.restore_variables(workdir, method, dataset.train, checkpoint)
+  except runs.CheckpointMismatchError as e:
     if not features_dir:
       raise
     dims = dataset.dims()

@@ -21,7 +21,6 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from configs import default as default_configs
 from crossmodal_jax import checkpoint
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
@@ -29,7 +28,6 @@ from crossmodal_jax import logs
 from crossmodal_jax import parallel
 from crossmodal_jax import train
 from experiments import cli
-from experiments import overrides
 
 DEFAULT_CONFIG = "configs/default.py:drsl,synthetic"
 
@@ -102,13 +100,6 @@ def main(argv):
   elif any(v is not None for v in cluster.values()):
     given = ", ".join(f"--{k}" for k, v in cluster.items() if v is not None)
     raise errors.UserError(f"{given} are for a multi-host run: add --config.train.multi_host=True.")
-  # Resuming: a field newer than the workdir's config.json counts as unchanged at its
-  # default: the common default of a data / train / eval field (the value the code had
-  # before the field existed), else the config file's value before the command line's.
-  defaults = default_configs.neutral_defaults(
-      overrides.load(config_flags.get_config_filename(flags.FLAGS["config"]))
-  )
-  train.check_resumable(config, _WORKDIR.value, defaults)
   results = train.train_and_evaluate(config, _WORKDIR.value)
   if not parallel.is_primary():
     return

@@ -12,13 +12,16 @@ import sys
 
 import jax
 
+from configs import default
 from crossmodal_jax import parallel
 from crossmodal_jax import train
+
+WARMUP = default.train_config().ema_warmup  # the common config's EMA warm-up
 
 
 def run_steps(
     method, optimizer, dataset, devices, batches, seed=0, ema_decay=0.0,
-    ema_warmup=train.EMA_WARMUP, trajectory=None,
+    ema_warmup=WARMUP, trajectory=None,
 ):  # fmt: skip
   """Trains from `initial_state(seed)` on `batches` over a mesh of `devices`, keeping an
   EMA of the parameters (`ema_decay`, `ema_warmup`) when `ema_decay` > 0. A `trajectory`

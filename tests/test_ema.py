@@ -7,19 +7,20 @@ import json
 
 import jax
 import numpy as np
+import ml_collections
 import pytest
 
 import sharded_steps
 from configs.default import get_config
 from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate
 from crossmodal_jax import methods
+from crossmodal_jax import runs
 from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
 
 
-def _config(epochs=2, ema_decay=0.9, ema_warmup=train.EMA_WARMUP):
+def _config(epochs=2, ema_decay=0.9, ema_warmup=sharded_steps.WARMUP):
   config = get_config("drsl,synthetic")
   config.model.image_layers, config.model.text_layers = (24,), (24,)
   config.model.relation_layers = (16,)
@@ -40,7 +41,7 @@ def dataset():
   )
 
 
-def _steps(method, optimizer, dataset, batches, ema_decay, ema_warmup=train.EMA_WARMUP):
+def _steps(method, optimizer, dataset, batches, ema_decay, ema_warmup=sharded_steps.WARMUP):
   """The host states from seed 0's initial state and after each of `batches`."""
   states = []
   sharded_steps.run_steps(
@@ -97,7 +98,7 @@ def test_checkpoints_keep_the_average_for_evaluation_and_both_for_resuming(tmp_p
     m.close()
   for field in ("params", "ema", "opt_state", "collections", "step"):
     jax.tree.map(np.testing.assert_array_equal, getattr(restored, field), getattr(state, field))
-  variables, step = evaluate.restore_variables(str(tmp_path), method, dataset.train, "latest")
+  variables, step = runs.restore_variables(str(tmp_path), method, dataset.train, "latest")
   assert step == 5
   jax.tree.map(np.testing.assert_array_equal, variables["params"], state.ema)
 
@@ -108,8 +109,8 @@ def test_a_resumed_run_with_ema_equals_an_unbroken_one(tmp_path, dataset):
   train.train(_config(epochs=2), str(resumed), dataset=dataset)
   train.train(_config(epochs=3), str(resumed), dataset=dataset)  # resumes at epoch 2
   method = methods.get_method(_config(), dataset.dims())
-  a, _ = evaluate.restore_variables(str(unbroken), method, dataset.train, "latest")
-  b, _ = evaluate.restore_variables(str(resumed), method, dataset.train, "latest")
+  a, _ = runs.restore_variables(str(unbroken), method, dataset.train, "latest")
+  b, _ = runs.restore_variables(str(resumed), method, dataset.train, "latest")
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
   def validation(workdir):
@@ -123,10 +124,12 @@ def test_a_resumed_run_with_ema_equals_an_unbroken_one(tmp_path, dataset):
     train.train(_config(epochs=4, ema_decay=0.0), str(resumed), dataset=dataset)
 
 
-def test_the_step_defaults_to_the_configs_warmup():
-  # A config without the field (saved before it) and a step built without one read
-  # train.EMA_WARMUP: it must be the common config's value.
-  assert get_config("drsl,synthetic").train.ema_warmup == train.EMA_WARMUP == 10.0
+def test_a_config_saved_before_the_warmup_is_completed_with_the_warmup_it_ran_with():
+  config = get_config("drsl,synthetic")
+  saved = config.to_dict()
+  del saved["train"]["ema_warmup"], saved["train"]["ema_decay"]
+  completed = runs.complete(ml_collections.ConfigDict(saved))
+  assert (completed.train.ema_decay, completed.train.ema_warmup) == (0.0, 10.0)
 
 
 @pytest.mark.parametrize("warmup", [0.5, -3.0])

@@ -74,3 +74,19 @@ def test_shared_code_names_no_method():
       not {"crossmodal_jax.train", "crossmodal_jax.evaluate"} & graph["crossmodal_jax.checkpoint"]
   )
   assert "crossmodal_jax.train" not in graph["crossmodal_jax.evaluate"]
+
+
+def test_configs_are_data():
+  """The config files import nothing of the library or the experiments, and leave
+  sys.path alone."""
+  for path in sorted((REPO / "configs").glob("*.py")):
+    source = path.read_text()
+    assert "sys.path" not in source, path.name
+    for node in ast.walk(ast.parse(source)):
+      names = []
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module:
+        names = [node.module]
+      for name in names:
+        assert not name.startswith(("crossmodal_jax", "experiments")), (path.name, name)

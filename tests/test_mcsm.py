@@ -22,6 +22,7 @@ from configs.default import get_config
 from crossmodal_jax import evaluate
 from crossmodal_jax import losses
 from crossmodal_jax import methods
+from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
@@ -555,13 +556,13 @@ def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset)
   channels = evaluate.split_channels(method, state.variables, dataset.validation, config.eval)
   best, _ = mcsm.choose_fusion_weight(channels, dataset.validation["label"])
   assert chosen == pytest.approx(best)
-  variables, _ = evaluate.restore_variables(workdir, method, dataset.train, "latest")
+  variables, _ = runs.restore_variables(workdir, method, dataset.train, "latest")
   assert mcsm.fusion_weight(variables) == pytest.approx(chosen)
   results = evaluate.evaluate(workdir, config=config, dataset=dataset, plots=False)
   assert 0 < results["map_all"]["avg"] <= 1
   # The report names the weight it ranked with, the best checkpoint's (and nothing else
   # the checkpoint carries).
-  ranked_with = mcsm.fusion_weight(evaluate.restore_variables(workdir, method, dataset.train)[0])
+  ranked_with = mcsm.fusion_weight(runs.restore_variables(workdir, method, dataset.train)[0])
   assert results["calibrated"] == {"fusion": {"weight": pytest.approx(ranked_with)}}
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["calibrated"]["fusion"]["weight"] == pytest.approx(ranked_with)

@@ -26,6 +26,7 @@ from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import evaluate
 from crossmodal_jax import methods
 from crossmodal_jax import optimizers
+from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
@@ -69,14 +70,19 @@ def dataset():
   return small_dataset()
 
 
-def test_registered_methods_each_have_a_config_file():
+def test_each_config_file_names_a_registered_method():
+  """The configs' methods are their files; each is a method of the library's registry (a
+  method defined only in code, as the toy ones, has no config to get)."""
   from configs import default  # pylint: disable=g-import-not-at-top
 
-  assert set(default.method_names()) >= {"drsl", "drsl_code", "toy_joint", "toy_sampler"}
-  for name in ("drsl", "drsl_code"):
+  names = default.method_names()
+  assert set(names) == {"drsl", "drsl_code", "hcmsl", "mcsm", "scanet"}
+  assert set(names) <= set(methods.names())
+  for name in names:
     assert (REPO / "configs" / f"{name}.py").is_file()
     assert get_config(f"{name},synthetic").method == name
-  with pytest.raises(ValueError, match="no config file configs/toy_joint.py"):
+  assert {"toy_joint", "toy_sampler"} <= set(methods.names())
+  with pytest.raises(ValueError, match="Unknown method 'toy_joint'"):
     get_config("toy_joint,synthetic")
 
 
@@ -161,7 +167,7 @@ def test_joint_method_trains_and_evaluates_through_the_library(tmp_path, dataset
   # 10 balanced classes: chance mAP is about 0.1.
   assert results["map_all"]["avg"] > 0.3, results["map_all"]
   # Evaluation ranks each direction by the method's own fusion of full query rows.
-  variables, _ = evaluate.restore_variables(workdir, method, dataset.train, "best")
+  variables, _ = runs.restore_variables(workdir, method, dataset.train, "best")
   scores = evaluate.score_split(method, variables, dataset.test, config.eval)
   zi = method.encode_image(variables, dataset.test["image"])
   zt = method.encode_text(variables, dataset.test["text"])
@@ -195,11 +201,11 @@ def test_evaluation_restores_a_step_only_in_best_without_optimizer_state(tmp_pat
       ("latest", 12, later),
       ("12", 12, later),
   ):
-    variables, got_step = evaluate.restore_variables(str(tmp_path), method, dataset.train, which)
+    variables, got_step = runs.restore_variables(str(tmp_path), method, dataset.train, which)
     assert got_step == step
     jax.tree.map(np.testing.assert_array_equal, variables["params"], want.params)
   with pytest.raises(FileNotFoundError, match=r"step 7 .*steps there: \[5, 12\]"):
-    evaluate.restore_variables(str(tmp_path), method, dataset.train, "7")
+    runs.restore_variables(str(tmp_path), method, dataset.train, "7")
 
 
 # --------------------------------------------------------------------------------------
@@ -238,7 +244,7 @@ def _finalized_steps(workdir: pathlib.Path):
 
 
 def _latest_params(workdir: pathlib.Path, method, split):
-  variables, step = evaluate.restore_variables(str(workdir), method, split, "latest")
+  variables, step = runs.restore_variables(str(workdir), method, split, "latest")
   return jax.device_get(variables["params"]), step
 
 

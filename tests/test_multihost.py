@@ -83,12 +83,12 @@ def _run_together(jobs: dict, logs) -> dict[str, int | None]:
 def _final_state(workdir):
   import jax  # pylint: disable=g-import-not-at-top
   from crossmodal_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from crossmodal_jax import evaluate, methods  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax import methods, runs  # pylint: disable=g-import-not-at-top
 
-  config = evaluate.load_config(str(workdir))
+  config = runs.load(str(workdir))
   dataset = data_lib.load_dataset(config.data)
   method = methods.get_method(config, dataset.dims(), dataset.meta)
-  variables, step = evaluate.restore_variables(str(workdir), method, dataset.train, "latest")
+  variables, step = runs.restore_variables(str(workdir), method, dataset.train, "latest")
   init = method.init(jax.random.key(config.seed), method.init_batch(dataset.train))
   return jax.device_get(variables), step, jax.device_get(init)
 

@@ -18,6 +18,7 @@ import pytest
 from configs.default import get_config
 from crossmodal_jax import evaluate
 from crossmodal_jax import metrics
+from crossmodal_jax import runs
 from crossmodal_jax import sampling
 from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
@@ -202,9 +203,10 @@ def test_synthetic_default_is_single_label_and_load_reads_the_option():
   default = synthetic.load(config.data)
   assert default.meta["config"]["multi_label"] == 0.0 and not default.meta["multi_label"]
   assert default.train["label"].dtype == np.int32 and default.train["label"].shape == (50,)
-  legacy = ml_collections.ConfigDict({k: v for k, v in config.data.items()})
-  del legacy["synthetic_multi_label"]  # a config.json older than the option
-  np.testing.assert_array_equal(synthetic.load(legacy).test["bow"], default.test["bow"])
+  legacy = config.to_dict()
+  del legacy["data"]["synthetic_multi_label"]  # a config.json older than the option
+  legacy = runs.complete(ml_collections.ConfigDict(legacy))  # as a workdir's is loaded
+  np.testing.assert_array_equal(synthetic.load(legacy.data).test["bow"], default.test["bow"])
   config.data.synthetic_multi_label = 0.2
   labels = synthetic.load(config.data).train["label"]
   assert labels.shape == (50, 10) and labels.dtype == np.float32

@@ -198,18 +198,23 @@ def test_a_field_newer_than_a_finished_run_counts_at_its_common_default(tmp_path
   now = json.loads(config.to_json_best_effort())
   old = json.loads(config.to_json_best_effort())
   del old["data"]["image_power"], old["model"]["dropout"]  # fields an older version lacked
-  assert reproduce.config_differences(old, now) == []
+  # The old run behaved as the common default (1.0) and the method file's base value of a
+  # model field (drsl.model_config(): 0.0, which the Wikipedia recipe sets to 0.3).
+  assert reproduce.config_differences(old, now) == ["model.dropout"]
+  config.model.dropout = 0.0
+  assert reproduce.config_differences(old, json.loads(config.to_json_best_effort())) == []
   config.data.image_power = 0.5  # the old run behaved as 1.0: another result
-  config.model.dropout = 0.7  # a model field has no common default: counted unchanged
+  config.model.dropout = 0.7
   assert reproduce.config_differences(old, json.loads(config.to_json_best_effort())) == [
-      "data.image_power"
+      "data.image_power",
+      "model.dropout",
   ]
   # Its checkpoints are not resumed as the new recipe's either (their config.json lacks
   # the field; the method file's value is not what they were trained with).
   workdir = tmp_path / "old_run"
   (workdir / "checkpoints" / "latest" / "12").mkdir(parents=True)
   (workdir / "config.json").write_text(json.dumps(old))
-  config.model.dropout = now["model"]["dropout"]
+  config.model.dropout = 0.0
   run = reproduce.Run("drsl", "wikipedia", 0, config, str(workdir))
   with pytest.raises(errors.UserError, match=r"data.image_power: 1.0 -> 0.5"):
     reproduce.check_run(run)

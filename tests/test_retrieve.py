@@ -32,6 +32,7 @@ from crossmodal_jax import evaluate
 from crossmodal_jax import losses
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
+from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import train
 from crossmodal_jax.data import common
@@ -315,12 +316,12 @@ def trained(tmp_path_factory):
   config.eval.memory_budget_mb = 0.05  # many tiles
   workdir = root / "wd"
   train.train(config, str(workdir))
-  return workdir, evaluate.load_config(str(workdir))
+  return workdir, runs.load(str(workdir))
 
 
 def score_matrix_of(workdir, config, dataset, split: str, direction: str) -> np.ndarray:
   method = methods.get_method(config, dataset.dims(), dataset.meta)
-  variables, _ = evaluate.restore_variables(str(workdir), method, dataset.train, "best")
+  variables, _ = runs.restore_variables(str(workdir), method, dataset.train, "best")
   return evaluate.score_split(method, variables, dataset.splits[split], config.eval)[direction]
 
 
@@ -367,7 +368,7 @@ def test_retrieve_lists_the_true_top_k_of_the_score_matrix(trained):
       str(workdir), [3, 0], k=4, direction="i2t", split="test", gallery_split="train"
   )
   method = methods.get_method(config, dataset.dims(), dataset.meta)
-  variables, _ = evaluate.restore_variables(str(workdir), method, dataset.train, "best")
+  variables, _ = runs.restore_variables(str(workdir), method, dataset.train, "best")
   images, _ = evaluate.encode_split(method, variables, dataset.test, config.eval)
   _, texts = evaluate.encode_split(method, variables, dataset.train, config.eval)
   matrix = scoring.method_channels(method, variables, images, texts, config.eval)

@@ -105,12 +105,12 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
 
 def _final_params(workdir):
   import jax  # pylint: disable=g-import-not-at-top
-  from crossmodal_jax import evaluate, data as data_lib, methods  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax import data as data_lib, methods, runs  # pylint: disable=g-import-not-at-top
 
-  config = evaluate.load_config(str(workdir))
+  config = runs.load(str(workdir))
   dataset = data_lib.load_dataset(config.data)
   method = methods.get_method(config, dataset.dims())
-  variables, step = evaluate.restore_variables(str(workdir), method, dataset.train, "latest")
+  variables, step = runs.restore_variables(str(workdir), method, dataset.train, "latest")
   return jax.device_get(variables), step
 
 

@@ -320,11 +320,11 @@ def test_graph_vocabulary_without_glove_keeps_every_word(monkeypatch):
 
 
 def _synthetic_config(**overrides):
-  ml_collections = pytest.importorskip("ml_collections")
-  config = ml_collections.ConfigDict(
-      dict(synthetic_preset="default", synthetic_seed=3, synthetic_num_train=120)
-  )
-  config.update(overrides)
+  """The project's synthetic data defaults (configs/default.py), 120 training pairs."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+
+  config = default.data_config("synthetic")
+  config.update(synthetic_seed=3, synthetic_num_train=120, **overrides)
   return config
 
 

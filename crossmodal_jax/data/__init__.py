@@ -40,7 +40,7 @@ TEXT_FEATURES = wikipedia_features.TEXT_FEATURES
 def load_dataset(data_config) -> common.Dataset:
   """Loads (building first if needed) the dataset named by `data_config.name`."""
   name = data_config.name
-  power = data_config.get("image_power", 1.0)
+  power = data_config.image_power
   _check_power(power)  # before a dataset is built
   if name == "synthetic":
     dataset = synthetic.load(data_config)
@@ -55,7 +55,7 @@ def load_dataset(data_config) -> common.Dataset:
     raise errors.UserError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
   if power != 1.0:
     dataset = power_normalize(dataset, "image", power)
-  if data_config.get("standardize_image", False):
+  if data_config.standardize_image:
     dataset = standardize(dataset, "image")
   return dataset
 

@@ -110,18 +110,18 @@ def load(data_config) -> common.Dataset:
   cfg = dataclasses.replace(
       preset,
       seed=data_config.synthetic_seed,
-      multi_label=float(data_config.get("synthetic_multi_label", 0.0)),
+      multi_label=float(data_config.synthetic_multi_label),
   )
-  if data_config.get("synthetic_num_train", -1) > 0:
+  if data_config.synthetic_num_train > 0:
     cfg = dataclasses.replace(cfg, num_train=data_config.synthetic_num_train)
   dataset = make_dataset(cfg)
-  if data_config.get("word_graph", False):
+  if data_config.word_graph:
     dataset.meta["word_graph"] = word_graph_lib.build_word_graph(
         dataset.meta["word_vectors"][2:],  # row w + 2 is word w
-        num_neighbors=data_config.get("graph_neighbors", 8),
-        lambda_max=data_config.get("graph_lambda_max", 0.0) or None,  # 0: computed
+        num_neighbors=data_config.graph_neighbors,
+        lambda_max=data_config.graph_lambda_max or None,  # 0: computed
     )
-    if data_config.get("graph_signal", "counts") != "counts":
+    if data_config.graph_signal != "counts":
       bows = word_graph_lib.graph_signal(
           {s: split["bow"] for s, split in dataset.splits.items()}, data_config
       )

@@ -83,7 +83,7 @@ def load(data_config) -> common.Dataset:
   feature = data_config.text_feature
   if feature not in TEXT_FEATURES:
     raise errors.UserError(f"Unknown text_feature {feature!r}; choose one of {TEXT_FEATURES}.")
-  word_sequences = data_config.get("word_sequences", False)
+  word_sequences = data_config.word_sequences
   # The training texts' vocabulary serves the text feature (unless "lda") and the words.
   need_vocab = feature != "lda" or word_sequences
   builder = tfds_io.prepare(
@@ -98,7 +98,7 @@ def load(data_config) -> common.Dataset:
   meta = {"class_names": class_names, "text_feature": feature}
   sequences = {}
   graph_arrays = {}
-  use_graph = data_config.get("word_graph", False)
+  use_graph = data_config.word_graph
   if need_vocab or use_graph:
     # Tokenising the articles and fitting on train take a while: say so.
     logging.info(
@@ -131,7 +131,7 @@ def load(data_config) -> common.Dataset:
   if use_graph:
     graph_vocab, vectors = word_graph_lib.graph_vocabulary(
         tokens["train"],
-        size=data_config.get("graph_vocab_size", 10055),
+        size=data_config.graph_vocab_size,
         min_count=data_config.min_count,
         stopwords=_stopwords(data_config, manual_dir),
     )
@@ -142,8 +142,8 @@ def load(data_config) -> common.Dataset:
     meta["graph_vocab"] = graph_vocab
     meta["word_graph"] = word_graph_lib.cached_word_graph(
         vectors,
-        num_neighbors=data_config.get("graph_neighbors", 8),
-        lambda_max=data_config.get("graph_lambda_max", 0.0) or None,  # 0: computed
+        num_neighbors=data_config.graph_neighbors,
+        lambda_max=data_config.graph_lambda_max or None,  # 0: computed
         cache_dir=data_config.data_dir,
         key_parts=("wikipedia", graph_vocab.words),
     )

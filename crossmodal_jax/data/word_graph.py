@@ -370,7 +370,7 @@ def graph_signal(counts: dict[str, np.ndarray], data_config) -> dict[str, np.nda
   """Each split's graph signal ("bow") from its counts over the graph vocabulary:
   ``data_config.graph_signal`` "counts" (as they are) or "tfidf" (sublinear tf x idf
   fitted on "train", rows L2-normalised)."""
-  signal = data_config.get("graph_signal", "counts")
+  signal = data_config.graph_signal
   if signal == "counts":
     return counts
   if signal != "tfidf":

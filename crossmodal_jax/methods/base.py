@@ -220,4 +220,4 @@ class Method(abc.ABC):
 
   @property
   def _drop_remainder(self) -> bool:
-    return self.config.get("train", {}).get("drop_remainder", True)
+    return self.config.train.drop_remainder

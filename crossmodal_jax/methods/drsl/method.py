@@ -33,7 +33,7 @@ class DRSLMethod(base.Method):
     # before the field existed reads dense.
     self._sparse_dim = 0
     self._padded = {}  # id of a split's "text" -> (that array, its padded-rows arrays)
-    if c.get("sparse_text", False):
+    if c.sparse_text:
       if c.text_encoder != "mlp":
         raise ValueError("model.sparse_text needs model.text_encoder='mlp'.")
       if len(self.dims.get("text", ())) != 1:

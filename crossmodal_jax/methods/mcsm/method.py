@@ -122,7 +122,7 @@ class MCSMMethod(base.Method):
     # Frozen word vectors: a constant of the encoder, not a parameter (nothing trains or
     # checkpoints them).
     self.word_vectors = np.asarray(table, np.float32)
-    self.label_weight = float(c.get("label_weight", 0.0))
+    self.label_weight = float(c.label_weight)
     self.num_classes = 0
     if self.label_weight:
       label_shape = self.dims.get("label", ())

@@ -31,7 +31,7 @@ class SCANetMethod(base.Method):
           "scanet needs the word graph and bag-of-words counts: set "
           "--config.data.word_graph=True."
       )
-    if not config.train.get("drop_remainder", True):
+    if not config.train.drop_remainder:
       raise ValueError(
           "scanet drops each epoch's last partial batch of pairs: train.drop_remainder "
           "must be True."
