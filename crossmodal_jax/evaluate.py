@@ -569,12 +569,18 @@ def evaluate(
       }
   )
   if jax.process_index() == 0:
-    path = os.path.join(workdir, f"results_{name}.json" if name else "results.json")
+    path = os.path.join(workdir, results_file(name or "default"))
     atomic_write_json(path, result)
     if plots:
       plot_curves(result, workdir, prefix=f"{name}_" if name else "")
   logging.info("%s (checkpoint step %d)", headline(result), step)
   return result
+
+
+def results_file(protocol: str = "default", ext: str = "json") -> str:
+  """The name of a run's results under `protocol`: results.EXT for the default,
+  results_PROTOCOL.EXT for another (also the name of a comparison table's files)."""
+  return f"results.{ext}" if protocol == "default" else f"results_{protocol}.{ext}"
 
 
 def default_checkpoint(eval_config) -> str:

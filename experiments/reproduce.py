@@ -431,7 +431,7 @@ def _json_roundtrip(config: ml_collections.ConfigDict) -> dict:
 
 def is_finished(run: Run) -> bool:
   """Its results.json exists and its config.json is this run's config."""
-  if not os.path.exists(os.path.join(run.workdir, "results.json")):
+  if not os.path.exists(os.path.join(run.workdir, results_file())):
     return False
   path = os.path.join(run.workdir, "config.json")
   if not os.path.exists(path):
@@ -535,10 +535,7 @@ def plan(
 # --------------------------------------------------------------------------------------
 
 
-def results_file(protocol: str, ext: str = "json") -> str:
-  """results.EXT under the default protocol, results_PROTOCOL.EXT under another: the
-  name of a run's results (as `evaluate.evaluate` writes them) and of the table's."""
-  return f"results.{ext}" if protocol == "default" else f"results_{protocol}.{ext}"
+results_file = evaluate_lib.results_file
 
 
 def protocol_info(protocol: str) -> dict[str, Any]:
@@ -580,7 +577,7 @@ def protocol_current(run: Run, protocol: str) -> bool:
     return False
   with open(path) as f:
     stored = json.load(f)
-  with open(os.path.join(run.workdir, "results.json")) as f:
+  with open(os.path.join(run.workdir, results_file())) as f:
     trained = json.load(f)
   return stored.get("protocol", {}).get("name") == protocol and all(
       stored.get(k) == trained[k] for k in ("checkpoint_step", "checkpoint") if k in trained
