@@ -22,6 +22,18 @@ DATA_DIR = pathlib.Path(os.environ.get("CROSSMODAL_DATA_DIR", REPO.parent / "sha
 WIKI_DIR = (DATA_DIR / "wikipedia_dataset").resolve()
 
 
+def pytest_sessionstart(session):
+  """Under CI (CI=true) the real data must be beside the checkout: its absence fails the
+  run instead of skipping the real-data tests."""
+  del session
+  if os.environ.get("CI") == "true" and not WIKI_DIR.is_dir():
+    pytest.exit(
+        f"CI=true but the real Wikipedia data is not at {WIKI_DIR} "
+        "(set CROSSMODAL_DATA_DIR, or lay ../shared/data beside the checkout)",
+        returncode=1,
+    )
+
+
 def pytest_sessionfinish(session):
   """Freezes the heap the tests leave out of the collections that follow.
 
