@@ -51,7 +51,7 @@ DESCRIPTIONS = {
     "scm": "semantic correlation matching (posteriors on the CCA projections, cosine)",
 }
 DIRECTIONS = ("i2t", "t2i")
-# The cut-offs of evaluate.py, so a baseline's results.json has a method's fields.
+# The inverse regularisations C of the logistic regressions tried on validation.
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 # Largest number of canonical components the default grid tries.
 MAX_AUTO_COMPONENTS = 32
@@ -211,7 +211,7 @@ def evaluate_scores(
     gallery_labels: np.ndarray | None = None,
     map_r: int | None = None,
 ) -> dict[str, Any]:
-  """The fields of a method's results.json (evaluate.evaluate_split) from [n, n] image x
+  """The fields of a method's results.json (protocols.evaluate_split) from [n, n] image x
   text scores of one split: mAP@ALL, mAP@R, P@K and the PR and precision-scope curves of
   both directions. `eval_config` gives map_r and precision_ks (evaluate's defaults
   without it); `map_r`, if given, overrides its R.
@@ -282,7 +282,7 @@ def run(
 ) -> dict[str, Any]:
   """Fits baseline `name` ("cca", "sm" or "scm") on the train split, chooses its
   hyperparameters on validation and evaluates it on test: test queries against the test
-  items of the other modality, or against `gallery_split`'s (evaluate.PROTOCOLS' yu2018:
+  items of the other modality, or against `gallery_split`'s (protocols.PROTOCOLS' yu2018:
   "train"). The choice on validation is the same for any gallery.
 
   Args:

@@ -18,10 +18,13 @@ Functions that sort take a ``chunk_size`` keyword: queries are processed in bloc
 ``chunk_size`` rows, so peak memory is about ``chunk_size * n_gallery`` of int64 plus a
 few bool/float arrays of the same size. Nothing loops over gallery items.
 
-Each single-metric function sorts the scores itself. :func:`retrieval_metrics` computes
-all of them (mAP@ALL, mAP@R, precision@k, the precision-scope and precision-recall
-curves) from ONE sort of each query's scores, with the same per-block code, so its
-values equal the single functions'.
+:func:`retrieval_metrics` computes every metric of one direction (mAP@ALL, mAP@R,
+precision@k, the precision-scope and precision-recall curves) from ONE sort of each
+query's scores; :func:`topk_metrics` the same from each query's streamed top-K gallery
+items. :func:`split_metrics` computes both directions of a split, laid out as
+results.json holds them (the layout and its keys: ``results_layout``). Single-metric
+versions that sort for themselves, with the same per-block code, are the tests'
+references (``tests/reference_metrics.py``).
 """
 
 from __future__ import annotations
@@ -30,20 +33,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from crossmodal_jax import results_layout
+
 __all__ = [
     "relevance",
-    "ranked_relevance",
-    "average_precisions",
     "map_at_all",
-    "map_at_r",
-    "map_at_r_from_topk",
-    "topk_metrics",
-    "precision_at_k",
-    "precision_scope",
-    "pr_curve",
     "retrieval_metrics",
+    "topk_metrics",
     "split_metrics",
-    "split_metrics_from_topk",
 ]
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -183,202 +180,6 @@ def _iter_ranked(
       yield np.take_along_axis(rel, order, axis=1)
 
 
-def ranked_relevance(
-    scores,
-    query_labels,
-    gallery_labels,
-    top: int | None = None,
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> np.ndarray:
-  """Relevance of the gallery items in rank order, per query.
-
-  Args:
-    scores: float array ``[n_query, n_gallery]``, higher = more similar.
-    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    top: keep only the first ``top`` ranks (clipped to n_gallery); None keeps all.
-    chunk_size: number of queries sorted at a time.
-
-  Returns:
-    bool array ``[n_query, top or n_gallery]``; entry ``[i, j]`` says whether the
-    gallery item at rank ``j + 1`` for query ``i`` is relevant. Ties in score are
-    broken by gallery index (lower index ranks first).
-
-  Raises:
-    ValueError: on shape mismatches, NaN scores or a non-positive ``top``.
-  """
-  q, g = _check_labels(query_labels, gallery_labels)
-  s = _check_scores(scores, q, g)
-  chunk_size = _check_chunk(chunk_size)
-  t = None if top is None else _check_r(top, s.shape[1])
-  return np.concatenate(list(_iter_ranked(s, q, g, t, chunk_size)), axis=0)
-
-
-# --------------------------------------------------------------------------------------
-# Average precision
-# --------------------------------------------------------------------------------------
-
-
-def _hits(rel: np.ndarray) -> np.ndarray:
-  """Relevant items in the top k, for every k: int64 cumulative sum of a ranked block."""
-  return np.cumsum(rel, axis=1, dtype=np.int64)
-
-
-def _ap_from_ranked(rel: np.ndarray, cum: np.ndarray | None = None) -> np.ndarray:
-  """AP per row of a ranked relevance block; denominator = relevant items in the block.
-
-  Args:
-    rel: bool ``[c, t]`` ranked relevance (the first ``t`` ranks of ``c`` queries).
-    cum: ``_hits(rel)``, when the caller already has it.
-
-  Returns:
-    float64 ``[c]``.
-  """
-  if cum is None:
-    cum = _hits(rel)
-  ranks = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
-  prec_sum = np.where(rel, cum / ranks, 0.0).sum(axis=1)
-  n_rel = cum[:, -1]
-  return np.where(n_rel > 0, prec_sum / np.maximum(n_rel, 1), 0.0)
-
-
-def average_precisions(
-    scores,
-    query_labels,
-    gallery_labels,
-    r: int | None = None,
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> np.ndarray:
-  """Average precision of every query.
-
-  With ``r=None`` this is AP over the whole ranking: the mean over the ranks k of the
-  relevant items of precision@k, i.e. the sum of those precisions divided by the
-  number of relevant gallery items. With ``r`` given, only the top ``r`` ranks count
-  and the sum is divided by the number of relevant items *found* in the top ``r``
-  (the convention of the common evaluation code, not the total number of relevant
-  items). A query with no relevant item (in the gallery, resp. in the top ``r``) has
-  AP 0.
-
-  Args:
-    scores: float array ``[n_query, n_gallery]``, higher = more similar.
-    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    r: cut-off rank (clipped to n_gallery), or None for the whole gallery.
-    chunk_size: number of queries sorted at a time.
-
-  Returns:
-    float64 array ``[n_query]`` of APs.
-
-  Raises:
-    ValueError: on shape mismatches, NaN scores or ``r < 1``.
-  """
-  q, g = _check_labels(query_labels, gallery_labels)
-  s = _check_scores(scores, q, g)
-  chunk_size = _check_chunk(chunk_size)
-  t = None if r is None else _check_r(r, s.shape[1])
-  return np.concatenate([_ap_from_ranked(rel) for rel in _iter_ranked(s, q, g, t, chunk_size)])
-
-
-def map_at_all(
-    scores, query_labels, gallery_labels, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> float:
-  """Mean average precision over the whole gallery (mAP@ALL).
-
-  AP per query = mean over the ranks k of the relevant gallery items of precision@k;
-  the denominator is the number of relevant gallery items (as in the DRSL and DSCMR
-  evaluation code). A query with no relevant gallery item has AP 0. Ties in score are
-  broken by gallery index.
-
-  Args:
-    scores: float array ``[n_query, n_gallery]``, higher = more similar.
-    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    chunk_size: number of queries sorted at a time.
-
-  Returns:
-    mAP as a Python float.
-
-  Raises:
-    ValueError: on shape mismatches or NaN scores.
-  """
-  return float(
-      average_precisions(scores, query_labels, gallery_labels, None, chunk_size=chunk_size).mean()
-  )
-
-
-def map_at_r(
-    scores, query_labels, gallery_labels, r: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> float:
-  """Mean average precision over the top ``r`` ranks (mAP@R).
-
-  Only the first ``r`` ranks count. Following the common evaluation code, the AP
-  denominator is the number of relevant items FOUND in the top ``r`` (not the total
-  number of relevant gallery items), so a query whose top ``r`` holds one relevant
-  item at rank 1 has AP 1. A query with no relevant item in the top ``r`` has AP 0.
-
-  Args:
-    scores: float array ``[n_query, n_gallery]``, higher = more similar.
-    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    r: cut-off rank, >= 1 (clipped to n_gallery).
-    chunk_size: number of queries sorted at a time.
-
-  Returns:
-    mAP@R as a Python float.
-
-  Raises:
-    ValueError: on shape mismatches, NaN scores or ``r < 1``.
-  """
-  if r is None:
-    raise ValueError("r must be an int >= 1 (use map_at_all for the whole gallery)")
-  return float(
-      average_precisions(scores, query_labels, gallery_labels, r, chunk_size=chunk_size).mean()
-  )
-
-
-def map_at_r_from_topk(
-    topk_indices,
-    query_labels,
-    gallery_labels,
-    r: int,
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> float:
-  """mAP@R from precomputed top-k gallery indices (for galleries too big to score densely).
-
-  Same convention as :func:`map_at_r`: AP denominator = number of relevant items
-  found in the top ``r``; AP 0 when none is found. The indices must already be in rank
-  order (as produced by a streaming top-k scorer); to match :func:`map_at_r` exactly,
-  the scorer must break ties by gallery index as well.
-
-  Args:
-    topk_indices: int array ``[n_query, K]`` with ``K >= min(r, n_gallery)``; row i
-      lists gallery indices for query i, best first.
-    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    r: cut-off rank, >= 1 (clipped to n_gallery).
-    chunk_size: number of queries processed at a time.
-
-  Returns:
-    mAP@R as a Python float.
-
-  Raises:
-    ValueError: if shapes do not match, K is smaller than r, or an index is out of
-      range.
-  """
-  q, g = _check_labels(query_labels, gallery_labels)
-  idx = _check_topk_shape(topk_indices, q, g)
-  r = _check_r(r, g.shape[0])
-  if idx.shape[1] < r:
-    raise ValueError(f"topk_indices has shape {idx.shape}; need at least r = {r} columns")
-  idx = _check_topk_range(idx[:, :r], g.shape[0])
-  chunk_size = _check_chunk(chunk_size)
-  aps = [_ap_from_ranked(rel) for rel in _iter_topk_ranked(idx, q, g, chunk_size)]
-  return float(np.concatenate(aps).mean())
-
-
 def _check_topk_shape(topk_indices, q: np.ndarray, g: np.ndarray) -> np.ndarray:
   """topk_indices as an int array [n_query, K], for at least one query and gallery item."""
   idx = np.asarray(topk_indices)
@@ -426,8 +227,31 @@ def _iter_topk_ranked(
 
 
 # --------------------------------------------------------------------------------------
-# Precision at k, precision-scope, precision-recall
+# Average precision, precision at k, precision-recall
 # --------------------------------------------------------------------------------------
+
+
+def _hits(rel: np.ndarray) -> np.ndarray:
+  """Relevant items in the top k, for every k: int64 cumulative sum of a ranked block."""
+  return np.cumsum(rel, axis=1, dtype=np.int64)
+
+
+def _ap_from_ranked(rel: np.ndarray, cum: np.ndarray | None = None) -> np.ndarray:
+  """AP per row of a ranked relevance block; denominator = relevant items in the block.
+
+  Args:
+    rel: bool ``[c, t]`` ranked relevance (the first ``t`` ranks of ``c`` queries).
+    cum: ``_hits(rel)``, when the caller already has it.
+
+  Returns:
+    float64 ``[c]``.
+  """
+  if cum is None:
+    cum = _hits(rel)
+  ranks = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
+  prec_sum = np.where(rel, cum / ranks, 0.0).sum(axis=1)
+  n_rel = cum[:, -1]
+  return np.where(n_rel > 0, prec_sum / np.maximum(n_rel, 1), 0.0)
 
 
 def _precision_sums(cum: np.ndarray, kk: np.ndarray) -> np.ndarray:
@@ -443,16 +267,6 @@ def _precision_sums(cum: np.ndarray, kk: np.ndarray) -> np.ndarray:
   return (cum[:, kk - 1] / kk).sum(axis=0)
 
 
-def _mean_precision_at(
-    s: np.ndarray, q: np.ndarray, g: np.ndarray, kk: np.ndarray, chunk_size: int
-) -> np.ndarray:
-  """Mean precision at each (already clipped) k in ``kk``."""
-  total = np.zeros(kk.shape[0], dtype=np.float64)
-  for rel in _iter_ranked(s, q, g, int(kk.max()), chunk_size):
-    total += _precision_sums(_hits(rel), kk)
-  return total / s.shape[0]
-
-
 def _check_num_points(num_points) -> int:
   num_points = int(num_points)
   if num_points < 2:
@@ -461,14 +275,18 @@ def _check_num_points(num_points) -> int:
 
 
 def _pr_recall(num_points: int) -> np.ndarray:
-  """The recall levels of :func:`pr_curve`: ``i / (num_points - 1)``."""
+  """The recall levels of the PR curve: ``i / (num_points - 1)``."""
   return np.arange(num_points, dtype=np.int64) / (num_points - 1)
 
 
 def _pr_sums(cum: np.ndarray, num_points: int) -> tuple[np.ndarray, int]:
   """Interpolated precision at each recall level, summed over the queries of a block.
 
-  Only queries with at least one relevant gallery item count (see :func:`pr_curve`).
+  For one query, the interpolated precision at level r is the maximum precision@k over
+  all ranks k whose recall (relevant items in the top k / relevant items in the gallery)
+  is >= r; recall comparisons are done in exact integer arithmetic. Only queries with at
+  least one relevant gallery item count; the curve is their average (all zeros if none
+  has one).
 
   Args:
     cum: ``_hits`` of a ranked block over the WHOLE gallery ``[c, n_gallery]``.
@@ -497,114 +315,6 @@ def _pr_sums(cum: np.ndarray, num_points: int) -> tuple[np.ndarray, int]:
   return np.take_along_axis(suff, first, axis=1).sum(axis=0), cum.shape[0]
 
 
-def precision_at_k(
-    scores,
-    query_labels,
-    gallery_labels,
-    ks: Sequence[int],
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> dict[int, float]:
-  """Mean precision@k over queries, for each k.
-
-  Args:
-    scores: float array ``[n_query, n_gallery]``, higher = more similar.
-    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    ks: cut-offs, each >= 1; a k above n_gallery is evaluated at n_gallery.
-    chunk_size: number of queries sorted at a time.
-
-  Returns:
-    ``{k: mean precision@k}`` keyed by the k as given, values Python floats.
-
-  Raises:
-    ValueError: on shape mismatches, NaN scores, empty ``ks`` or a k < 1.
-  """
-  q, g = _check_labels(query_labels, gallery_labels)
-  s = _check_scores(scores, q, g)
-  chunk_size = _check_chunk(chunk_size)
-  ks_list, kk = _check_ks(ks, s.shape[1])
-  vals = _mean_precision_at(s, q, g, kk, chunk_size)
-  return {k: float(v) for k, v in zip(ks_list, vals)}
-
-
-def precision_scope(
-    scores,
-    query_labels,
-    gallery_labels,
-    scopes: Sequence[int],
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> np.ndarray:
-  """Precision-scope curve: mean precision@K for each scope K.
-
-  This is the curve plotted in the DRSL paper (Fig. 3): precision of the top K
-  retrieved items, averaged over queries, as a function of K.
-
-  Args:
-    scores: float array ``[n_query, n_gallery]``, higher = more similar.
-    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    scopes: scopes K, each >= 1; a K above n_gallery is evaluated at n_gallery.
-    chunk_size: number of queries sorted at a time.
-
-  Returns:
-    float64 array ``[len(scopes)]`` of mean precisions, in the order of ``scopes``.
-
-  Raises:
-    ValueError: on shape mismatches, NaN scores, empty ``scopes`` or a K < 1.
-  """
-  q, g = _check_labels(query_labels, gallery_labels)
-  s = _check_scores(scores, q, g)
-  chunk_size = _check_chunk(chunk_size)
-  _, kk = _check_ks(scopes, s.shape[1], "scopes")
-  return _mean_precision_at(s, q, g, kk, chunk_size)
-
-
-def pr_curve(
-    scores,
-    query_labels,
-    gallery_labels,
-    num_points: int = 11,
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Interpolated precision-recall curve, averaged over queries.
-
-  Recall levels are ``i / (num_points - 1)`` for ``i = 0 .. num_points - 1`` (0, 0.1,
-  .., 1 for the standard 11 points). For one query, the interpolated precision at
-  level r is the maximum precision@k over all ranks k whose recall (relevant items
-  in the top k / relevant items in the gallery) is >= r; recall comparisons are done
-  in exact integer arithmetic. The curve is averaged over the queries that have at
-  least one relevant gallery item; if no query has one, precision is all zeros.
-
-  Args:
-    scores: float array ``[n_query, n_gallery]``, higher = more similar.
-    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
-    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    num_points: number of recall levels, >= 2.
-    chunk_size: number of queries sorted at a time.
-
-  Returns:
-    ``(recall, precision)``, two float64 arrays ``[num_points]``.
-
-  Raises:
-    ValueError: on shape mismatches, NaN scores or ``num_points < 2``.
-  """
-  q, g = _check_labels(query_labels, gallery_labels)
-  s = _check_scores(scores, q, g)
-  chunk_size = _check_chunk(chunk_size)
-  num_points = _check_num_points(num_points)
-  total = np.zeros(num_points, dtype=np.float64)
-  n_valid = 0
-  for rel in _iter_ranked(s, q, g, None, chunk_size):
-    sums, count = _pr_sums(_hits(rel), num_points)
-    if count:
-      total += sums
-      n_valid += count
-  return _pr_recall(num_points), (total / n_valid if n_valid else total)
-
-
 # --------------------------------------------------------------------------------------
 # Everything at once
 # --------------------------------------------------------------------------------------
@@ -625,21 +335,22 @@ def retrieval_metrics(
 
   Queries are ranked a block of ``chunk_size`` rows at a time (one ``np.argsort`` per
   block, nothing else sorts) and every requested metric is accumulated from that
-  ranking with the same per-block code as the single-metric functions, so each value
-  equals theirs: :func:`map_at_all`, :func:`map_at_r`, :func:`precision_at_k`,
-  :func:`precision_scope` and :func:`pr_curve`.
+  ranking, block by block (the tests check each value against single-metric functions
+  with the same per-block code, and against plain-Python loops).
 
   Args:
     scores: float array ``[n_query, n_gallery]``, higher = more similar.
     query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
     gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
-    r: if given, also report mAP@R (denominator = relevant items found in the top r,
-      see :func:`map_at_r`).
+    r: if given, also report mAP@R (only the first r ranks count; the AP denominator is
+      the number of relevant items FOUND in the top r, as in the common evaluation code).
     ks: cut-offs for precision@k (each >= 1, clipped to n_gallery); may be empty.
-    scopes: scopes K of the precision-scope curve (each >= 1, clipped to n_gallery);
-      empty (the default) skips the curve.
-    pr_points: number of recall levels of the interpolated precision-recall curve
-      (>= 2; 11 for the standard curve); None (the default) skips the curve.
+    scopes: scopes K of the precision-scope curve, mean precision@K for each (each >= 1,
+      clipped to n_gallery; the curve of the DRSL paper's figure 3); empty (the default)
+      skips the curve.
+    pr_points: number of recall levels ``i / (pr_points - 1)`` of the interpolated
+      precision-recall curve (>= 2; 11 for the standard curve, see ``_pr_sums``); None
+      (the default) skips the curve.
     chunk_size: number of queries sorted at a time.
 
   Returns:
@@ -662,6 +373,33 @@ def retrieval_metrics(
   chunk_size = _check_chunk(chunk_size)
   cutoffs = _cutoffs(s.shape[1], r, ks, scopes, pr_points)
   return _metrics_of_ranked(_iter_ranked(s, q, g, None, chunk_size), s.shape[0], cutoffs, True)
+
+
+def map_at_all(
+    scores, query_labels, gallery_labels, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> float:
+  """Mean average precision over the whole gallery (mAP@ALL).
+
+  :func:`retrieval_metrics`' mAP@ALL alone (one sort per query). AP per query = mean
+  over the ranks k of the relevant gallery items of precision@k; the denominator is the
+  number of relevant gallery items (as in the DRSL and DSCMR evaluation code). A query
+  with no relevant gallery item has AP 0. Ties in score are broken by gallery index.
+
+  Args:
+    scores: float array ``[n_query, n_gallery]``, higher = more similar.
+    query_labels: int labels ``[n_query]`` or multi-hot ``[n_query, C]``.
+    gallery_labels: int labels ``[n_gallery]`` or multi-hot ``[n_gallery, C]``.
+    chunk_size: number of queries sorted at a time.
+
+  Returns:
+    mAP as a Python float.
+
+  Raises:
+    ValueError: on shape mismatches or NaN scores.
+  """
+  return retrieval_metrics(scores, query_labels, gallery_labels, ks=(), chunk_size=chunk_size)[
+      "map_all"
+  ]
 
 
 def _cutoffs(n_gallery: int, r, ks, scopes, pr_points) -> dict:
@@ -796,8 +534,9 @@ def topk_metrics(
   return _metrics_of_ranked(_iter_topk_ranked(idx, q, g, chunk_size), idx.shape[0], cutoffs, whole)
 
 
-SCOPES = (10, 25, 50, 100, 200, 300, 400, 500, 750, 1000)  # precision-scope cut-offs
-PR_POINTS = 11  # recall levels of the PR curve
+# --------------------------------------------------------------------------------------
+# Both directions of a split
+# --------------------------------------------------------------------------------------
 
 
 def split_metrics(
@@ -811,7 +550,8 @@ def split_metrics(
   """A split's retrieval metrics in both directions, as results.json holds them.
 
   Queries are the items of one modality, the gallery the items of the other: of the same
-  split (one `labels` for both), or of another split (`gallery_labels`).
+  split (one `labels` for both), or of another split (`gallery_labels`). Each direction's
+  scores are sorted once per query (:func:`retrieval_metrics`).
 
   Args:
     scores: {"i2t": [n_query, n_gallery] image x text, "t2i": [n_query, n_gallery] text x
@@ -824,100 +564,28 @@ def split_metrics(
       split).
 
   Returns:
-    {"map_all": {"i2t", "t2i", "avg"}} and, if `full`, "map_at_{R}" (with "avg"),
-    "precision_at_k", "pr_curve" and "precision_scope" (with its "scopes").
+    `results_layout.split_result`'s dict: {"map_all": {"i2t", "t2i", "avg"}} and, if
+    `full`, "map_at_{R}" (with "avg"), "precision_at_k", "pr_curve" and "precision_scope"
+    (with its "scopes").
   """
   gallery_labels = labels if gallery_labels is None else gallery_labels
-  n = len(gallery_labels)
-  r = min(map_r, n)
-  ks = tuple(k for k in precision_ks if k <= n)
-  scopes = tuple(s for s in SCOPES if s <= n)
-  directions = ("i2t", "t2i")
-  result: dict = {"map_all": {}}
-  if full:
-    result.update(
-        {
-            f"map_at_{r}": {},
-            "precision_at_k": {},
-            "pr_curve": {},
-            "precision_scope": {"scopes": list(scopes)},
-        }
-    )
-  for d in directions:
-    if not full:
-      result["map_all"][d] = map_at_all(scores[d], labels, gallery_labels)
-      continue
-    m = retrieval_metrics(
-        scores[d], labels, gallery_labels, r=r, ks=ks, scopes=scopes, pr_points=PR_POINTS
-    )
-    _put(result, d, r, m)
-  return _with_averages(result, ("map_all", f"map_at_{r}") if full else ("map_all",))
-
-
-def split_metrics_from_topk(
-    topk_indices: dict[str, np.ndarray],
-    labels,
-    map_r: int = 50,
-    precision_ks: Sequence[int] = (1, 5, 10, 50, 100),
-    gallery_labels=None,
-) -> dict:
-  """:func:`split_metrics` (full) from each direction's streamed top-K gallery indices.
-
-  The same dict and values as :func:`split_metrics` on the full score matrices (ties
-  broken by gallery index), for what K ranks give (see :func:`topk_metrics`): mAP@R,
-  P@K and the precision-scope curve at the scopes <= K; "map_all" and "pr_curve" only
-  when K is the gallery size.
-
-  Args:
-    topk_indices: {"i2t", "t2i"}: int [n_query, K] gallery indices, best first; K must be
-      at least min(map_r, n_gallery) and the largest precision_ks <= n_gallery.
-    labels: the queries' labels; gallery_labels: the gallery's (None: `labels`).
-    map_r, precision_ks: as for :func:`split_metrics`.
-
-  Returns:
-    {"map_at_{R}", "precision_at_k", "precision_scope"} (with "avg" for mAP) and, when K
-    = n_gallery, "map_all" and "pr_curve"; the keys in :func:`split_metrics`' order.
-  """
-  gallery_labels = labels if gallery_labels is None else gallery_labels
-  n = len(gallery_labels)
-  r = min(map_r, n)
-  ks = tuple(k for k in precision_ks if k <= n)
-  top = min(np.shape(topk_indices[d])[1] for d in ("i2t", "t2i"))
-  scopes = tuple(s for s in SCOPES if s <= min(n, top))
-  whole = top == n
-  result: dict = {}
-  if whole:
-    result["map_all"] = {}
-  result.update({f"map_at_{r}": {}, "precision_at_k": {}})
-  if whole:
-    result["pr_curve"] = {}
-  result["precision_scope"] = {"scopes": list(scopes)}
-  for d in ("i2t", "t2i"):
-    m = topk_metrics(
-        topk_indices[d],
-        labels,
-        gallery_labels,
-        r=r,
-        ks=ks,
-        scopes=scopes,
-        pr_points=PR_POINTS if whole else None,
-    )
-    _put(result, d, r, m)
-  return _with_averages(result, (("map_all",) if whole else ()) + (f"map_at_{r}",))
-
-
-def _put(result: dict, direction: str, r: int, m: dict) -> None:
-  """One direction's `retrieval_metrics` / `topk_metrics` into a split_metrics dict."""
-  if "map_all" in m:
-    result["map_all"][direction] = m["map_all"]
-  result[f"map_at_{r}"][direction] = m["map_r"]
-  result["precision_at_k"][direction] = m["precision_at_k"]
-  if "pr_curve" in m:
-    result["pr_curve"][direction] = m["pr_curve"]
-  result["precision_scope"][direction] = m.get("precision_scope", [])  # no scope <= n_gallery
-
-
-def _with_averages(result: dict, keys: Sequence[str]) -> dict:
-  for key in keys:
-    result[key]["avg"] = float(np.mean([result[key][d] for d in ("i2t", "t2i")]))
-  return result
+  r, ks, scopes = results_layout.cutoffs(len(gallery_labels), map_r, precision_ks)
+  if not full:
+    per_direction = {
+        d: retrieval_metrics(scores[d], labels, gallery_labels, ks=())
+        for d in results_layout.DIRECTIONS
+    }
+    return results_layout.split_result(per_direction)
+  per_direction = {
+      d: retrieval_metrics(
+          scores[d],
+          labels,
+          gallery_labels,
+          r=r,
+          ks=ks,
+          scopes=scopes,
+          pr_points=results_layout.PR_POINTS,
+      )
+      for d in results_layout.DIRECTIONS
+  }
+  return results_layout.split_result(per_direction, r, scopes)

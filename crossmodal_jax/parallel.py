@@ -11,7 +11,8 @@ runs on one shard; the helpers below are all it needs to compute the global-batc
   value the training step averages: the mean over devices of the returned values is the
   global loss, and so is the gradient of their mean (what `lax.pmean` of the gradients
   gives) the global gradient;
-- `num_shards(axis_name)`, `global_batch_size(local, axis_name)`.
+- `num_shards(axis_name)`, `global_batch_size(local, axis_name)`, and
+  `shard_start(local, axis_name)`: where this device's rows begin in the global batch.
 
 Every helper accepts `axis_name=None` (one device, outside `shard_map`) and is then the
 identity, so one loss serves both.
@@ -138,6 +139,12 @@ def gather(tree: Any, axis_name: str | None) -> Any:
 def global_batch_size(local_size: int, axis_name: str | None) -> int:
   """The global batch's size from a shard's (shards are equal)."""
   return local_size * num_shards(axis_name)
+
+
+def shard_start(local_size: int, axis_name: str | None) -> int | jax.Array:
+  """The index in the global batch (and in what `gather` returns) of this device's first
+  row: its shard holds rows [start, start + local_size). 0 outside `shard_map`."""
+  return 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_size
 
 
 def loss_from_share(share: jax.Array, axis_name: str | None) -> jax.Array:

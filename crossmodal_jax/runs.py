@@ -206,11 +206,19 @@ def abstract_variables(method: base.Method, split: common.Split, seed: int = 0) 
 
 
 def restore_variables(
-    workdir: str, method: base.Method, split: common.Split, checkpoint: str = "best"
-) -> tuple[Any, int]:
+    workdir: str,
+    method: base.Method,
+    split: common.Split,
+    checkpoint: str = "best",
+    *,
+    with_checkpoint: bool = False,
+) -> tuple[Any, int] | tuple[Any, int, str]:
   """(variables, step) of `checkpoint` ("best", "latest" or a step number) in workdir.
 
-  Only the model variables are read: no optimizer is built or restored.
+  Only the model variables are read: no optimizer is built or restored. "best" falls back
+  to the latest save, with a warning, when the run has no best-by-validation checkpoint
+  (no validation split); with `with_checkpoint`, the result is (variables, step, the
+  checkpoint read): `checkpoint` itself, or "latest" where "best" fell back to it.
 
   Raises:
     MissingError: (a FileNotFoundError) when there is no such checkpoint;
@@ -222,7 +230,9 @@ def restore_variables(
     raise errors.MissingError(str(e)) from e
   except ValueError as e:
     raise errors.UserError(str(e)) from e
+  used = checkpoint
   if checkpoint == ckpt.BEST and not directory.endswith(ckpt.BEST):
+    used = ckpt.LATEST
     logging.warning(
         "No best-by-validation checkpoint in %s (no validation split?); using the latest.",
         os.path.dirname(directory),
@@ -230,7 +240,8 @@ def restore_variables(
   with errors.config_values():  # the method's initialisation checks the model fields
     target = abstract_variables(method, split)
   _check_shapes(directory, step, target)
-  return ckpt.restore_variables(directory, step, target), step
+  variables = ckpt.restore_variables(directory, step, target)
+  return (variables, step, used) if with_checkpoint else (variables, step)
 
 
 class CheckpointMismatchError(errors.UserError):

@@ -1,15 +1,17 @@
 """Blockwise query x gallery scoring from per-item encodings, within a memory budget.
 
-A method's `score(variables, image_block, text_block)` maps a block of P image encodings
-and a block of Q text encodings to their [P, Q] pair scores (or a pytree of such score
-channels). Scoring a whole gallery walks the (query, gallery) plane in tiles: one jitted
-call scores a block of `bq` queries against the whole gallery, `lax.map`ping over chunks
-of `cq` queries x `cg` gallery items, so device memory holds one chunk's intermediates
-and one block's output row, never all pairs' inputs. The chunk comes from the memory
-budget and the method's cost per pair (`Method.pair_bytes`): a non-separable scorer that
-builds a joint vector per pair is chunked finely, a separable one keeps large tiles.
-Query and gallery are padded up to whole chunks and the padding is cut off (or masked out
-of the top-k) afterwards: no item is ever dropped.
+Everything here takes a score function and encodings, nothing of a method: a
+`score_fn(variables, image_block, text_block)` maps a block of P image encodings and a
+block of Q text encodings to their [P, Q] pair scores (or a pytree of such score
+channels), with `variables` passed through as a traced argument. Scoring a whole gallery
+walks the (query, gallery) plane in tiles: one jitted call scores a block of `bq` queries
+against the whole gallery, `lax.map`ping over chunks of `cq` queries x `cg` gallery items,
+so device memory holds one chunk's intermediates and one block's output row, never all
+pairs' inputs. The chunk comes from the memory budget and the bytes one scored pair's
+intermediates take (`pair_bytes`): a non-separable scorer that builds a joint vector per
+pair is chunked finely, a separable one keeps large tiles. Query and gallery are padded up
+to whole chunks and the padding is cut off (or masked out of the top-k) afterwards: no
+item is ever dropped.
 
 - `score_matrix` returns the full [n_query, n_gallery] score channels on the host (what
   mAP@ALL needs; 4k x 4k floats is 64 MB).
@@ -17,12 +19,14 @@ of the top-k) afterwards: no item is ever dropped.
   for galleries too large to hold all scores: one jitted call takes a block of queries
   through the gallery, merging each block of scores into the running top-k.
 - `top_k_of_rows` does the same for a ranking that needs a query's whole row of score
-  channels (a row-wise fusion such as MCSM's min-max): it scores a few query rows against
-  the whole gallery at a time, ranks them on the host and keeps their top k.
+  channels (a row-wise fusion such as a per-query min-max normalisation): it scores a few
+  query rows against the whole gallery at a time, ranks them on the host and keeps their
+  top k.
 
 Both keep ties in gallery-index order (the lower index first), as the metrics' stable
 sort does, so their rankings equal the full matrix's. What each holds in memory is in its
-docstring: O(n_query x k) on the host plus one tile within the memory budget.
+docstring: O(n_query x k) on the host plus one tile within the memory budget. A method's
+encoders, `score` and `pair_bytes` are brought here by `ranking`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +44,8 @@ import numpy as np
 ScoreFn = Callable[[Any, Any, Any], Any]
 
 
-def _num_items(tree: Any) -> int:
+def num_items(tree: Any) -> int:
+  """The number of items of a pytree of per-item arrays (their common leading size, > 0)."""
   sizes = {x.shape[0] for x in jax.tree.leaves(tree)}
   if len(sizes) != 1:
     raise ValueError(f"Encodings disagree on the number of items: {sorted(sizes)}.")
@@ -50,7 +55,9 @@ def _num_items(tree: Any) -> int:
   return n
 
 
-def _pad_to(tree: Any, n: int) -> Any:
+def pad_to(tree: Any, n: int) -> Any:
+  """Every leaf zero-padded along its leading axis up to `n` items."""
+
   def pad(x):
     x = jnp.asarray(x)
     extra = n - x.shape[0]
@@ -118,7 +125,7 @@ def _rows(
     fn: ScoreFn, variables: Any, query_rows: Any, gallery_chunks: Any, query_chunk: int
 ) -> Any:
   """[bq] x [nb, cg] -> channels [bq, nb * cg], `query_chunk` queries at a time."""
-  bq = _num_items(query_rows)
+  bq = num_items(query_rows)
   if bq == query_chunk:
     return _tile(fn, variables, query_rows, gallery_chunks)
   rows = jax.lax.map(
@@ -150,26 +157,26 @@ def score_matrix(
 
   Args:
     score_fn: (variables, image_enc_block, text_enc_block) -> [P, Q] scores, or a pytree
-      of [P, Q] score channels. Must be hashable (e.g. a method's bound `score`): it is a
+      of [P, Q] score channels. Must be hashable (e.g. a bound method): it is a
       static argument of the jitted tile function.
     variables: the model variables passed to score_fn.
     query_enc, gallery_enc: per-item encodings (pytrees, leading axis = items).
     query_block, gallery_block: the largest chunk sides.
     queries_are_images: if False the queries are texts: score_fn is called as
       score_fn(variables, gallery_block, query_block) and each tile is transposed.
-    pair_bytes: intermediates per scored pair (`Method.pair_bytes`), with
+    pair_bytes: bytes of the intermediates of one scored pair, with
     memory_budget: bytes one chunk's intermediates may take; together they bound the
       chunk (see `plan`).
 
   Returns:
     float32 numpy array(s) [n_query, n_gallery], in score_fn's output structure.
   """
-  nq, ng = _num_items(query_enc), _num_items(gallery_enc)
+  nq, ng = num_items(query_enc), num_items(gallery_enc)
   p = plan(nq, ng, query_block, gallery_block, pair_bytes, memory_budget)
   fn = score_fn if queries_are_images else _Transposed(score_fn)
-  q_pad = _pad_to(query_enc, math.ceil(nq / p.query_rows) * p.query_rows)
+  q_pad = pad_to(query_enc, math.ceil(nq / p.query_rows) * p.query_rows)
   g_chunks = _blocks(
-      _pad_to(gallery_enc, math.ceil(ng / p.gallery_chunk) * p.gallery_chunk), p.gallery_chunk
+      pad_to(gallery_enc, math.ceil(ng / p.gallery_chunk) * p.gallery_chunk), p.gallery_chunk
   )
   out = None
   for start in range(0, nq, p.query_rows):
@@ -209,8 +216,8 @@ MERGE_BYTES = 32
 # is a top_k over k + that many candidates per query: fewer, larger merges are cheaper).
 MIN_MERGE = 4096
 # Bytes per (query, gallery item) that a ranking of whole rows (`top_k_of_rows`) allows its
-# `rank_fn` for temporaries: a dozen float64 arrays of the row block (MCSM's min-max fusion
-# makes about eight).
+# `rank_fn` for temporaries: a dozen float64 arrays of the row block (a per-query min-max
+# fusion makes about eight).
 RANK_BYTES = 96
 
 
@@ -294,7 +301,7 @@ def _top_k_rows(
     num_valid: jax.Array,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """[bq] x [nm, mg / cg, cg] -> (scores [bq, k], indices [bq, k], NaN seen [bq])."""
-  bq = _num_items(query_rows)
+  bq = num_items(query_rows)
   nm, per_block, cg = jax.tree.leaves(gallery_blocks)[0].shape[:3]
   mg = per_block * cg
 
@@ -377,12 +384,12 @@ def top_k(
   Raises:
     ValueError: k out of range, several score channels, or a NaN score.
   """
-  nq, ng = _num_items(query_enc), _num_items(gallery_enc)
+  nq, ng = num_items(query_enc), num_items(gallery_enc)
   k = _check_k(k, ng)
   p = top_k_plan(nq, ng, k, query_block, gallery_block, pair_bytes, memory_budget)
   fn = score_fn if queries_are_images else _Transposed(score_fn)
-  q_pad = _pad_to(query_enc, math.ceil(nq / p.query_rows) * p.query_rows)
-  g_pad = _pad_to(gallery_enc, math.ceil(ng / p.merge_block) * p.merge_block)
+  q_pad = pad_to(query_enc, math.ceil(nq / p.query_rows) * p.query_rows)
+  g_pad = pad_to(gallery_enc, math.ceil(ng / p.merge_block) * p.merge_block)
   g_blocks = jax.tree.map(
       lambda x: x.reshape(
           (x.shape[0] // p.merge_block, p.merge_block // p.gallery_chunk, p.gallery_chunk)
@@ -459,7 +466,7 @@ def top_k_of_rows(
     StreamingError: one query's row exceeds half the budget, or `rank_fn` is not
       row-wise. ValueError: k out of range, or a NaN ranking score.
   """
-  nq, ng = _num_items(query_enc), _num_items(gallery_enc)
+  nq, ng = num_items(query_enc), num_items(gallery_enc)
   k = _check_k(k, ng)
   fn = score_fn if queries_are_images else _Transposed(score_fn)
   one = jax.tree.map(lambda x: x[:1], query_enc)
@@ -478,9 +485,9 @@ def top_k_of_rows(
   bq = min(rows, query_block, nq)
   p = plan(bq, ng, bq, gallery_block, pair_bytes, half)
   bq = p.query_rows
-  q_pad = _pad_to(query_enc, math.ceil(nq / bq) * bq)
+  q_pad = pad_to(query_enc, math.ceil(nq / bq) * bq)
   g_chunks = _blocks(
-      _pad_to(gallery_enc, math.ceil(ng / p.gallery_chunk) * p.gallery_chunk), p.gallery_chunk
+      pad_to(gallery_enc, math.ceil(ng / p.gallery_chunk) * p.gallery_chunk), p.gallery_chunk
   )
   scores = np.empty((nq, k), dtype=np.float32)
   indices = np.empty((nq, k), dtype=np.int32)
@@ -519,72 +526,3 @@ def _check_row_wise(rank_fn: Callable[[Any], np.ndarray], channels: Any, ranking
         "ranked without the other queries of its block, so a gallery cannot be streamed "
         "query block by query block"
     )
-
-
-def encode(encode_fn: Callable[[Any], Any], inputs: Any, batch_size: int) -> Any:
-  """Applies a jitted per-item encoder over `inputs` in padded batches; drops nothing.
-
-  Only `batch_size` items are taken from `inputs` at a time (a lazily read split column
-  is never read whole); the last batch is padded to the same shape.
-  """
-  return encode_many([(encode_fn, inputs)], batch_size)[0]
-
-
-def encode_many(jobs: Sequence[tuple[Callable[[Any], Any], Any]], batch_size: int) -> list[Any]:
-  """`encode` of several (encoder, inputs) jobs over the same items, batch by batch: each
-  batch of items is taken from every job's inputs in turn (the image and text of a lazily
-  read split then come from one read of its rows)."""
-  if not jobs:
-    return []
-  n = _num_items([inputs for _, inputs in jobs])
-  batch_size = min(batch_size, n)
-  parts: list[list[Any]] = [[] for _ in jobs]
-  for start in range(0, n, batch_size):
-    for (encode_fn, inputs), out in zip(jobs, parts):
-      chunk = jax.tree.map(lambda x: x[start : start + batch_size], inputs)
-      out.append(encode_fn(_pad_to(chunk, batch_size)))
-  return [jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0)[:n], *out) for out in parts]
-
-
-def method_channels(method: Any, variables: Any, image_enc: Any, text_enc: Any, eval_config) -> Any:
-  """`method.score` over every (image, text) pair of the encodings, chunked within
-  `eval_config.memory_budget_mb` by the method's `pair_bytes`; channels [n_images, n_texts]."""
-  return score_matrix(
-      method.score,
-      variables,
-      image_enc,
-      text_enc,
-      eval_config.query_block,
-      eval_config.gallery_block,
-      pair_bytes=method.pair_bytes(image_enc, text_enc),
-      memory_budget=int(eval_config.memory_budget_mb * 2**20),
-  )
-
-
-def encode_split(
-    method: Any,
-    variables: Any,
-    arrays: Any,
-    eval_config,
-    encoders,
-    images: bool = True,
-    texts: bool = True,
-) -> tuple[Any, Any]:
-  """(image encodings, text encodings) of every item of a split's `arrays`, each encoded
-  once by `encoders` (jitted (encode_image, encode_text)); None for a modality not asked
-  for."""
-  encode_image, encode_text = encoders
-  jobs = []
-  if images:
-    jobs.append((lambda x: encode_image(variables, x), method.image_input(arrays)))
-  if texts:
-    jobs.append((lambda x: encode_text(variables, x), method.text_input(arrays)))
-  encodings = iter(encode_many(jobs, eval_config.batch_size))
-  return (next(encodings) if images else None), (next(encodings) if texts else None)
-
-
-def split_channels(method: Any, variables: Any, arrays: Any, eval_config, encoders) -> Any:
-  """A split's score channels: every item encoded once (`encode_split`), then
-  `method_channels`."""
-  image_enc, text_enc = encode_split(method, variables, arrays, eval_config, encoders)
-  return method_channels(method, variables, image_enc, text_enc, eval_config)

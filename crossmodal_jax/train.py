@@ -61,6 +61,8 @@ from crossmodal_jax import errors
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
+from crossmodal_jax import protocols
+from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax.checkpoint import TrainState
 from crossmodal_jax.data import common
@@ -262,12 +264,12 @@ def _validate(method, state, split, eval_config, mesh) -> tuple[TrainState, dict
     return contextlib.nullcontext() if own_device is None else jax.set_mesh(own_device)
 
   with on_own_device():
-    channels = evaluate_lib.split_channels(method, variables, split, eval_config)
+    channels = ranking.split_channels(method, variables, split, eval_config)
     calibrated = method.calibrate(variables, channels, split["label"])
   _, collections = ckpt.split_variables(calibrated)
   state = state.replace(collections=parallel.replicate(collections, mesh))
   with on_own_device():
-    val = evaluate_lib.evaluate_split(
+    val = protocols.evaluate_split(
         method,
         state.variables if one_process else calibrated,
         split,
@@ -319,7 +321,7 @@ def train(
   if not tc.drop_remainder:
     _check_batch(len(dataset.train) % tc.batch_size or tc.batch_size, mesh.size, "last batch")
   runs.check_resumable(config, workdir)
-  evaluate_lib.streaming_settings(config.eval)  # a bad eval.ranking / top_k: before training
+  ranking.streaming_settings(config.eval)  # a bad eval.ranking / top_k: before training
   # The method, its optimizer and its initialisation read the model and train fields;
   # what they reject is a bad config value ("Unknown fusion 'foo'").
   with errors.config_values():
@@ -387,7 +389,7 @@ def train(
                   "validation_map": val["map_all"]["avg"],
                   "validation_map_i2t": val["map_all"]["i2t"],
                   "validation_map_t2i": val["map_all"]["t2i"],
-                  # A method with several score channels (MCSM's spaces): each one's
+                  # A method with several score channels: each one's
                   # mAP@ALL ranked alone, e.g. "validation_map_image_space".
                   **{
                       f"validation_map_{name}": m["avg"]

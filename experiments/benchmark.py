@@ -55,12 +55,11 @@ import numpy as np
 
 from configs import default as default_configs
 from crossmodal_jax import data as data_lib
-from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
+from crossmodal_jax import ranking
 from crossmodal_jax import sampling
-from crossmodal_jax import scoring
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
 from crossmodal_jax.data import sparse_rows
@@ -287,8 +286,8 @@ def _drsl_gallery(n: int):
   texts = rng.standard_normal((n, 300), dtype=np.float32)
   method = methods.get_method(config, {"image": (128,), "text": (300,), "label": ()})
   variables = method.init(jax.random.key(0), {"image": images[:2], "text": texts[:2]})
-  enc_i = scoring.encode(jax.jit(lambda x: method.encode_image(variables, x)), images, 4096)
-  enc_t = scoring.encode(jax.jit(lambda x: method.encode_text(variables, x)), texts, 4096)
+  enc_i = ranking.encode(jax.jit(lambda x: method.encode_image(variables, x)), images, 4096)
+  enc_t = ranking.encode(jax.jit(lambda x: method.encode_text(variables, x)), texts, 4096)
   k = config.model.relation_layers[0]
   pair_flops = 2 * k + 2 * k  # add + ReLU, then the K-long dot
   return config, method, variables, images, texts, enc_i, enc_t, pair_flops
@@ -300,7 +299,7 @@ def bench_scoring() -> list[dict]:
   ce = config.eval
   k = config.model.relation_layers[0]
   seconds = _timeit(
-      lambda: scoring.method_channels(method, variables, enc_i, enc_t, ce),
+      lambda: ranking.method_channels(method, variables, enc_i, enc_t, ce),
       _REPEATS.value,
   )
   results = [
@@ -372,7 +371,7 @@ def bench_large_scoring(n: int, k: int = 100) -> list[dict]:
   ce = config.eval
   before = _peak_memory_mb()
   start = time.perf_counter()
-  scores, _ = evaluate.top_k(method, variables, enc_i, enc_t, "i2t", k, ce)
+  scores, _ = ranking.top_k(method, variables, enc_i, enc_t, "i2t", k, ce)
   seconds = time.perf_counter() - start
   assert scores.shape == (n, k)
   row = {
@@ -406,9 +405,9 @@ def bench_scanet_large(cache: dict, n: int, block: int) -> list[dict]:
   arrays = {key: split[key][rows] for key in split.arrays}
   variables = method.init(jax.random.key(0), method.init_batch(dataset.train))
   part = common.Split(arrays)
-  evaluate.score_split(method, variables, part, config.eval)  # compile
+  ranking.score_split(method, variables, part, config.eval)  # compile
   start = time.perf_counter()
-  evaluate.score_split(method, variables, part, config.eval)
+  ranking.score_split(method, variables, part, config.eval)
   seconds = time.perf_counter() - start
   scale = (n / block) ** 2
   graph = dataset.meta["word_graph"]
@@ -655,7 +654,7 @@ def bench_scanet(cache: dict) -> list[dict]:
   variables = scored.variables
   test = dataset.test
   seconds = _timeit(
-      lambda: evaluate.score_split(method, variables, test, config.eval), _REPEATS.value
+      lambda: ranking.score_split(method, variables, test, config.eval), _REPEATS.value
   )
   n = len(test)
   flops = scanet_step_flops(config.model, graph, dataset.dims()["image"][0], n, n, n * n)

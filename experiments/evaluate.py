@@ -19,6 +19,8 @@ from ml_collections import config_flags
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import logs
+from crossmodal_jax import protocols
+from crossmodal_jax import reporting
 from crossmodal_jax import runs
 from experiments import cli
 
@@ -48,9 +50,9 @@ _SPLIT = flags.DEFINE_enum(
 _PROTOCOL = flags.DEFINE_enum(
     "protocol",
     None,
-    list(evaluate.PROTOCOLS),
+    list(protocols.PROTOCOLS),
     "An evaluation protocol instead of --split: "
-    + "; ".join(f"{name}: {p.description}" for name, p in evaluate.PROTOCOLS.items())
+    + "; ".join(f"{name}: {p.description}" for name, p in protocols.PROTOCOLS.items())
     + ". Writes results_PROTOCOL.json (default: results.json).",
 )
 
@@ -62,7 +64,7 @@ def main(argv):
   if _PROTOCOL.value is not None:
     if flags.FLAGS["split"].present:
       raise errors.UserError("Give --split or --protocol, not both (a protocol names its splits).")
-    split = evaluate.PROTOCOLS[_PROTOCOL.value].query_split
+    split = protocols.PROTOCOLS[_PROTOCOL.value].query_split
   config = _CONFIG.value or runs.load(_WORKDIR.value)
   results = evaluate.evaluate(
       _WORKDIR.value,
@@ -71,8 +73,8 @@ def main(argv):
       split=split,
       protocol=_PROTOCOL.value,
   )
-  print(f"{evaluate.headline(results)}  (checkpoint step {results['checkpoint_step']})")
-  for line in evaluate.channel_lines(results):
+  print(f"{reporting.headline(results)}  (checkpoint step {results['checkpoint_step']})")
+  for line in reporting.channel_lines(results) + reporting.checkpoint_lines(results):
     print(line)
 
 

@@ -25,7 +25,7 @@ its last checkpoint. The baselines (CCA, semantic matching, semantic correlation
 `crossmodal_jax.baselines`, scikit-learn) run once per dataset on the same features and
 splits (they have no seed), their hyperparameters chosen on validation.
 
---protocol (`crossmodal_jax.evaluate.PROTOCOLS`) sets how the table scores: "default" is
+--protocol (`crossmodal_jax.protocols.PROTOCOLS`) sets how the table scores: "default" is
 the above; "yu2018" ranks the test queries against the *training* items of the other
 modality, with mAP@100 (Yu et al.'s protocol, as in SCANet's tables). It does not change
 training: each run is trained (or reused) in the same workdir as under the default and
@@ -100,6 +100,8 @@ from crossmodal_jax import errors
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import logs
 from crossmodal_jax import methods as methods_lib
+from crossmodal_jax import protocols
+from crossmodal_jax import reporting
 from crossmodal_jax import runs as runs_lib
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
@@ -219,10 +221,10 @@ _SM_C = flags.DEFINE_list(
 _PROTOCOL = flags.DEFINE_enum(
     "protocol",
     "default",
-    list(evaluate_lib.PROTOCOLS),
+    list(protocols.PROTOCOLS),
     "How the runs and baselines are scored; training is the same under each, so the runs "
     "are shared. "
-    + "; ".join(f"{name}: {p.description}" for name, p in evaluate_lib.PROTOCOLS.items())
+    + "; ".join(f"{name}: {p.description}" for name, p in protocols.PROTOCOLS.items())
     + ". default writes results.json / results.md, another PROTOCOL results_PROTOCOL.json "
     "/ results_PROTOCOL.md.",
 )
@@ -541,13 +543,13 @@ results_file = evaluate_lib.results_file
 def protocol_info(protocol: str) -> dict[str, Any]:
   """What results.json records of a protocol (one error listing the choices for an
   unknown one)."""
-  spec = evaluate_lib.protocol_spec(protocol)
+  spec = protocols.protocol_spec(protocol)
   return {
       "name": protocol,
       "query_split": spec.query_split,
       "gallery_split": spec.gallery_split,
       "metric": spec.metric,
-      "metric_name": evaluate_lib.metric_name(spec.metric),
+      "metric_name": reporting.metric_name(spec.metric),
       "description": spec.description,
   }
 
@@ -555,7 +557,7 @@ def protocol_info(protocol: str) -> dict[str, Any]:
 def protocol_caption(info: dict[str, Any], metric: str | None = None) -> str:
   """ "mAP@100, test queries vs train gallery" ("metric" defaults to the protocol's)."""
   return (
-      f"{evaluate_lib.metric_name(metric or info['metric'])}, {info['query_split']} queries vs "
+      f"{reporting.metric_name(metric or info['metric'])}, {info['query_split']} queries vs "
       f"{info['gallery_split']} gallery"
   )
 
@@ -563,7 +565,7 @@ def protocol_caption(info: dict[str, Any], metric: str | None = None) -> str:
 def figure_key(result: dict[str, Any], protocol: str) -> str:
   """The key of a run's or baseline's figure under `protocol`: the one its results name
   (a results.json of the default protocol names none: mAP@ALL)."""
-  return result.get("protocol", {}).get("metric") or evaluate_lib.PROTOCOLS[protocol].metric
+  return result.get("protocol", {}).get("metric") or protocols.PROTOCOLS[protocol].metric
 
 
 def protocol_current(run: Run, protocol: str) -> bool:
@@ -748,7 +750,7 @@ def run_summary(
   metric = figure_key(result, protocol)
   if metric not in result:
     raise errors.UserError(
-        f"{run.workdir}/{results_file(protocol)} has no {evaluate_lib.metric_name(metric)}: "
+        f"{run.workdir}/{results_file(protocol)} has no {reporting.metric_name(metric)}: "
         f"its gallery was ranked by streamed top-{result.get('top_k')} (larger than "
         "eval.full_matrix_mb); the table needs --override=eval.ranking=full or "
         "eval.top_k=<the gallery size>."
@@ -815,7 +817,7 @@ def run_baseline(
   another protocol) when its settings match."""
   out = out or sys.stdout
   eval_config = eval_config if eval_config is not None else default_configs.eval_config()
-  spec = evaluate_lib.protocol_spec(protocol)
+  spec = protocols.protocol_spec(protocol)
   if spec.query_split != "test":
     raise errors.UserError(
         f"The baselines take their queries from the test split, not the {spec.query_split} "
@@ -851,7 +853,7 @@ def run_baseline(
       map_r=spec.map_r,
   )
   info = protocol_info(protocol)
-  info["metric"] = evaluate_lib.protocol_metric(protocol, result["num_gallery"], eval_config)
+  info["metric"] = protocols.protocol_metric(protocol, result["num_gallery"], eval_config)
   result.update(
       {
           "settings": settings,
@@ -1045,7 +1047,7 @@ def _table(first: str, ds: dict[str, Any], default: bool = True) -> list[str]:
   as mean ± std, training time, parameters, notes; then its PR-curve link."""
   columns = ("i2t", "t2i", "avg")
   if not default:
-    columns = tuple(f"{c} {evaluate_lib.metric_name(ds['metric'])}" for c in columns)
+    columns = tuple(f"{c} {reporting.metric_name(ds['metric'])}" for c in columns)
   lines = [
       f"| {first} | {' | '.join(columns)} | training time per run | parameters | notes |",
       "|---|---|---|---|---|---|---|",
@@ -1095,7 +1097,7 @@ def plot_pr(rows: Sequence[dict[str, Any]], title: str, path: str) -> str:
       if not curve:
         continue
       metric = row["metric"]
-      name_ = "" if metric == "map_all" else f"{evaluate_lib.metric_name(metric)} "
+      name_ = "" if metric == "map_all" else f"{reporting.metric_name(metric)} "
       ax.plot(
           curve["recall"],
           curve["precision"],
@@ -1378,7 +1380,7 @@ def reproduce(
     amend_note: str = "",
 ) -> dict[str, Any]:
   """Runs (or reuses) every run, baseline and ablation variant (names of ABLATIONS),
-  scored under `protocol` (a key of `evaluate.PROTOCOLS`); writes and returns the
+  scored under `protocol` (a key of `protocols.PROTOCOLS`); writes and returns the
   results: in `workdir`, or with `amend` (a folder) merged into the table there
   (`amend_table`, noting `amend_note`)."""
   out = out or sys.stdout
@@ -1482,7 +1484,7 @@ def reproduce(
     if info["gallery_split"] != where:
       where += f" vs {info['gallery_split']} gallery"
     print(
-        f"[reproduce] run {k}/{len(runs)} done: {where} {evaluate_lib.metric_name(metric)} i2t "
+        f"[reproduce] run {k}/{len(runs)} done: {where} {reporting.metric_name(metric)} i2t "
         f"{m['i2t']:.4f} t2i {m['t2i']:.4f} avg {m['avg']:.4f}",
         file=out,
         flush=True,

@@ -40,11 +40,12 @@ from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
+from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax.data import common
 from experiments import cli
 
-DIRECTIONS = evaluate.DIRECTIONS
+DIRECTIONS = ranking.DIRECTIONS
 SPLITS = ("test", "validation", "train")
 MODALITY = {"i2t": ("images", "texts"), "t2i": ("texts", "images")}  # (queries, gallery)
 
@@ -199,7 +200,8 @@ def retrieve(
     checkpoint: "best", "latest" or a step (None: the config's eval.select_by).
 
   Returns:
-    The report written as JSON: the run ("method", "dataset", "checkpoint", ...), the
+    The report written as JSON: the run ("method", "dataset", "checkpoint": the one
+    read, with a "checkpoint_note" when it is not the one asked for, ...), the
     ranking ("direction", "split", "gallery_split", "num_gallery", "k") and "queries",
     one {"query", "label"[, "class"], "results"} per query, "results" holding k
     {"rank", "gallery_index", "label"[, "class"], "score", "relevant"} best first.
@@ -230,13 +232,15 @@ def retrieve(
         f"--k={k} must be in [1, {len(gallery_rows)}]: the {gallery_split} gallery has "
         f"{len(gallery_rows)} items."
     )
-  evaluate.streaming_settings(config.eval)
+  ranking.streaming_settings(config.eval)
   with errors.config_values():
     method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
     checkpoint = evaluate.default_checkpoint(config.eval)
   try:
-    variables, step = runs.restore_variables(workdir, method, dataset.train, checkpoint)
+    variables, step, used = runs.restore_variables(
+        workdir, method, dataset.train, checkpoint, with_checkpoint=True
+    )
   except runs.CheckpointMismatchError as e:
     if not features_dir:
       raise
@@ -245,7 +249,7 @@ def retrieve(
         f"{features_dir}: its features (image {dims['image']}, text {dims['text']}) do not "
         f"fit the model in {workdir}: {e}"
     ) from e
-  scores, indices = evaluate.retrieve(
+  scores, indices = ranking.retrieve(
       method, variables, query_rows, gallery_rows, direction, k, config.eval, queries=queries
   )
   names = dataset.meta.get("class_names")
@@ -276,7 +280,8 @@ def retrieve(
       "method": config.method,
       "dataset": dataset.name,
       "features_dir": None if not features_dir else os.fspath(features_dir),
-      "checkpoint": checkpoint,
+      "checkpoint": used,
+      **({} if used == checkpoint else {"checkpoint_note": evaluate.LATEST_NOTE}),
       "checkpoint_step": int(step),
       "direction": direction,
       "split": split,
@@ -295,6 +300,8 @@ def format_report(report: dict[str, Any]) -> str:
       f"{report['checkpoint']}): {report['split']} {queries} against the "
       f"{report['num_gallery']} {report['gallery_split']} {gallery}, top {report['k']}"
   ]
+  if "checkpoint_note" in report:
+    lines.append(f"  ({report['checkpoint_note']})")
 
   def label(item):
     if "class" not in item:

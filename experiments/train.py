@@ -23,9 +23,9 @@ from ml_collections import config_flags
 
 from crossmodal_jax import checkpoint
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import parallel
+from crossmodal_jax import reporting
 from crossmodal_jax import train
 from experiments import cli
 
@@ -104,8 +104,8 @@ def main(argv):
   if not parallel.is_primary():
     return
   # evaluate logs the same headline; a streamed test ranking has mAP@R, not mAP@ALL.
-  print(f"{evaluate.headline(results)}  (results in {_WORKDIR.value}/results.json)")
-  for line in evaluate.channel_lines(results):
+  print(f"{reporting.headline(results)}  (results in {_WORKDIR.value}/results.json)")
+  for line in reporting.channel_lines(results) + reporting.checkpoint_lines(results):
     print(line)
 
 

@@ -9,7 +9,6 @@ and what is left on disk.
 from __future__ import annotations
 
 import gc
-import json
 import re
 import os
 import signal
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 import scipy.io

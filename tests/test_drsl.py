@@ -23,6 +23,7 @@ from crossmodal_jax import losses
 from crossmodal_jax.layers import mlp
 from crossmodal_jax.layers import pairwise
 from crossmodal_jax.methods import drsl
+from crossmodal_jax.methods.drsl import losses as drsl_losses
 
 EPS = mlp.BN_EPSILON
 MOMENTUM = mlp.BN_MOMENTUM
@@ -613,14 +614,14 @@ def test_relation_loss_normalizers():
   r = rng.standard_normal((3, 8)).astype(np.float32)  # a row shard of an 8-item batch
   s = (rng.random((3, 8)) < 0.5).astype(np.float32)
   total = float(np.sum((r.astype(np.float64) - s) ** 2))
-  np.testing.assert_allclose(losses.relation_loss(r, s, "sum", 8), total, rtol=1e-6)
+  np.testing.assert_allclose(drsl_losses.relation_loss(r, s, "sum", 8), total, rtol=1e-6)
   # The authors' code: sum((R - S)^2) / sqrt(S.size(0)) after S is reshaped to B^2 x 1.
-  np.testing.assert_allclose(losses.relation_loss(r, s, "batch", 8), total / 8, rtol=1e-6)
-  np.testing.assert_allclose(losses.relation_loss(r, s, "mean", 8), total / 64, rtol=1e-6)
-  assert float(losses.relation_loss(s, s, "sum", 8)) == 0.0
+  np.testing.assert_allclose(drsl_losses.relation_loss(r, s, "batch", 8), total / 8, rtol=1e-6)
+  np.testing.assert_allclose(drsl_losses.relation_loss(r, s, "mean", 8), total / 64, rtol=1e-6)
+  assert float(drsl_losses.relation_loss(s, s, "sum", 8)) == 0.0
   with pytest.raises(ValueError) as info:
-    losses.relation_loss(r, s, "frobenius", 8)
-  for choice in losses.NORMALIZERS:
+    drsl_losses.relation_loss(r, s, "frobenius", 8)
+  for choice in drsl_losses.NORMALIZERS:
     assert choice in str(info.value)
 
 

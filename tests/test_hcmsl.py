@@ -18,13 +18,13 @@ import sharded_steps
 from conftest import WIKI_DIR
 from conftest import train_on_real_wikipedia
 from configs.default import get_config
-from crossmodal_jax import losses
 from crossmodal_jax import methods
-from crossmodal_jax import sampling
 from crossmodal_jax import train
 from crossmodal_jax.data import common
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.methods import hcmsl
+from crossmodal_jax.methods.hcmsl import batches as hcmsl_batches
+from crossmodal_jax.methods.hcmsl import losses as hcmsl_losses
 
 
 def small_dataset(num_train=80):
@@ -70,19 +70,23 @@ def test_contrastive_loss_on_a_hand_computed_batch():
   # Squared distances: (a0, b0) 0, (a0, b1) 0.16 + 0.64 = 0.8, (a1, b0) 2, (a1, b1) 0.4.
   # Same pairs cost d^2; different pairs (1.5 - d)^2 while d < 1.5.
   cost = np.array([[0.0, (1.5 - math.sqrt(0.8)) ** 2], [(1.5 - math.sqrt(2)) ** 2, 0.4]])
-  np.testing.assert_allclose(losses.contrastive_loss(a, b, same, 1.5), cost.sum() / 4, rtol=1e-5)
+  np.testing.assert_allclose(
+      hcmsl_losses.contrastive_loss(a, b, same, 1.5), cost.sum() / 4, rtol=1e-5
+  )
   weight = np.array([[1.0, 1.0], [0.0, 1.0]], np.float32)
   want = (cost[0, 0] + cost[0, 1] + cost[1, 1]) / 3
-  np.testing.assert_allclose(losses.contrastive_loss(a, b, same, 1.5, weight), want, rtol=1e-5)
+  np.testing.assert_allclose(
+      hcmsl_losses.contrastive_loss(a, b, same, 1.5, weight), want, rtol=1e-5
+  )
   # An explicit normalizer (a global pair count) replaces the weights' sum.
-  got = losses.contrastive_loss(a, b, same, 1.5, weight, 10.0)
+  got = hcmsl_losses.contrastive_loss(a, b, same, 1.5, weight, 10.0)
   np.testing.assert_allclose(got, want * 3 / 10, rtol=1e-5)
   # Below the margin's reach (d = sqrt(2) > 1.2) a different pair costs nothing; all
   # weights 0 is a loss of 0, with finite gradients even for coincident points.
-  assert float(losses.contrastive_loss(a[1:], b[:1], same[1:, :1], 1.2)) == 0.0
+  assert float(hcmsl_losses.contrastive_loss(a[1:], b[:1], same[1:, :1], 1.2)) == 0.0
   zero = np.zeros((2, 2), np.float32)
-  assert float(losses.contrastive_loss(a, b, same, 1.5, zero)) == 0.0
-  grads = jax.grad(lambda x: losses.contrastive_loss(x, x, 1.0 - np.eye(2), 1.5))(a)
+  assert float(hcmsl_losses.contrastive_loss(a, b, same, 1.5, zero)) == 0.0
+  grads = jax.grad(lambda x: hcmsl_losses.contrastive_loss(x, x, 1.0 - np.eye(2), 1.5))(a)
   assert np.all(np.isfinite(grads))
 
 
@@ -95,13 +99,13 @@ def test_instance_nce_on_a_hand_computed_batch():
       math.log(math.exp(2) + 1 + math.exp(1.2)) - 2,
       math.log(1 + math.exp(2) + math.exp(1.6)) - 2,
   ]
-  np.testing.assert_allclose(losses.instance_nce(q, k, partner, 0.5), want, rtol=1e-5)
+  np.testing.assert_allclose(hcmsl_losses.instance_nce(q, k, partner, 0.5), want, rtol=1e-5)
   # Key 2 dropped from query 0's softmax; the partner stays even when marked False.
   candidate = np.array([[False, True, False], [True, True, True]])
   want[0] = math.log(math.exp(2) + 1) - 2
-  got = losses.instance_nce(q, k, partner, 0.5, candidate)
+  got = hcmsl_losses.instance_nce(q, k, partner, 0.5, candidate)
   np.testing.assert_allclose(got, want, rtol=1e-5)
-  grads = jax.grad(lambda x: losses.instance_nce(x, k, partner, 0.5, candidate).sum())(q)
+  grads = jax.grad(lambda x: hcmsl_losses.instance_nce(x, k, partner, 0.5, candidate).sum())(q)
   assert np.all(np.isfinite(grads))
 
 
@@ -112,14 +116,14 @@ def test_instance_nce_on_a_hand_computed_batch():
 
 def test_labeled_rows_are_a_seeded_fraction_nested_across_fractions():
   for fraction in (1.0, 0.5, 0.1, 0.013):
-    mask = sampling.labeled_rows(2173, fraction, seed=3)
+    mask = hcmsl_batches.labeled_rows(2173, fraction, seed=3)
     assert mask.dtype == bool and mask.sum() == max(1, round(fraction * 2173))
-    np.testing.assert_array_equal(mask, sampling.labeled_rows(2173, fraction, seed=3))
-  ten, half = sampling.labeled_rows(2173, 0.1, 3), sampling.labeled_rows(2173, 0.5, 3)
+    np.testing.assert_array_equal(mask, hcmsl_batches.labeled_rows(2173, fraction, seed=3))
+  ten, half = hcmsl_batches.labeled_rows(2173, 0.1, 3), hcmsl_batches.labeled_rows(2173, 0.5, 3)
   assert np.all(half[ten])  # the rows labelled at 10% keep their labels at 50%
-  assert not np.array_equal(ten, sampling.labeled_rows(2173, 0.1, 4))
+  assert not np.array_equal(ten, hcmsl_batches.labeled_rows(2173, 0.1, 4))
   with pytest.raises(ValueError, match=r"in \(0, 1\]"):
-    sampling.labeled_rows(10, 0.0, 0)
+    hcmsl_batches.labeled_rows(10, 0.0, 0)
 
 
 @pytest.mark.parametrize("multi_hot", [False, True])
@@ -132,10 +136,10 @@ def test_semi_supervised_batches_hide_labels_and_depend_on_seed_and_epoch(multi_
   split = common.Split(
       {"image": np.arange(n, dtype=np.float32)[:, None], "text": np.zeros((n, 2)), "label": labels}
   )
-  labeled = sampling.labeled_rows(n, 0.3, seed=1)
+  labeled = hcmsl_batches.labeled_rows(n, 0.3, seed=1)
   keys = ("image", "text", "label")
   make = lambda epoch, only=False: list(
-      sampling.semi_supervised_batches(split, keys, 8, 1, epoch, labeled, only)
+      hcmsl_batches.semi_supervised_batches(split, keys, 8, 1, epoch, labeled, only)
   )
   a, b, c = make(2), make(2), make(3)
   assert len(a) == 6 and set(a[0]) == {"image", "text", "label", "labeled"}

@@ -16,7 +16,7 @@ from crossmodal_jax import baselines
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
-from crossmodal_jax import scoring
+from crossmodal_jax import ranking
 from crossmodal_jax import train
 from crossmodal_jax.data import lazy
 
@@ -154,8 +154,8 @@ def test_batches_and_encodings_of_a_lazy_split_equal_the_loaded_ones(folder):
     np.testing.assert_allclose(got["avg"], want["avg"], atol=1e-4)
   double = jax.jit(lambda x: 2 * x)
   np.testing.assert_allclose(
-      scoring.encode(double, part.test["image"], 25),
-      scoring.encode(double, whole.test["image"], 25),
+      ranking.encode(double, part.test["image"], 25),
+      ranking.encode(double, whole.test["image"], 25),
       atol=2e-5,
   )
 

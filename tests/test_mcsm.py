@@ -22,11 +22,15 @@ from configs.default import get_config
 from crossmodal_jax import evaluate
 from crossmodal_jax import losses
 from crossmodal_jax import methods
+from crossmodal_jax import protocols
+from crossmodal_jax import ranking
+from crossmodal_jax import reporting
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.methods import mcsm
+from crossmodal_jax.methods.mcsm import losses as mcsm_losses
 
 
 def small_dataset(num_train=80):
@@ -84,8 +88,8 @@ def _positives(positives, key, labels):
   key_text, key_image = jax.random.split(jax.random.fold_in(key, 1))
   labels = jnp.asarray(labels)
   return (
-      np.asarray(losses.same_label_positives(key_text, labels)),
-      np.asarray(losses.same_label_positives(key_image, labels)),
+      np.asarray(mcsm_losses.same_label_positives(key_text, labels)),
+      np.asarray(mcsm_losses.same_label_positives(key_image, labels)),
   )
 
 
@@ -101,14 +105,14 @@ def test_bidirectional_hinge_on_a_hand_computed_batch():
   text = np.stack([deg(60), deg(90), deg(0)])
   neg_text = np.stack([deg(0), deg(0), deg(60)])  # image anchor k's sampled text
   neg_image = np.stack([deg(90), deg(180), deg(0)])  # text anchor k's sampled image
-  i2t, t2i = losses.bidirectional_hinge(image, text, neg_text, neg_image, 0.5)
+  i2t, t2i = mcsm_losses.bidirectional_hinge(image, text, neg_text, neg_image, 0.5)
   # positives: cos 60 = 0.5, cos 0 = 1, cos 180 = -1.
   # i2t: 0.5 - 0.5 + cos 0 = 1; 0.5 - 1 + cos 90 = max(0, -0.5); 0.5 + 1 + cos 120 = 1.
   np.testing.assert_allclose(i2t, [1.0, 0.0, 1.0], atol=1e-6)
   # t2i: 0.5 - 0.5 + cos 30; 0.5 - 1 + cos 90 -> 0; 0.5 + 1 + cos 0 = 2.5.
   np.testing.assert_allclose(t2i, [np.cos(np.radians(30)), 0.0, 2.5], atol=1e-6)
   # Anchors without a negative contribute 0.
-  i2t, t2i = losses.bidirectional_hinge(
+  i2t, t2i = mcsm_losses.bidirectional_hinge(
       image, text, neg_text, neg_image, 0.5, np.array([True, True, False]),
       np.array([False, True, True]),
   )  # fmt: skip
@@ -117,7 +121,7 @@ def test_bidirectional_hinge_on_a_hand_computed_batch():
   # Class-level positives replace the match in the positive term only.
   pos_text = np.stack([deg(0), deg(60), deg(180)])  # image anchor k's positive text
   pos_image = np.stack([deg(90), deg(90), deg(0)])  # text anchor k's positive image
-  i2t, t2i = losses.bidirectional_hinge(
+  i2t, t2i = mcsm_losses.bidirectional_hinge(
       image, text, neg_text, neg_image, 0.5, positive_text=pos_text, positive_image=pos_image
   )
   # i2t: 0.5 - cos 0 + cos 0 = 0.5; 0.5 - cos 30 + cos 90 -> 0; 0.5 - cos 0 + cos 120 -> 0.
@@ -135,7 +139,7 @@ def test_negatives_always_have_a_different_label(multi_hot):
     labels = np.eye(4, dtype=np.float32)[labels]
     labels[0, 1] = 1.0  # shares with class 0 and class 1: only classes 2 and 3 differ
   agree = np.asarray(losses.label_agreement(jnp.asarray(labels), jnp.asarray(labels)))
-  draw = jax.jit(losses.different_label_negatives)
+  draw = jax.jit(mcsm_losses.different_label_negatives)
   seen = np.zeros_like(agree, dtype=bool)
   for seed in range(200):
     neg, found = map(np.asarray, draw(jax.random.key(seed), jnp.asarray(labels)))
@@ -161,7 +165,7 @@ def test_positives_share_a_label_and_cover_the_class(multi_hot):
     labels = np.eye(4, dtype=np.float32)[labels]
     labels[0, 1] = 1.0  # shares with classes 0 and 1
   agree = np.asarray(losses.label_agreement(jnp.asarray(labels), jnp.asarray(labels))) > 0
-  draw = jax.jit(losses.same_label_positives)
+  draw = jax.jit(mcsm_losses.same_label_positives)
   seen = np.zeros_like(agree)
   for seed in range(200):
     pos = np.asarray(draw(jax.random.key(seed), jnp.asarray(labels)))
@@ -182,7 +186,7 @@ def test_hardest_negatives_pick_the_top_score_among_the_candidates():
   different = jnp.asarray(
       [[False, True, True, True], [True, True, False, False], [False, False, False, False]]
   )
-  neg, found = losses.hardest_negatives(scores, different)
+  neg, found = mcsm_losses.hardest_negatives(scores, different)
   # Row 0: 0.9 is not a candidate, 0.7 is; row 1: a tie, the first; row 2: none.
   np.testing.assert_array_equal(neg, [2, 0, 0])
   np.testing.assert_array_equal(found, [True, True, False])
@@ -195,11 +199,13 @@ def test_expected_hinge_is_the_mean_over_every_draw_of_the_negative():
   different = np.array(losses.label_agreement(labels, labels) == 0)
   different[5] = False  # an anchor without candidates contributes 0
   positive = jnp.sum(image * text, axis=1)
-  got = losses.expected_hinge(positive, jnp.asarray(image @ text.T), jnp.asarray(different), 0.5)
+  got = mcsm_losses.expected_hinge(
+      positive, jnp.asarray(image @ text.T), jnp.asarray(different), 0.5
+  )
   # The code's hinge with each candidate as the negative, averaged over the candidates.
   for k in range(6):
     hinges = [
-        losses.bidirectional_hinge(image[k : k + 1], text[k : k + 1], text[j : j + 1],
+        mcsm_losses.bidirectional_hinge(image[k : k + 1], text[k : k + 1], text[j : j + 1],
                                    image[j : j + 1], 0.5)[0][0]
         for j in np.flatnonzero(different[k])
     ]  # fmt: skip
@@ -280,8 +286,8 @@ def test_method_loss_is_both_spaces_hinge_with_the_keys_negatives(dataset, posit
       train=True, mutable=["batch_stats"],
   )  # fmt: skip
   key_text, key_image = jax.random.split(key)
-  neg_text, _ = losses.different_label_negatives(key_text, jnp.asarray(batch["label"]))
-  neg_image, _ = losses.different_label_negatives(key_image, jnp.asarray(batch["label"]))
+  neg_text, _ = mcsm_losses.different_label_negatives(key_text, jnp.asarray(batch["label"]))
+  neg_image, _ = mcsm_losses.different_label_negatives(key_image, jnp.asarray(batch["label"]))
   labels = batch["label"]
   assert np.all(labels[np.asarray(neg_text)] != labels)
   # Same-label positives come from the batch key folded with 1: the negatives above
@@ -403,7 +409,7 @@ def test_choose_fusion_weight_returns_the_grid_value_with_the_best_map(dataset):
   _, method, variables = _method(dataset)
   split, eval_config = dataset.validation, small_eval_config()
   grid = np.linspace(0, 1, 11)
-  channels = evaluate.split_channels(method, variables, split, eval_config)
+  channels = ranking.split_channels(method, variables, split, eval_config)
   best, table = mcsm.choose_fusion_weight(channels, split["label"], grid)
   assert best in grid.tolist()
   k = int(np.argmax(table["avg"]))
@@ -411,7 +417,7 @@ def test_choose_fusion_weight_returns_the_grid_value_with_the_best_map(dataset):
   assert np.ptp(table["avg"]) > 0  # the weight matters on this split
   # The table's mAPs are what evaluation ranks by with that weight stored.
   for j in (0, k, len(grid) - 1):
-    got = evaluate.evaluate_split(
+    got = protocols.evaluate_split(
         method, mcsm.with_fusion_weight(variables, grid[j]), split, eval_config, full=False
     )["map_all"]
     for d in ("i2t", "t2i", "avg"):
@@ -422,10 +428,10 @@ def test_choose_fusion_weight_returns_the_grid_value_with_the_best_map(dataset):
   assert mcsm.fusion_weight(calibrated) == pytest.approx(full_best)
   assert full_table["avg"].max() >= table["avg"].max()
   # Each space alone, as `model.retrieval` ranks it, and as full evaluation reports it.
-  by_channel = evaluate.evaluate_split(method, variables, split, eval_config)["map_all_by_channel"]
+  by_channel = protocols.evaluate_split(method, variables, split, eval_config)["map_all_by_channel"]
   for space in ("image_space", "text_space"):
     method.config.model.retrieval = space
-    got = evaluate.evaluate_split(method, variables, split, eval_config, full=False)["map_all"]
+    got = protocols.evaluate_split(method, variables, split, eval_config, full=False)["map_all"]
     np.testing.assert_allclose(got["avg"], table[space]["avg"], rtol=1e-9)
     for d in ("i2t", "t2i", "avg"):
       np.testing.assert_allclose(by_channel[space][d], got[d], rtol=1e-9)
@@ -553,7 +559,7 @@ def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset)
   # Training calibrated the weight on validation before each validation pass; the
   # checkpoint of the last epoch carries the weight chosen for its parameters.
   chosen = float(state.collections["fusion"]["weight"])
-  channels = evaluate.split_channels(method, state.variables, dataset.validation, config.eval)
+  channels = ranking.split_channels(method, state.variables, dataset.validation, config.eval)
   best, _ = mcsm.choose_fusion_weight(channels, dataset.validation["label"])
   assert chosen == pytest.approx(best)
   variables, _ = runs.restore_variables(workdir, method, dataset.train, "latest")
@@ -567,14 +573,14 @@ def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset)
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["calibrated"]["fusion"]["weight"] == pytest.approx(ranked_with)
   assert (
-      evaluate.channel_lines(results)[-1]
+      reporting.channel_lines(results)[-1]
       == f"  chosen on validation:  fusion/weight {ranked_with:g}"
   )
   # Each epoch's record carries each space's validation mAP ranked alone: the last one
   # equals that space's ranking of the last checkpoint.
   records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   last = [r for r in records if r["kind"] == "epoch"][-1]
-  on_validation = evaluate.evaluate_split(method, variables, dataset.validation, config.eval)
+  on_validation = protocols.evaluate_split(method, variables, dataset.validation, config.eval)
   for space in ("image_space", "text_space"):
     want = on_validation["map_all_by_channel"][space]["avg"]
     assert last[f"validation_map_{space}"] == pytest.approx(want, abs=1e-6)

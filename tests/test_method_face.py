@@ -26,6 +26,7 @@ from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import evaluate
 from crossmodal_jax import methods
 from crossmodal_jax import optimizers
+from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import train
@@ -168,7 +169,7 @@ def test_joint_method_trains_and_evaluates_through_the_library(tmp_path, dataset
   assert results["map_all"]["avg"] > 0.3, results["map_all"]
   # Evaluation ranks each direction by the method's own fusion of full query rows.
   variables, _ = runs.restore_variables(workdir, method, dataset.train, "best")
-  scores = evaluate.score_split(method, variables, dataset.test, config.eval)
+  scores = ranking.score_split(method, variables, dataset.test, config.eval)
   zi = method.encode_image(variables, dataset.test["image"])
   zt = method.encode_text(variables, dataset.test["text"])
   full = jax.tree.map(np.asarray, method.score(variables, zi, zt))

@@ -1,11 +1,15 @@
-"""Tests for crossmodal_jax.metrics against slow plain-Python references."""
+"""Tests for crossmodal_jax.metrics against slow plain-Python references and the
+single-metric functions of reference_metrics.py."""
 
 import json
 
 import numpy as np
 import pytest
 
+import reference_metrics as R
 from crossmodal_jax import metrics as M
+from crossmodal_jax import protocols
+from crossmodal_jax import results_layout
 
 TOL = 1e-12
 
@@ -119,8 +123,8 @@ def test_relevance_and_ranked_relevance_match_reference(kind, seed):
   for i in range(len(ql)):
     for j in range(len(gl)):
       assert rel[i, j] == ref_relevant(ql[i], gl[j])
-  ranked = M.ranked_relevance(scores, ql, gl)
-  top = M.ranked_relevance(scores, ql, gl, top=7)
+  ranked = R.ranked_relevance(scores, ql, gl)
+  top = R.ranked_relevance(scores, ql, gl, top=7)
   assert top.shape == (len(ql), 7)
   for i in range(len(ql)):
     expect = ref_rel_list(scores, ql, gl, i)
@@ -132,7 +136,7 @@ def test_relevance_and_ranked_relevance_match_reference(kind, seed):
 def test_map_all_and_aps_match_reference(kind, seed):
   scores, ql, gl = make_case(kind, seed)
   want, want_aps = ref_map(scores, ql, gl)
-  aps = M.average_precisions(scores, ql, gl)
+  aps = R.average_precisions(scores, ql, gl)
   assert aps.shape == (len(ql),)
   np.testing.assert_allclose(aps, want_aps, rtol=0, atol=TOL)
   got = M.map_at_all(scores, ql, gl)
@@ -145,21 +149,21 @@ def test_map_all_and_aps_match_reference(kind, seed):
 def test_map_at_r_matches_reference(kind, seed, r):
   scores, ql, gl = make_case(kind, seed)
   want, want_aps = ref_map(scores, ql, gl, r)
-  np.testing.assert_allclose(M.average_precisions(scores, ql, gl, r=r), want_aps, rtol=0, atol=TOL)
-  assert abs(M.map_at_r(scores, ql, gl, r) - want) < TOL
+  np.testing.assert_allclose(R.average_precisions(scores, ql, gl, r=r), want_aps, rtol=0, atol=TOL)
+  assert abs(R.map_at_r(scores, ql, gl, r) - want) < TOL
 
 
 @pytest.mark.parametrize("kind,seed", CASES)
 def test_precision_at_k_and_scope_match_reference(kind, seed):
   scores, ql, gl = make_case(kind, seed)
   ks = [1, 2, 5, 10, 29, 50]
-  got = M.precision_at_k(scores, ql, gl, ks)
+  got = R.precision_at_k(scores, ql, gl, ks)
   assert list(got) == ks
   for k in ks:
     assert isinstance(got[k], float)
     assert abs(got[k] - ref_precision_at(scores, ql, gl, k)) < TOL
   scopes = [50, 3, 1, 20]
-  ps = M.precision_scope(scores, ql, gl, scopes)
+  ps = R.precision_scope(scores, ql, gl, scopes)
   assert ps.shape == (4,)
   np.testing.assert_allclose(
       ps, [ref_precision_at(scores, ql, gl, k) for k in scopes], rtol=0, atol=TOL
@@ -170,7 +174,7 @@ def test_precision_at_k_and_scope_match_reference(kind, seed):
 @pytest.mark.parametrize("num_points", [11, 5, 2])
 def test_pr_curve_matches_reference(kind, seed, num_points):
   scores, ql, gl = make_case(kind, seed)
-  recall, precision = M.pr_curve(scores, ql, gl, num_points=num_points)
+  recall, precision = R.pr_curve(scores, ql, gl, num_points=num_points)
   np.testing.assert_allclose(recall, np.linspace(0, 1, num_points), rtol=0, atol=TOL)
   np.testing.assert_allclose(precision, ref_pr_curve(scores, ql, gl, num_points), rtol=0, atol=TOL)
   assert np.all(np.diff(precision) <= TOL)  # interpolated precision is non-increasing
@@ -198,23 +202,23 @@ def test_retrieval_metrics_matches_reference(kind, seed):
 def test_chunk_size_does_not_change_results(kind, seed, chunk_size):
   scores, ql, gl = make_case(kind, seed)
   np.testing.assert_array_equal(
-      M.ranked_relevance(scores, ql, gl, chunk_size=chunk_size),
-      M.ranked_relevance(scores, ql, gl),
+      R.ranked_relevance(scores, ql, gl, chunk_size=chunk_size),
+      R.ranked_relevance(scores, ql, gl),
   )
   kw = dict(chunk_size=chunk_size)
   assert abs(M.map_at_all(scores, ql, gl, **kw) - M.map_at_all(scores, ql, gl)) < TOL
-  assert abs(M.map_at_r(scores, ql, gl, 5, **kw) - M.map_at_r(scores, ql, gl, 5)) < TOL
-  a = M.precision_at_k(scores, ql, gl, [1, 5], **kw)
-  b = M.precision_at_k(scores, ql, gl, [1, 5])
+  assert abs(R.map_at_r(scores, ql, gl, 5, **kw) - R.map_at_r(scores, ql, gl, 5)) < TOL
+  a = R.precision_at_k(scores, ql, gl, [1, 5], **kw)
+  b = R.precision_at_k(scores, ql, gl, [1, 5])
   assert all(abs(a[k] - b[k]) < TOL for k in (1, 5))
   np.testing.assert_allclose(
-      M.precision_scope(scores, ql, gl, [2, 7], **kw),
-      M.precision_scope(scores, ql, gl, [2, 7]),
+      R.precision_scope(scores, ql, gl, [2, 7], **kw),
+      R.precision_scope(scores, ql, gl, [2, 7]),
       rtol=0,
       atol=TOL,
   )
   np.testing.assert_allclose(
-      M.pr_curve(scores, ql, gl, **kw)[1], M.pr_curve(scores, ql, gl)[1], rtol=0, atol=TOL
+      R.pr_curve(scores, ql, gl, **kw)[1], R.pr_curve(scores, ql, gl)[1], rtol=0, atol=TOL
   )
   ra = M.retrieval_metrics(scores, ql, gl, r=5, **kw)
   rb = M.retrieval_metrics(scores, ql, gl, r=5)
@@ -224,7 +228,7 @@ def test_chunk_size_does_not_change_results(kind, seed, chunk_size):
     assert abs(ra["precision_at_k"][k] - rb["precision_at_k"][k]) < TOL
   order = np.argsort(-scores, axis=1, kind="stable")
   assert (
-      abs(M.map_at_r_from_topk(order[:, :8], ql, gl, 5, **kw) - M.map_at_r(scores, ql, gl, 5)) < TOL
+      abs(R.map_at_r_from_topk(order[:, :8], ql, gl, 5, **kw) - R.map_at_r(scores, ql, gl, 5)) < TOL
   )
 
 
@@ -239,12 +243,12 @@ ALL_SCOPES = (50, 3, 1, 20)
 def _single_functions(scores, ql, gl, r, ks, scopes, pr_points, chunk_size):
   """What retrieval_metrics must return, from the single-metric functions."""
   kw = dict(chunk_size=chunk_size)
-  recall, precision = M.pr_curve(scores, ql, gl, num_points=pr_points, **kw)
+  recall, precision = R.pr_curve(scores, ql, gl, num_points=pr_points, **kw)
   return {
       "map_all": M.map_at_all(scores, ql, gl, **kw),
-      "map_r": M.map_at_r(scores, ql, gl, r, **kw),
-      "precision_at_k": {str(k): v for k, v in M.precision_at_k(scores, ql, gl, ks, **kw).items()},
-      "precision_scope": M.precision_scope(scores, ql, gl, scopes, **kw).tolist(),
+      "map_r": R.map_at_r(scores, ql, gl, r, **kw),
+      "precision_at_k": {str(k): v for k, v in R.precision_at_k(scores, ql, gl, ks, **kw).items()},
+      "precision_scope": R.precision_scope(scores, ql, gl, scopes, **kw).tolist(),
       "pr_curve": {"recall": recall.tolist(), "precision": precision.tolist()},
   }
 
@@ -286,10 +290,10 @@ def test_retrieval_metrics_optional_parts(kind):
   assert out == {"map_all": M.map_at_all(scores, ql, gl), "precision_at_k": {}}
   out = M.retrieval_metrics(scores, ql, gl, ks=[5], scopes=np.array([2, 7]))
   assert set(out) == {"map_all", "precision_at_k", "precision_scope"}
-  assert out["precision_scope"] == M.precision_scope(scores, ql, gl, [2, 7]).tolist()
+  assert out["precision_scope"] == R.precision_scope(scores, ql, gl, [2, 7]).tolist()
   out = M.retrieval_metrics(scores, ql, gl, ks=[5], pr_points=11)
   assert set(out) == {"map_all", "precision_at_k", "pr_curve"}
-  recall, precision = M.pr_curve(scores, ql, gl)
+  recall, precision = R.pr_curve(scores, ql, gl)
   assert out["pr_curve"] == {"recall": recall.tolist(), "precision": precision.tolist()}
   json.dumps(out)
   with pytest.raises(ValueError, match="scopes"):
@@ -365,14 +369,14 @@ def test_ap_hand_computed_ranks_1_and_3():
   want = (1 / 1 + 2 / 3) / 2
   assert abs(M.map_at_all(scores, ql, gl) - want) < TOL
   # top 2 finds only the rank-1 item: denominator = 1 found -> AP 1
-  assert abs(M.map_at_r(scores, ql, gl, 2) - 1.0) < TOL
-  assert abs(M.map_at_r(scores, ql, gl, 3) - want) < TOL
+  assert abs(R.map_at_r(scores, ql, gl, 2) - 1.0) < TOL
+  assert abs(R.map_at_r(scores, ql, gl, 3) - want) < TOL
   # nothing found in the top r -> AP 0
   scores2 = np.array([[0.1, 0.8, 0.7, 0.6]])
   gl2 = np.array([1, 0, 0, 0])
-  assert M.map_at_r(scores2, ql, gl2, 3) == 0.0
+  assert R.map_at_r(scores2, ql, gl2, 3) == 0.0
   assert abs(M.map_at_all(scores2, ql, gl2) - 0.25) < TOL
-  p = M.precision_at_k(scores, ql, gl, [1, 2, 3, 4, 10])
+  p = R.precision_at_k(scores, ql, gl, [1, 2, 3, 4, 10])
   assert p == pytest.approx({1: 1.0, 2: 0.5, 3: 2 / 3, 4: 0.5, 10: 0.5}, abs=TOL)
 
 
@@ -381,7 +385,7 @@ def test_map_over_queries_and_no_relevant_query_counts_zero():
   ql = np.array([0, 5])  # query 1 has no relevant item
   gl = np.array([0, 1, 0])
   ap0 = (1 + 2 / 3) / 2
-  np.testing.assert_allclose(M.average_precisions(scores, ql, gl), [ap0, 0.0], atol=TOL)
+  np.testing.assert_allclose(R.average_precisions(scores, ql, gl), [ap0, 0.0], atol=TOL)
   assert abs(M.map_at_all(scores, ql, gl) - ap0 / 2) < TOL
 
 
@@ -395,21 +399,21 @@ def test_pr_curve_hand_computed():
   scores = np.array([[0.9, 0.8, 0.7, 0.6]])
   ql = np.array([1])
   gl = np.array([1, 0, 1, 0])  # precision 1 at recall .5, 2/3 at recall 1
-  recall, precision = M.pr_curve(scores, ql, gl, num_points=11)
+  recall, precision = R.pr_curve(scores, ql, gl, num_points=11)
   want = [1.0] * 6 + [2 / 3] * 5
   np.testing.assert_allclose(precision, want, atol=TOL)
   np.testing.assert_allclose(recall, np.arange(11) / 10, atol=TOL)
   # recall level 0.3 with 10 relevant items: needs exactly 3 hits (no float slip)
   scores = np.arange(20, 0, -1, dtype=float)[None, :]
   gl = np.array([1, 0] * 10)
-  _, precision = M.pr_curve(scores, np.array([1]), gl, num_points=11)
+  _, precision = R.pr_curve(scores, np.array([1]), gl, num_points=11)
   # hit h is at rank 2h - 1, precision h / (2h - 1); max over ranks with >= h hits
   want = [1.0] + [max(h / (2 * h - 1) for h in range(i, 11)) for i in range(1, 11)]
   np.testing.assert_allclose(precision, want, atol=TOL)
 
 
 def test_pr_curve_no_query_with_relevant_items_is_zero():
-  recall, precision = M.pr_curve(np.zeros((2, 3)), np.array([7, 8]), np.array([0, 1, 2]))
+  recall, precision = R.pr_curve(np.zeros((2, 3)), np.array([7, 8]), np.array([0, 1, 2]))
   assert recall.shape == precision.shape == (11,)
   np.testing.assert_array_equal(precision, np.zeros(11))
 
@@ -419,15 +423,15 @@ def test_ties_broken_by_lower_gallery_index():
   ql = np.array([1])
   rel_first = np.array([1, 0, 0])
   rel_second = np.array([0, 1, 0])
-  np.testing.assert_array_equal(M.ranked_relevance(scores, ql, rel_first), [[True, False, False]])
-  np.testing.assert_array_equal(M.ranked_relevance(scores, ql, rel_second), [[False, True, False]])
+  np.testing.assert_array_equal(R.ranked_relevance(scores, ql, rel_first), [[True, False, False]])
+  np.testing.assert_array_equal(R.ranked_relevance(scores, ql, rel_second), [[False, True, False]])
   assert M.map_at_all(scores, ql, rel_first) == 1.0
   assert abs(M.map_at_all(scores, ql, rel_second) - 0.5) < TOL
-  assert M.precision_at_k(scores, ql, rel_second, [1]) == {1: 0.0}
+  assert R.precision_at_k(scores, ql, rel_second, [1]) == {1: 0.0}
   # same with integer scores and the tie at the end of the ranking
   scores = np.array([[3, 1, 1]])
   np.testing.assert_array_equal(
-      M.ranked_relevance(scores, ql, np.array([0, 0, 1])), [[False, False, True]]
+      R.ranked_relevance(scores, ql, np.array([0, 0, 1])), [[False, False, True]]
   )
 
 
@@ -437,7 +441,7 @@ def test_ties_stable_on_large_gallery():
   scores = rng.integers(0, 3, (4, 600)).astype(np.float32)
   ql = rng.integers(0, 3, 4)
   gl = rng.integers(0, 3, 600)
-  ranked = M.ranked_relevance(scores, ql, gl)
+  ranked = R.ranked_relevance(scores, ql, gl)
   for i in range(4):
     assert ranked[i].tolist() == ref_rel_list(scores, ql, gl, i)
   assert abs(M.map_at_all(scores, ql, gl) - ref_map(scores, ql, gl)[0]) < TOL
@@ -452,8 +456,8 @@ def test_ties_stable_on_large_gallery():
 def test_map_at_r_equals_map_at_all_when_r_is_gallery_size(kind, seed):
   scores, ql, gl = make_case(kind, seed)
   ng = scores.shape[1]
-  assert abs(M.map_at_r(scores, ql, gl, ng) - M.map_at_all(scores, ql, gl)) < TOL
-  assert abs(M.map_at_r(scores, ql, gl, 10 * ng) - M.map_at_all(scores, ql, gl)) < TOL
+  assert abs(R.map_at_r(scores, ql, gl, ng) - M.map_at_all(scores, ql, gl)) < TOL
+  assert abs(R.map_at_r(scores, ql, gl, 10 * ng) - M.map_at_all(scores, ql, gl)) < TOL
 
 
 @pytest.mark.parametrize("kind,seed", CASES)
@@ -461,10 +465,10 @@ def test_map_at_r_equals_map_at_all_when_r_is_gallery_size(kind, seed):
 def test_map_at_r_from_topk_equals_map_at_r(kind, seed, r):
   scores, ql, gl = make_case(kind, seed)
   order = np.argsort(-scores, axis=1, kind="stable")
-  want = M.map_at_r(scores, ql, gl, r)
-  assert abs(M.map_at_r_from_topk(order[:, :r], ql, gl, r) - want) < TOL
-  assert abs(M.map_at_r_from_topk(order, ql, gl, r) - want) < TOL
-  assert abs(M.map_at_r_from_topk(order[:, :r], ql, gl, r) - ref_map(scores, ql, gl, r)[0]) < TOL
+  want = R.map_at_r(scores, ql, gl, r)
+  assert abs(R.map_at_r_from_topk(order[:, :r], ql, gl, r) - want) < TOL
+  assert abs(R.map_at_r_from_topk(order, ql, gl, r) - want) < TOL
+  assert abs(R.map_at_r_from_topk(order[:, :r], ql, gl, r) - ref_map(scores, ql, gl, r)[0]) < TOL
 
 
 # --------------------------------------------------------------------------------------
@@ -493,11 +497,11 @@ def test_split_metrics_from_topk_equal_split_metrics_across_splits():
   scores = {d: np.round(rng.random((11, 40)), 1) for d in ("i2t", "t2i")}
   full = M.split_metrics(scores, ql, 20, (1, 5, 30), gallery_labels=gl)
   order = {d: np.argsort(-s, axis=1, kind="stable") for d, s in scores.items()}
-  assert M.split_metrics_from_topk(order, ql, 20, (1, 5, 30), gallery_labels=gl) == full
+  assert protocols.split_metrics_from_topk(order, ql, 20, (1, 5, 30), gallery_labels=gl) == full
   for d in ("i2t", "t2i"):
     assert abs(full["map_at_20"][d] - ref_map(scores[d], ql, gl, 20)[0]) < TOL
     assert abs(full["map_all"][d] - ref_map(scores[d], ql, gl)[0]) < TOL
-  top = M.split_metrics_from_topk(
+  top = protocols.split_metrics_from_topk(
       {d: o[:, :30] for d, o in order.items()}, ql, 20, (1, 5, 30), gallery_labels=gl
   )
   assert list(top) == ["map_at_20", "precision_at_k", "precision_scope"]
@@ -506,6 +510,25 @@ def test_split_metrics_from_topk_equal_split_metrics_across_splits():
     assert top[key] == full[key]
   for d in ("i2t", "t2i"):
     assert top["precision_scope"][d] == full["precision_scope"][d][:2]
+
+
+def test_split_metrics_keys_follow_the_results_layout():
+  rng = np.random.default_rng(6)
+  ql, gl = rng.integers(0, 3, 11), rng.integers(0, 3, 40)
+  scores = {d: np.round(rng.random((11, 40)), 1) for d in ("i2t", "t2i")}
+  full = M.split_metrics(scores, ql, 50, (1, 5, 100), gallery_labels=gl)
+  # R capped at the gallery size, the K and scopes beyond it dropped, in results.json's order.
+  assert results_layout.cutoffs(40, 50, (1, 5, 100)) == (40, (1, 5), (10, 25))
+  assert results_layout.cutoffs(40, 50, (1, 5, 100), top=20) == (40, (1, 5), (10,))
+  assert list(full) == ["map_all", "map_at_40", "precision_at_k", "pr_curve", "precision_scope"]
+  assert list(full["map_all"]) == list(full["map_at_40"]) == ["i2t", "t2i", "avg"]
+  assert list(full["precision_scope"]) == ["scopes", "i2t", "t2i"]
+  assert full["precision_scope"]["scopes"] == [10, 25]
+  assert list(full["precision_at_k"]["i2t"]) == ["1", "5"]
+  assert full["map_all"]["avg"] == np.mean([full["map_all"]["i2t"], full["map_all"]["t2i"]])
+  for d in ("i2t", "t2i"):
+    assert full["map_all"][d] == M.map_at_all(scores[d], ql, gl)
+  assert M.split_metrics(scores, ql, full=False, gallery_labels=gl) == {"map_all": full["map_all"]}
 
 
 def test_topk_metrics_bad_inputs_raise_value_error():
@@ -539,19 +562,19 @@ def test_bad_shapes_raise_value_error():
   with pytest.raises(ValueError, match="shape"):
     M.map_at_all(scores[0], ql, gl)
   with pytest.raises(ValueError, match="shape"):
-    M.ranked_relevance(scores.T, ql, gl)
+    R.ranked_relevance(scores.T, ql, gl)
   with pytest.raises(ValueError, match="shape"):
-    M.precision_at_k(scores, ql, gl[:5], [1])
+    R.precision_at_k(scores, ql, gl[:5], [1])
   with pytest.raises(ValueError, match="shape"):
-    M.precision_scope(scores, ql, gl[:5], [1])
+    R.precision_scope(scores, ql, gl[:5], [1])
   with pytest.raises(ValueError, match="shape"):
-    M.pr_curve(scores, ql, gl[:5])
+    R.pr_curve(scores, ql, gl[:5])
   with pytest.raises(ValueError, match="shape"):
     M.retrieval_metrics(scores, ql, gl[:5])
   with pytest.raises(ValueError, match="shape"):
-    M.average_precisions(scores, ql[:3], gl)
+    R.average_precisions(scores, ql[:3], gl)
   with pytest.raises(ValueError, match="shape"):
-    M.map_at_r(scores, ql, gl[:3], 5)
+    R.map_at_r(scores, ql, gl[:3], 5)
   # label kinds and class counts
   mh_q = np.zeros((13, 4), dtype=int)
   with pytest.raises(ValueError, match="shape"):
@@ -565,23 +588,23 @@ def test_bad_shapes_raise_value_error():
   # top-k input
   order = np.argsort(-scores, axis=1, kind="stable")
   with pytest.raises(ValueError, match="shape"):
-    M.map_at_r_from_topk(order[:, :3], ql, gl, 5)
+    R.map_at_r_from_topk(order[:, :3], ql, gl, 5)
   with pytest.raises(ValueError, match="shape"):
-    M.map_at_r_from_topk(order[:-1], ql, gl, 5)
+    R.map_at_r_from_topk(order[:-1], ql, gl, 5)
   with pytest.raises(ValueError, match="range|lie in"):
-    M.map_at_r_from_topk(order + 1, ql, gl, 29)
+    R.map_at_r_from_topk(order + 1, ql, gl, 29)
 
 
 def test_bad_arguments_raise_value_error():
   scores, ql, gl = make_case("int", 0)
   with pytest.raises(ValueError):
-    M.map_at_r(scores, ql, gl, 0)
+    R.map_at_r(scores, ql, gl, 0)
   with pytest.raises(ValueError):
-    M.precision_at_k(scores, ql, gl, [0, 1])
+    R.precision_at_k(scores, ql, gl, [0, 1])
   with pytest.raises(ValueError):
-    M.precision_scope(scores, ql, gl, [])
+    R.precision_scope(scores, ql, gl, [])
   with pytest.raises(ValueError):
-    M.pr_curve(scores, ql, gl, num_points=1)
+    R.pr_curve(scores, ql, gl, num_points=1)
   with pytest.raises(ValueError):
     M.map_at_all(scores, ql, gl, chunk_size=0)
   bad = scores.copy()

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from configs.default import get_config
-from crossmodal_jax import evaluate
 from crossmodal_jax import metrics
+from crossmodal_jax import protocols
 from crossmodal_jax import runs
-from crossmodal_jax import sampling
 from crossmodal_jax import train
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.data import word_graph
+from crossmodal_jax.methods.scanet import pairs as pairs_lib
 
 
 def _shares(hot, image, text) -> np.ndarray:
@@ -63,7 +63,7 @@ def _multi_hot(n, classes, p, seed, empty=0) -> np.ndarray:
 
 def test_multi_hot_pairs_share_labels_are_distinct_and_fixed_by_seed():
   hot = _multi_hot(300, 8, 0.1, seed=0, empty=20)
-  pairs = sampling.sample_pairs(hot, 1000, 1200, seed=3)
+  pairs = pairs_lib.sample_pairs(hot, 1000, 1200, seed=3)
   assert len(pairs) == 2200 and pairs.positive.sum() == 1000
   assert pairs.image.dtype == pairs.text.dtype == np.int32
   # The true pairs first (all 300), then pairs of distinct rows sharing a label.
@@ -78,12 +78,12 @@ def test_multi_hot_pairs_share_labels_are_distinct_and_fixed_by_seed():
   assert np.any(unlabeled & ~pairs.positive)
   codes = pairs.image.astype(np.int64) * 300 + pairs.text
   assert len(np.unique(codes)) == len(pairs)
-  again = sampling.sample_pairs(hot, 1000, 1200, seed=3)
+  again = pairs_lib.sample_pairs(hot, 1000, 1200, seed=3)
   for a, b in ((again.image, pairs.image), (again.text, pairs.text)):
     np.testing.assert_array_equal(a, b)
-  other = sampling.sample_pairs(hot, 1000, 1200, seed=4)
+  other = pairs_lib.sample_pairs(hot, 1000, 1200, seed=4)
   assert not np.array_equal(other.text, pairs.text)
-  few = sampling.sample_pairs(hot, 100, 0, seed=3)  # fewer positives than rows
+  few = pairs_lib.sample_pairs(hot, 100, 0, seed=3)  # fewer positives than rows
   assert len(few) == 100 and np.all(few.image == few.text)
 
 
@@ -91,14 +91,14 @@ def test_multi_hot_pairs_exhaust_exactly_the_available_pairs():
   hot = _multi_hot(40, 5, 0.2, seed=1, empty=4)
   relevant, irrelevant = _all_pairs(hot)
   n_pos, n_neg = 40 + len(relevant), len(irrelevant)
-  pairs = sampling.sample_pairs(hot, n_pos, n_neg, seed=0)
+  pairs = pairs_lib.sample_pairs(hot, n_pos, n_neg, seed=0)
   assert _pair_sets(pairs) == (relevant, irrelevant)
   with pytest.raises(ValueError, match=f"{n_pos + 1} positive pairs; .* 40 rows have {n_pos}"):
-    sampling.sample_pairs(hot, n_pos + 1, 0, seed=0)
+    pairs_lib.sample_pairs(hot, n_pos + 1, 0, seed=0)
   with pytest.raises(ValueError, match=f"{n_neg + 1} negative pairs; .* 40 rows have {n_neg}"):
-    sampling.sample_pairs(hot, 0, n_neg + 1, seed=0)
+    pairs_lib.sample_pairs(hot, 0, n_neg + 1, seed=0)
   with pytest.raises(ValueError, match="multi-hot labels"):
-    sampling.sample_pairs(hot[:, :, None], 10, 10, seed=0)
+    pairs_lib.sample_pairs(hot[:, :, None], 10, 10, seed=0)
 
 
 def test_multi_hot_pairs_are_uniform_over_pairs():
@@ -111,7 +111,7 @@ def test_multi_hot_pairs_are_uniform_over_pairs():
   for positive, partners in ((True, share), (False, ~share)):
     np.fill_diagonal(partners, False)
     count = 6000
-    pairs = sampling.sample_pairs(hot, 200 + count if positive else 0, 0 if positive else count, 5)
+    pairs = pairs_lib.sample_pairs(hot, 200 + count if positive else 0, 0 if positive else count, 5)
     image = pairs.image[pairs.image != pairs.text]
     expected = count * np.bincount(group, partners.sum(axis=1), 4) / partners.sum()
     seen = np.bincount(group[image], minlength=4)
@@ -121,7 +121,7 @@ def test_multi_hot_pairs_are_uniform_over_pairs():
 
 def test_two_dimensional_labels_must_be_multi_hot():
   with pytest.raises(ValueError, match="must be 0/1 multi-hot"):
-    sampling.sample_pairs(np.array([[0], [1], [2]]), 3, 1, seed=0)  # class ids as a column
+    pairs_lib.sample_pairs(np.array([[0], [1], [2]]), 3, 1, seed=0)  # class ids as a column
 
 
 def test_int_labels_and_their_one_hot_rows_give_the_same_relations():
@@ -133,13 +133,13 @@ def test_int_labels_and_their_one_hot_rows_give_the_same_relations():
   }
   n_pos, n_neg = 30 + len(relevant), len(irrelevant)
   for y in (labels, one_hot):
-    assert _pair_sets(sampling.sample_pairs(y, n_pos, n_neg, seed=1)) == (relevant, irrelevant)
-    part = sampling.sample_pairs(y, 100, 150, seed=2)
+    assert _pair_sets(pairs_lib.sample_pairs(y, n_pos, n_neg, seed=1)) == (relevant, irrelevant)
+    part = pairs_lib.sample_pairs(y, 100, 150, seed=2)
     same = labels[part.image] == labels[part.text]
     np.testing.assert_array_equal(same, part.positive)
     for asked in ((n_pos + 1, 0), (0, n_neg + 1)):
       with pytest.raises(ValueError, match=f"Asked for {max(asked)} .* have {max(asked) - 1}"):
-        sampling.sample_pairs(y, *asked, seed=0)
+        pairs_lib.sample_pairs(y, *asked, seed=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -245,6 +245,8 @@ def test_scanet_trains_on_multi_label_data(tmp_path, multi):
     assert np.isfinite(record["loss"]) and 0 < record["validation_map"] <= 1, record
   # What train.train_and_evaluate's test evaluation computes, by the trained method itself
   # (its encoders already compiled for the validation split of the same size).
-  results = evaluate.evaluate_split(trained, state.variables, dataset.test, config.eval, full=False)
+  results = protocols.evaluate_split(
+      trained, state.variables, dataset.test, config.eval, full=False
+  )
   chance = float(metrics.relevance(labels, labels).mean())  # a random ranking's mAP
   assert results["map_all"]["avg"] > chance + 0.08, (results["map_all"], chance)

@@ -13,11 +13,13 @@ import sys
 import numpy as np
 import pytest
 
+import reference_metrics
 from crossmodal_jax import baselines
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import metrics
+from crossmodal_jax import protocols
 from crossmodal_jax.data import synthetic
 from experiments import reproduce
 
@@ -396,7 +398,7 @@ def test_yu2018_protocol_evaluates_the_trained_runs(table, tmp_path):
       "gallery_split": "train",
       "metric": "map_at_100",
       "metric_name": "mAP@100",
-      "description": evaluate.PROTOCOLS["yu2018"].description,
+      "description": protocols.PROTOCOLS["yu2018"].description,
   }
   ds = stored["datasets"]["synthetic"]
   assert (ds["num_test"], ds["num_gallery"], ds["metric"]) == (600, 400, "map_at_100")
@@ -418,7 +420,7 @@ def test_yu2018_protocol_evaluates_the_trained_runs(table, tmp_path):
   train_i, train_t = baselines.cca_project(model, data.train["image"], data.train["text"])
   for d, (query, gallery) in (("i2t", (test_i, train_t)), ("t2i", (test_t, train_i))):
     scores = baselines.cosine(query, gallery)
-    expected = metrics.map_at_r(scores, data.test["label"], data.train["label"], 100)
+    expected = reference_metrics.map_at_r(scores, data.test["label"], data.train["label"], 100)
     assert rows["cca"]["map_at_100"][d]["mean"] == pytest.approx(expected, abs=1e-6)
   with open(os.path.join(workdir, "results_yu2018.md")) as f:
     md = f.read()
@@ -490,7 +492,7 @@ def test_bad_inputs_are_one_error(tmp_path):
     call(protocol="nope")
   assert not os.listdir(tmp_path)
   help_text = reproduce.flags.FLAGS["protocol"].help
-  for name, spec in evaluate.PROTOCOLS.items():
+  for name, spec in protocols.PROTOCOLS.items():
     assert f"{name}: {spec.description}" in help_text
   assert reproduce.parse_manual_dirs(["wikipedia=/a", "/b"], ["features", "wikipedia"]) == {
       "wikipedia": "/a",

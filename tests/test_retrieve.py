@@ -28,10 +28,11 @@ from absl import flags
 from conftest import REPO, age_drsl_config_json
 from configs import default
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate
 from crossmodal_jax import losses
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
+from crossmodal_jax import protocols
+from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import train
@@ -174,7 +175,7 @@ def test_streamed_metrics_equal_full_matrix_metrics(toy_dataset, name, gallery_s
   method, variables = toy(name)
   split, gallery = toy_dataset.test, toy_dataset.splits[gallery_split]
   ng = len(gallery)
-  full = evaluate.evaluate_split(
+  full = protocols.evaluate_split(
       method, variables, split, eval_config(ranking="full"), gallery=gallery
   )
   # Ties in every query row.
@@ -183,7 +184,7 @@ def test_streamed_metrics_equal_full_matrix_metrics(toy_dataset, name, gallery_s
   assert all(len(np.unique(row)) < ng for row in ranking)
   for k, whole in ((0, False), (ng, True)):  # k = max(map_r, precision_ks) = 10; all
     config = eval_config(ranking="top_k", top_k=k)
-    streamed = evaluate.evaluate_split(method, variables, split, config, gallery=gallery)
+    streamed = protocols.evaluate_split(method, variables, split, config, gallery=gallery)
     assert streamed["top_k"] == (ng if whole else 10)
     assert ("map_all" in streamed) == whole and ("pr_curve" in streamed) == whole
     assert set(streamed["precision_at_k"]["i2t"]) == {"1", "5", "10"}
@@ -198,19 +199,19 @@ def test_auto_ranking_streams_past_the_full_matrix_limit(toy_dataset):
   split = toy_dataset.test
   # 30 x 30 x 4 B x (2 channels + 2) = 14.4 kB.
   assert (
-      evaluate.full_matrix_bytes(30, 30, evaluate.num_channels(method, variables, split)) == 14400
+      protocols.full_matrix_bytes(30, 30, ranking.num_channels(method, variables, split)) == 14400
   )
   small = eval_config(full_matrix_mb=14400 / 2**20)
-  assert evaluate.ranking_mode(method, variables, split, split, small) == "full"
+  assert protocols.ranking_mode(method, variables, split, split, small) == "full"
   tiny = eval_config(full_matrix_mb=14399 / 2**20)
-  assert evaluate.ranking_mode(method, variables, split, split, tiny) == "top_k"
-  assert evaluate.ranking_mode(method, variables, split, split, tiny, full=False) == "full"
-  result = evaluate.evaluate_split(method, variables, split, tiny)
+  assert protocols.ranking_mode(method, variables, split, split, tiny) == "top_k"
+  assert protocols.ranking_mode(method, variables, split, split, tiny, full=False) == "full"
+  result = protocols.evaluate_split(method, variables, split, tiny)
   assert result["top_k"] == 10 and "map_all" not in result
   with pytest.raises(errors.UserError, match="Unknown eval.ranking 'fast'"):
-    evaluate.evaluate_split(method, variables, split, eval_config(ranking="fast"))
+    protocols.evaluate_split(method, variables, split, eval_config(ranking="fast"))
   with pytest.raises(errors.UserError, match="eval.top_k must be an integer >= 0"):
-    evaluate.evaluate_split(method, variables, split, eval_config(ranking="top_k", top_k=-1))
+    protocols.evaluate_split(method, variables, split, eval_config(ranking="top_k", top_k=-1))
 
 
 def test_unstreamable_rankings_are_one_user_error_naming_the_method(toy_dataset):
@@ -218,15 +219,15 @@ def test_unstreamable_rankings_are_one_user_error_naming_the_method(toy_dataset)
   split = toy_dataset.test
   config = eval_config(ranking="top_k")
   with pytest.raises(errors.UserError, match="'column_norm'.*not row-wise") as e:
-    evaluate.evaluate_split(method, variables, split, config)
+    protocols.evaluate_split(method, variables, split, config)
   assert "\n" not in str(e.value)
   # Fine with the full matrices.
-  assert "map_all" in evaluate.evaluate_split(method, variables, split, eval_config())
+  assert "map_all" in protocols.evaluate_split(method, variables, split, eval_config())
   # One query row of 30 items x 148 B is over half of a 4 kB budget.
   method, variables = toy("int_fused")
   config = eval_config(ranking="top_k", memory_budget_mb=4096 / 2**20)
   with pytest.raises(errors.UserError, match="'int_fused'.*one query's row of 30 gallery items"):
-    evaluate.evaluate_split(method, variables, split, config)
+    protocols.evaluate_split(method, variables, split, config)
 
 
 # --------------------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def reference_metrics(scores, query_labels, gallery_labels, r, ks):
 def test_yu2018_protocol_equals_numpy_reference(toy_dataset, name, ranking):
   method, variables = toy(name)
   config = eval_config(ranking=ranking, precision_ks=(1, 5, 10, 50, 100))
-  result = evaluate.evaluate_protocol(method, variables, toy_dataset, config, "yu2018")
+  result = protocols.evaluate_protocol(method, variables, toy_dataset, config, "yu2018")
   assert result["protocol"]["metric"] == "map_at_100"
   assert (result["protocol"]["query_split"], result["protocol"]["gallery_split"]) == (
       "test",
@@ -295,7 +296,7 @@ def test_yu2018_protocol_equals_numpy_reference(toy_dataset, name, ranking):
     else:  # k = 100 of the 120 training items: no mAP@ALL
       assert result["top_k"] == 100 and "map_all" not in result
   with pytest.raises(errors.UserError, match="Unknown protocol 'yu'"):
-    evaluate.evaluate_protocol(method, variables, toy_dataset, config, "yu")
+    protocols.evaluate_protocol(method, variables, toy_dataset, config, "yu")
 
 
 # --------------------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def trained(tmp_path_factory):
 def score_matrix_of(workdir, config, dataset, split: str, direction: str) -> np.ndarray:
   method = methods.get_method(config, dataset.dims(), dataset.meta)
   variables, _ = runs.restore_variables(str(workdir), method, dataset.train, "best")
-  return evaluate.score_split(method, variables, dataset.splits[split], config.eval)[direction]
+  return ranking.score_split(method, variables, dataset.splits[split], config.eval)[direction]
 
 
 def assert_true_top_k(report: dict, matrix: np.ndarray, labels: np.ndarray, names):
@@ -369,9 +370,9 @@ def test_retrieve_lists_the_true_top_k_of_the_score_matrix(trained):
   )
   method = methods.get_method(config, dataset.dims(), dataset.meta)
   variables, _ = runs.restore_variables(str(workdir), method, dataset.train, "best")
-  images, _ = evaluate.encode_split(method, variables, dataset.test, config.eval)
-  _, texts = evaluate.encode_split(method, variables, dataset.train, config.eval)
-  matrix = scoring.method_channels(method, variables, images, texts, config.eval)
+  images, _ = ranking.encode_split(method, variables, dataset.test, config.eval)
+  _, texts = ranking.encode_split(method, variables, dataset.train, config.eval)
+  matrix = ranking.method_channels(method, variables, images, texts, config.eval)
   assert report["num_gallery"] == 200
   assert_true_top_k(report, matrix, dataset.train["label"], names)
 

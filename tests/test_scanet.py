@@ -16,12 +16,12 @@ from conftest import WIKI_DIR
 from conftest import train_on_real_wikipedia
 from configs.default import get_config
 from crossmodal_jax import data as data_lib
-from crossmodal_jax import losses
 from crossmodal_jax import methods
-from crossmodal_jax import sampling
 from crossmodal_jax import scoring
 from crossmodal_jax.data import synthetic
 from crossmodal_jax.data import word_graph
+from crossmodal_jax.methods.scanet import losses as scanet_losses
+from crossmodal_jax.methods.scanet import pairs as pairs_lib
 
 
 def small_dataset(num_train=160):
@@ -65,13 +65,15 @@ def test_global_loss_on_a_hand_computed_batch():
   positive = jnp.array([1, 1, 0, 0, 0])
   # mean+ 0.8, var+ 0.01; mean- 0.4, var- 0.08 / 3; hinge 0.35 * (0.6 - 0.4).
   want = 0.01 + 0.08 / 3 + 0.35 * 0.2
-  np.testing.assert_allclose(losses.global_loss(scores, positive, 0.6, 0.35), want, rtol=1e-6)
+  np.testing.assert_allclose(
+      scanet_losses.global_loss(scores, positive, 0.6, 0.35), want, rtol=1e-6
+  )
   # Means far enough apart: only the variances remain.
   np.testing.assert_allclose(
-      losses.global_loss(scores, positive, 0.3, 0.35), 0.01 + 0.08 / 3, rtol=1e-6
+      scanet_losses.global_loss(scores, positive, 0.3, 0.35), 0.01 + 0.08 / 3, rtol=1e-6
   )
   # The loss pulls positives up and negatives down while the hinge is active.
-  g = jax.grad(lambda s: losses.global_loss(s, positive, 0.6, 0.35))(jnp.full(5, 0.5))
+  g = jax.grad(lambda s: scanet_losses.global_loss(s, positive, 0.6, 0.35))(jnp.full(5, 0.5))
   assert np.all(np.asarray(g[:2]) < 0) and np.all(np.asarray(g[2:]) > 0)
 
 
@@ -82,40 +84,40 @@ def test_global_loss_on_a_hand_computed_batch():
 
 def test_sample_pairs_are_distinct_labelled_and_fixed_by_seed():
   labels = np.random.default_rng(0).integers(0, 5, size=300)
-  pairs = sampling.sample_pairs(labels, 1000, 1200, seed=3)
+  pairs = pairs_lib.sample_pairs(labels, 1000, 1200, seed=3)
   assert len(pairs) == 2200 and pairs.positive.sum() == 1000
   np.testing.assert_array_equal(labels[pairs.image] == labels[pairs.text], pairs.positive)
   codes = pairs.image.astype(np.int64) * 1000 + pairs.text
   assert len(np.unique(codes)) == len(pairs)
   assert set(range(300)) <= {i for i, t in zip(pairs.image, pairs.text) if i == t}
-  again = sampling.sample_pairs(labels, 1000, 1200, seed=3)
+  again = pairs_lib.sample_pairs(labels, 1000, 1200, seed=3)
   np.testing.assert_array_equal(again.text, pairs.text)
-  other = sampling.sample_pairs(labels, 1000, 1200, seed=4)
+  other = pairs_lib.sample_pairs(labels, 1000, 1200, seed=4)
   assert not np.array_equal(other.text, pairs.text)
   with pytest.raises(ValueError, match="positive pairs"):
-    sampling.sample_pairs(labels[:20], 10**5, 10, seed=0)
+    pairs_lib.sample_pairs(labels[:20], 10**5, 10, seed=0)
   with pytest.raises(ValueError, match="negative pairs"):
-    sampling.sample_pairs(labels[:20], 10, 10**5, seed=0)
-  few = sampling.sample_pairs(labels, 100, 0, seed=3)  # fewer positives than rows
+    pairs_lib.sample_pairs(labels[:20], 10, 10**5, seed=0)
+  few = pairs_lib.sample_pairs(labels, 100, 0, seed=3)  # fewer positives than rows
   assert len(few) == 100 and np.all(few.image == few.text)
   # Same-label pairs are uniform over the pairs: per class about s (s - 1) of them.
-  many = sampling.sample_pairs(labels, 300 + 8000, 0, seed=0)
+  many = pairs_lib.sample_pairs(labels, 300 + 8000, 0, seed=0)
   same = many.image != many.text
   sizes = np.bincount(labels)
   expected = 8000 * sizes * (sizes - 1) / np.sum(sizes * (sizes - 1))
   np.testing.assert_allclose(np.bincount(labels[many.image[same]]), expected, rtol=0.1)
 
 
-@pytest.mark.parametrize("order", sampling.PAIR_ORDERS)
+@pytest.mark.parametrize("order", pairs_lib.PAIR_ORDERS)
 def test_pair_batches_list_each_item_once_and_reshuffle_each_epoch(order):
   labels = np.random.default_rng(1).integers(0, 4, size=200)
-  pairs = sampling.sample_pairs(labels, 900, 900, seed=0)
-  max_images, max_texts = sampling.max_items_per_batch(pairs, 128, order, multiple=8)
+  pairs = pairs_lib.sample_pairs(labels, 900, 900, seed=0)
+  max_images, max_texts = pairs_lib.max_items_per_batch(pairs, 128, order, multiple=8)
   assert max_images % 8 == 0 and max_texts % 8 == 0
   epochs = []
   for epoch in (0, 1):
     seen, distinct_texts = [], []
-    for b in sampling.pair_batches(pairs, 128, 5, epoch, order, max_images, max_texts):
+    for b in pairs_lib.pair_batches(pairs, 128, 5, epoch, order, max_images, max_texts):
       assert b["image_rows"].shape == (max_images,) and b["text_rows"].shape == (max_texts,)
       image = b["image_rows"][b["pair_image"]]
       text = b["text_rows"][b["pair_text"]]
@@ -130,7 +132,7 @@ def test_pair_batches_list_each_item_once_and_reshuffle_each_epoch(order):
   assert epochs[0] != epochs[1]
   replay = [
       b["text_rows"][b["pair_text"]]
-      for b in sampling.pair_batches(pairs, 128, 5, 1, order, max_images, max_texts)
+      for b in pairs_lib.pair_batches(pairs, 128, 5, 1, order, max_images, max_texts)
   ]
   np.testing.assert_array_equal(np.concatenate(replay), np.array(epochs[1]) % 1000)
   if order == "text":  # 9 pairs per text on average: a batch holds ~15 texts, not ~110
@@ -146,12 +148,12 @@ def test_pair_batches_never_exceed_the_planned_items():
     pos = int(rng.integers(1, n + 1))
     sizes = np.bincount(labels)
     neg = int(rng.integers(1, np.sum(sizes * (n - sizes)) + 1))
-    pairs = sampling.sample_pairs(labels, pos, neg, seed=trial)
+    pairs = pairs_lib.sample_pairs(labels, pos, neg, seed=trial)
     batch = int(rng.integers(1, len(pairs) + 1))
     multiple = int(rng.choice([1, 2, 8]))
-    for order in sampling.PAIR_ORDERS:
-      mi, mt = sampling.max_items_per_batch(pairs, batch, order, multiple)
-      got = list(sampling.pair_batches(pairs, batch, trial, 0, order, mi, mt))  # raises if over
+    for order in pairs_lib.PAIR_ORDERS:
+      mi, mt = pairs_lib.max_items_per_batch(pairs, batch, order, multiple)
+      got = list(pairs_lib.pair_batches(pairs, batch, trial, 0, order, mi, mt))  # raises if over
       assert len(got) == len(pairs) // batch
 
 
@@ -191,7 +193,7 @@ def _pair_set(pairs):
   return set(zip(pairs.image.tolist(), pairs.text.tolist(), pairs.positive.tolist()))
 
 
-@pytest.mark.parametrize("order", sampling.PAIR_ORDERS)
+@pytest.mark.parametrize("order", pairs_lib.PAIR_ORDERS)
 def test_pairs_drawn_anew_each_epoch_keep_the_counts_and_labels(dataset, order):
   """`pair_draw="epoch"`: epoch 0 trains the fixed set, later epochs other pairs of the
   same counts and correct labels (the same again on a replay); "fixed" keeps one set."""
@@ -277,7 +279,7 @@ def test_loss_equals_the_global_loss_of_the_per_pair_forward(dataset):
       batch["bow"][batch["pair_text"]],
       method.graph,
   )
-  want = losses.global_loss(
+  want = scanet_losses.global_loss(
       jax.nn.sigmoid(logits), batch["pair_positive"], config.model.margin, config.model.lam
   )
   np.testing.assert_allclose(loss, want, rtol=1e-5)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs.default import get_config
+from crossmodal_jax import ranking
 from crossmodal_jax import scoring
 from crossmodal_jax.methods import drsl
 
@@ -350,14 +351,14 @@ def test_encode_padded_batches_equal_all_at_once(batch_size):
       "a": rng.standard_normal((n, 3)).astype(np.float32),
       "b": np.arange(n, dtype=np.float32),
   }  # row ids: reveal drops / duplicates
-  got = scoring.encode(_encoder, inputs, batch_size)
+  got = ranking.encode(_encoder, inputs, batch_size)
   want = _encoder(inputs)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   np.testing.assert_allclose(got["twice"], want["twice"], rtol=1e-6)
   np.testing.assert_allclose(got["row"], want["row"], rtol=1e-6, atol=1e-6)
   assert got["row"].shape == (n,)
   # Identity on row ids: every row exactly once and in order.
-  ids = scoring.encode(lambda x: x, np.arange(n, dtype=np.int32), batch_size)
+  ids = ranking.encode(lambda x: x, np.arange(n, dtype=np.int32), batch_size)
   np.testing.assert_array_equal(ids, np.arange(n))
 
 

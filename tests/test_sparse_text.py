@@ -12,9 +12,9 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from configs.default import get_config
-from crossmodal_jax import evaluate
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
+from crossmodal_jax import ranking
 from crossmodal_jax.data import common
 from crossmodal_jax.data import sparse_rows
 from crossmodal_jax.layers import sparse_dense
@@ -225,8 +225,8 @@ def test_drsl_sparse_text_equals_the_dense_path_through_the_face():
   test = toy_split(9, 7)
   assert sparse.text_input(test.arrays)[0].shape == (7, 70)
   eval_config = get_config("drsl,synthetic").eval
-  got = evaluate.score_split(sparse, trained, test, eval_config)
-  want = evaluate.score_split(dense, trained, test, eval_config)
+  got = ranking.score_split(sparse, trained, test, eval_config)
+  want = ranking.score_split(dense, trained, test, eval_config)
   np.testing.assert_allclose(got["i2t"], want["i2t"], rtol=1e-5, atol=1e-5)
   assert np.std(got["i2t"]) > 1e-3  # not a constant
 

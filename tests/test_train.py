@@ -256,6 +256,47 @@ def test_drsl_trains_on_a_feature_file_folder(tmp_path):
   results = json.loads((workdir / "results.json").read_text())
   assert results["num_queries"] == 60
   assert results["map_all"]["avg"] > 0.6, results["map_all"]  # chance is about 0.35
+  assert results["checkpoint"] == "best" and "checkpoint_note" not in results
+
+
+def test_a_run_without_validation_says_it_evaluated_its_latest_checkpoint(tmp_path):
+  """No validation split, so no best-by-validation checkpoint: evaluation falls back to
+  the latest, and results.json and the printed lines say so (not "best")."""
+  _write_feature_folder(tmp_path / "feats", np.random.default_rng(1))
+  workdir = tmp_path / "wd"
+  data = [
+      "--config=configs/default.py:drsl,features",
+      f"--config.data.manual_dir={tmp_path / 'feats'}",
+      f"--config.data.data_dir={tmp_path / 'tfds'}",
+  ]
+  out = _run(
+      [
+          "-m",
+          "experiments.train",
+          *data,
+          "--config.train.batch_size=40",
+          "--config.train.num_epochs=2",
+          f"--workdir={workdir}",
+          *SMALL,
+      ]
+  )
+  assert not list((workdir / "checkpoints" / "best").glob("[0-9]*"))
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["checkpoint"] == "latest"
+  assert "no best-by-validation checkpoint" in results["checkpoint_note"]
+  line = f"  checkpoint: latest (step {results['checkpoint_step']}): {results['checkpoint_note']}"
+  assert line in out.stdout.splitlines()
+  (workdir / "results.json").unlink()
+  out = _run(["-m", "experiments.evaluate", f"--workdir={workdir}"])
+  again = json.loads((workdir / "results.json").read_text())
+  assert again == results
+  assert line in out.stdout.splitlines()
+  # Asked for the latest, it is what was asked for: no note.
+  out = _run(["-m", "experiments.evaluate", f"--workdir={workdir}", "--checkpoint=latest"])
+  latest = json.loads((workdir / "results.json").read_text())
+  assert latest["checkpoint"] == "latest" and "checkpoint_note" not in latest
+  assert latest["map_all"] == results["map_all"]
+  assert "checkpoint:" not in out.stdout
 
 
 @pytest.mark.skipif(not WIKI_DIR.is_dir(), reason=f"Wikipedia dataset not found at {WIKI_DIR}")

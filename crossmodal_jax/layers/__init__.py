@@ -9,5 +9,11 @@
 - `chebyshev`: a Chebyshev graph convolution (Defferrard et al., 2016) over one jraph graph
   shared by a batch of signals;
 - `attention_lstm`: MCSM's recurrent attention encoder (optional conv front-end -> scanned,
-  masked LSTM stack -> per-step Dense -> attention over real steps -> L2 normalise).
+  masked LSTM stack -> per-step Dense -> attention over real steps -> L2 normalise);
+- `configured`: `from_config`, a module built from a config section's fields of the same
+  names (re-exported here as `layers.from_config`).
 """
+
+from crossmodal_jax.layers.configured import from_config
+
+__all__ = ["from_config"]

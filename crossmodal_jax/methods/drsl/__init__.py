@@ -5,6 +5,9 @@ z_i, z_t; a relation network scores every (image, text) pair of a batch from a f
 the two; the loss is ||R - S||_F^2 against the batch's label-agreement matrix S. The
 user's guide, with the configs and what departs from the paper: docs/methods/drsl.md.
 
+Files: `model.py` (the Flax module), `losses.py` (the relation loss and its normalisers),
+`method.py` (the face: sparse text, the training loss, encodings, scores).
+
 Choices:
 - Towers: Dense -> (BatchNorm) -> ReLU per layer, ReLU after every layer as the paper says.
   Paper sizes (Wikipedia, NUS-WIDE-10K): image d-1024-300, text d-1024-300, relation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from crossmodal_jax import layers
 from crossmodal_jax import losses
 from crossmodal_jax import parallel
 from crossmodal_jax.data import common
@@ -11,6 +12,7 @@ from crossmodal_jax.data import sparse_rows
 from crossmodal_jax.layers import text_cnn
 from crossmodal_jax.methods import base
 from crossmodal_jax.methods import registry
+from crossmodal_jax.methods.drsl import losses as drsl_losses
 from crossmodal_jax.methods.drsl.model import DRSL
 
 
@@ -44,7 +46,8 @@ class DRSLMethod(base.Method):
       self._sparse_dim = self.dims["text"][0]
       self.text_keys = (sparse_rows.IDS_KEY, sparse_rows.VALUES_KEY)
     # Dense layers infer input sizes from the data; the text CNN needs the vocabulary
-    # size and, when the dataset provides one, a pretrained word-vector table.
+    # size and, when the dataset provides one, a pretrained word-vector table (its other
+    # fields come from the config, as the towers'; only the "cnn" encoder reads them).
     self._cnn = {}
     if c.text_encoder == "cnn":
       table = self.word_vector_table("text_encoder='cnn'")
@@ -52,26 +55,16 @@ class DRSLMethod(base.Method):
           cnn_vocab_size=table.shape[0],
           cnn_embed_dim=table.shape[1],
           cnn_embedding_init=text_cnn.pretrained_embedding_init(table),
-          cnn_kernel_sizes=tuple(c.cnn_kernel_sizes),
-          cnn_filters=c.cnn_filters,
-          cnn_dropout=c.cnn_dropout,
-          cnn_freeze_embeddings=c.cnn_freeze_embeddings,
       )
       self.text_keys = ("word_ids", "word_mask")
     self.module = self._module(axis_name=None)
 
   def _module(self, axis_name: str | None) -> DRSL:
     c = self.config.model
-    return DRSL(
-        text_encoder=c.text_encoder,
+    return layers.from_config(
+        DRSL,
+        c,
         **self._cnn,
-        image_layers=tuple(c.image_layers),
-        text_layers=tuple(c.text_layers),
-        relation_layers=tuple(c.relation_layers),
-        fusion=c.fusion,
-        tower_batch_norm=c.tower_batch_norm,
-        relation_batch_norm=c.relation_batch_norm,
-        dropout=c.dropout,
         axis_name=axis_name,
         param_init=c.init,
         sparse_text_dim=self._sparse_dim,
@@ -121,7 +114,7 @@ class DRSLMethod(base.Method):
     )
     text_labels = parallel.gather(batch["label"], axis_name)
     s = losses.label_agreement(batch["label"], text_labels)
-    share = losses.relation_loss(r, s, self.config.model.loss_normalizer, text_labels.shape[0])
+    share = drsl_losses.relation_loss(r, s, self.config.model.loss_normalizer, text_labels.shape[0])
     metrics = {"mse": jnp.mean(jnp.square(r - s))}
     return parallel.loss_from_share(share, axis_name), (new_state, metrics)
 

@@ -1,6 +1,10 @@
 """HCMSL: Hybrid Cross-Modal Similarity Learning (Zhang et al., ACM TOMM 2021, doi
 10.1145/3412847).
 
+Files: `model.py` (the Flax module), `losses.py` (the contrastive loss and InfoNCE),
+`batches.py` (which training rows keep their labels, and the semi-supervised batches),
+`method.py` (the face: batches, the hybrid loss, encodings, cosine scores).
+
 Only the abstract is available. What it says: coupled deep fully connected networks
 map image and text features into a common subspace; the two branches share weights
 ("weight-sharing strategy ... between two branches"); two Siamese models learn
@@ -45,7 +49,7 @@ measured: docs/methods/hcmsl.md):
   are all-gathered over the data axis).
 - Semi-supervised data: `model.labeled_fraction` keeps the labels of round(fraction * n)
   training rows, drawn uniformly (not stratified by class) by a permutation seeded by
-  `config.seed` alone (`sampling.labeled_rows`): the same rows every epoch and on
+  `config.seed` alone (`batches.labeled_rows`): the same rows every epoch and on
   resume, and the rows of a smaller fraction are a subset of a larger one's. The other
   rows' labels are overwritten in every batch (-1, or an all-zero multi-hot row) and a
   "labeled" array marks the rows that keep theirs: labelled-only terms mask the others

@@ -3,14 +3,15 @@ cosine scores (see the package doc for the choices)."""
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from crossmodal_jax import layers
 from crossmodal_jax import losses
 from crossmodal_jax import parallel
-from crossmodal_jax import sampling
 from crossmodal_jax.methods import base
 from crossmodal_jax.methods import registry
+from crossmodal_jax.methods.hcmsl import batches as batches_lib
+from crossmodal_jax.methods.hcmsl import losses as hcmsl_losses
 from crossmodal_jax.methods.hcmsl.model import HCMSL
 from crossmodal_jax.methods.hcmsl.model import unit
 
@@ -40,26 +41,18 @@ class HCMSLMethod(base.Method):
     _choice(c.siamese_space, SIAMESE_SPACES, "siamese_space")
     if not 0.0 < c.labeled_fraction <= 1.0:
       raise ValueError(f"model.labeled_fraction must be in (0, 1], got {c.labeled_fraction}.")
-    self.module = HCMSL(
-        image_layers=tuple(c.image_layers),
-        text_layers=tuple(c.text_layers),
-        shared_layers=tuple(c.shared_layers),
-        dim=c.dim,
-        dropout=c.dropout,
-        share_top=c.share_top,
-        param_init=c.init,
-    )
+    self.module = layers.from_config(HCMSL, c, param_init=c.init)
 
   # --- Semi-supervised data -------------------------------------------------------------
 
   def labeled_rows(self, split, seed: int):
     """bool [len(split)]: the training rows that keep their labels (fixed by the seed)."""
-    return sampling.labeled_rows(len(split), self.config.model.labeled_fraction, seed)
+    return batches_lib.labeled_rows(len(split), self.config.model.labeled_fraction, seed)
 
   def batches(self, split, batch_size, seed, epoch):
     """All rows (or, with `use_unlabeled` False, the labelled rows alone, as many steps),
     each batch with "labeled" and the hidden rows' labels removed."""
-    return sampling.semi_supervised_batches(
+    return batches_lib.semi_supervised_batches(
         split,
         self.batch_keys,
         batch_size,
@@ -85,7 +78,7 @@ class HCMSLMethod(base.Method):
         variables, batch[self.image_key], self.text_input(batch), train=True, rngs={"dropout": rng}
     )
     local = out["image"].shape[0]
-    start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
+    start = parallel.shard_start(local, axis_name)
     labeled = batch["labeled"].astype(jnp.float32)
     labeled_all = parallel.gather(labeled, axis_name)
     labels_all = parallel.gather(batch["label"], axis_name)
@@ -99,7 +92,7 @@ class HCMSLMethod(base.Method):
 
     # Class-level, across modalities: every (image, text) pair of labelled rows.
     text_all = parallel.gather(out["text"], axis_name)
-    terms["class"] = losses.contrastive_loss(
+    terms["class"] = hcmsl_losses.contrastive_loss(
         out["image"], text_all, same, c.margin, both, jnp.maximum(n_labeled**2, 1.0)
     )
 
@@ -110,8 +103,8 @@ class HCMSLMethod(base.Method):
     if c.instance_exclude_same_label:
       candidate = ~((both * same) > 0)
     anchor = jnp.ones_like(labeled) if c.instance_pairs == "all" else 1.0 - labeled
-    i2t = losses.instance_nce(out["image"], text_all, rows, c.temperature, candidate)
-    t2i = losses.instance_nce(out["text"], image_all, rows, c.temperature, candidate)
+    i2t = hcmsl_losses.instance_nce(out["image"], text_all, rows, c.temperature, candidate)
+    t2i = hcmsl_losses.instance_nce(out["text"], image_all, rows, c.temperature, candidate)
     n_anchor = jnp.sum(parallel.gather(anchor, axis_name))
     terms["instance"] = jnp.sum(anchor * (i2t + t2i)) / (2.0 * jnp.maximum(n_anchor, 1.0))
 
@@ -124,7 +117,7 @@ class HCMSLMethod(base.Method):
       else:
         z = out[modality]
       z_all = parallel.gather(z, axis_name)
-      terms[f"siamese_{modality}"] = losses.contrastive_loss(
+      terms[f"siamese_{modality}"] = hcmsl_losses.contrastive_loss(
           z, z_all, same, c.siamese_margin, pair_weight, pairs
       )
 

@@ -16,6 +16,7 @@ from crossmodal_jax import metrics
 from crossmodal_jax import parallel
 from crossmodal_jax.methods import base
 from crossmodal_jax.methods import registry
+from crossmodal_jax.methods.mcsm import losses as mcsm_losses
 from crossmodal_jax.methods.mcsm.model import MCSM
 from crossmodal_jax.methods.mcsm.model import SPACES
 from crossmodal_jax.methods.mcsm.model import ImageSpace
@@ -240,20 +241,21 @@ class MCSMMethod(base.Method):
     # only when something is drawn), then this device's rows.
     if c.negatives == "random" or c.positives == "same_label":
       batch_key = _batch_key(rng, axis_name)
-    start = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local
+    start = parallel.shard_start(local, axis_name)
     rows = lambda x: jax.lax.dynamic_slice_in_dim(x, start, local)
     if c.negatives == "random":
       key_text, key_image = jax.random.split(batch_key)
-      negative_text, text_found = map(rows, losses.different_label_negatives(key_text, labels))
-      negative_image, image_found = map(rows, losses.different_label_negatives(key_image, labels))
+      negatives = mcsm_losses.different_label_negatives
+      negative_text, text_found = map(rows, negatives(key_text, labels))
+      negative_image, image_found = map(rows, negatives(key_image, labels))
     else:
       # This device's anchors against the global batch.
       different = losses.label_agreement(batch["label"], labels) == 0  # [local, n]
     if c.positives == "same_label":
       # A key of its own, so that the negatives are those of `positives="pair"`.
       key_text, key_image = jax.random.split(jax.random.fold_in(batch_key, 1))
-      positive_text = rows(losses.same_label_positives(key_text, labels))
-      positive_image = rows(losses.same_label_positives(key_image, labels))
+      positive_text = rows(mcsm_losses.same_label_positives(key_text, labels))
+      positive_image = rows(mcsm_losses.same_label_positives(key_image, labels))
     n = labels.shape[0]
     total, logs = 0.0, {}
     for space in SPACES:
@@ -263,13 +265,13 @@ class MCSMMethod(base.Method):
         pos_text, pos_image = text[space], image[space]
       if c.negatives == "all":
         # Every different-label item of the global batch, the hinges averaged.
-        i2t = losses.expected_hinge(
+        i2t = mcsm_losses.expected_hinge(
             jnp.sum(image[space] * pos_text, axis=-1),
             image[space] @ text_all[space].T,
             different,
             c.margin,
         )
-        t2i = losses.expected_hinge(
+        t2i = mcsm_losses.expected_hinge(
             jnp.sum(pos_image * text[space], axis=-1),
             text[space] @ image_all[space].T,
             different,
@@ -278,13 +280,13 @@ class MCSMMethod(base.Method):
       else:
         if c.negatives == "hardest":
           # This space's hardest different-label item of the global batch, per anchor.
-          negative_text, text_found = losses.hardest_negatives(
+          negative_text, text_found = mcsm_losses.hardest_negatives(
               image[space] @ text_all[space].T, different
           )
-          negative_image, image_found = losses.hardest_negatives(
+          negative_image, image_found = mcsm_losses.hardest_negatives(
               text[space] @ image_all[space].T, different
           )
-        i2t, t2i = losses.bidirectional_hinge(
+        i2t, t2i = mcsm_losses.bidirectional_hinge(
             image[space],
             text[space],
             text_all[space][negative_text],
@@ -365,7 +367,7 @@ def choose_fusion_weight(
 
   Args:
     channels: the split's score channels, {"image_space", "text_space"} [n_images,
-      n_texts] cosines (`evaluate.split_channels`; the stored fusion weight plays no part).
+      n_texts] cosines (`ranking.split_channels`; the stored fusion weight plays no part).
       Choose on the validation split, never the test one.
     labels: the split's labels.
     grid: the candidate weights (default 0, 0.01, ..., 1, the code's grid).

@@ -5,7 +5,9 @@ stacked co-attention networks for cross-modal information retrieval", KSEM 2018.
 guide (presets, departures from the paper and their measured effect) is
 docs/methods/scanet.md; the runs behind the defaults are in docs/experiments/scanet.md.
 
-Files: `model.py` (the Flax module), `method.py` (its face: pairs, loss, scoring).
+Files: `model.py` (the Flax module), `pairs.py` (the training pairs and their batches:
+`sample_pairs`, `pair_batches`), `losses.py` (the global loss, `global_loss`), `method.py`
+(its face: pairs, loss, scoring).
 
 Text path: each text's bag-of-words counts over the word graph's V vertices
 (`data.word_graph`: V most frequent training words with a GloVe vector, k=8 nearest

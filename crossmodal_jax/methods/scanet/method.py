@@ -1,16 +1,18 @@
-"""SCANet's face: pair sampler, global loss, per-item encodings, blockwise pair scores."""
+"""SCANet's face: its training pairs and batches, the global loss, per-item encodings,
+blockwise pair scores."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from crossmodal_jax import losses
+from crossmodal_jax import layers
 from crossmodal_jax import parallel
 from crossmodal_jax import sampling
 from crossmodal_jax.methods import base
 from crossmodal_jax.methods import registry
+from crossmodal_jax.methods.scanet import losses as scanet_losses
+from crossmodal_jax.methods.scanet import pairs as pairs_lib
 from crossmodal_jax.methods.scanet.model import SCANet
 from crossmodal_jax.methods.scanet.model import num_text_inputs
 
@@ -45,35 +47,26 @@ class SCANetMethod(base.Method):
           f"bow has {self.dims['bow']} columns but the word graph {graph.num_nodes} vertices."
       )
     self.graph = jax.tree.map(jnp.asarray, graph.to_graphs_tuple())
-    self.module = SCANet(
-        dim=c.dim,
+    self.module = layers.from_config(
+        SCANet,
+        c,
         text_fan_in=num_text_inputs(graph.num_nodes, tuple(c.gcn_filters)),
         image_fan_in=self.dims["image"][0],
-        gcn_filters=tuple(c.gcn_filters),
-        cheb_order=c.cheb_order,
-        image_layers=tuple(c.image_layers),
-        attention_layers=c.attention_layers,
-        dropout=c.dropout,
-        activation=c.activation,
         param_init=c.init,
-        gcn_init=c.gcn_init,
-        text_input=c.text_input,
-        attention_scale=c.attention_scale,
-        word_dropout=c.word_dropout,
     )
     self._pairs = None  # (split, seed, PairSet) of the last draw
 
   # --- Pairs ----------------------------------------------------------------------------
 
-  def pairs(self, split, seed: int, epoch: int = 0) -> sampling.PairSet:
+  def pairs(self, split, seed: int, epoch: int = 0) -> pairs_lib.PairSet:
     """The training pairs of `split` for `epoch`: drawn once from `seed` (the paper's
     fixed set, `model.pair_draw="fixed"`), or anew each epoch from (seed, epoch)
     (`"epoch"`; epoch 0 draws the fixed set)."""
     if self.config.model.pair_draw == "epoch" and epoch:
-      seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+      seed = sampling.epoch_seed(seed, epoch)
     if self._pairs is None or self._pairs[0] is not split or self._pairs[1] != seed:
       c = self.config.model
-      pairs = sampling.sample_pairs(split["label"], c.num_positive, c.num_negative, seed)
+      pairs = pairs_lib.sample_pairs(split["label"], c.num_positive, c.num_negative, seed)
       self._pairs = (split, seed, pairs)
     return self._pairs[2]
 
@@ -86,13 +79,13 @@ class SCANetMethod(base.Method):
 
   def batches(self, split, batch_size, seed, epoch):
     """Batches of `batch_size` pairs; each distinct image and text appears once, so the
-    GCN and the V x N Dense run per text, not per pair (`sampling.pair_batches`)."""
+    GCN and the V x N Dense run per text, not per pair (`pairs.pair_batches`)."""
     pairs = self.pairs(split, seed, epoch)
     order = self.config.model.pair_order
-    max_images, max_texts = sampling.max_items_per_batch(
+    max_images, max_texts = pairs_lib.max_items_per_batch(
         pairs, batch_size, order, multiple=jax.device_count()
     )
-    for b in sampling.pair_batches(pairs, batch_size, seed, epoch, order, max_images, max_texts):
+    for b in pairs_lib.pair_batches(pairs, batch_size, seed, epoch, order, max_images, max_texts):
       yield {
           "image": split[self.image_key][b["image_rows"]],
           "bow": split["bow"][b["text_rows"]],
@@ -132,7 +125,7 @@ class SCANetMethod(base.Method):
     scores = parallel.gather(jax.nn.sigmoid(logits), axis_name)
     positive = parallel.gather(batch["pair_positive"], axis_name)
     c = self.config.model
-    total = losses.global_loss(scores, positive, c.margin, c.lam)
+    total = scanet_losses.global_loss(scores, positive, c.margin, c.lam)
     share = total / parallel.num_shards(axis_name)
     gap = jnp.sum(scores * positive) / jnp.maximum(jnp.sum(positive), 1.0) - jnp.sum(
         scores * (1 - positive)
