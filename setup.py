@@ -14,7 +14,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["crossmodal_jax", "crossmodal_jax.*"]),
     # The literature's Wikipedia split, a list of text ids read at build time.
-    package_data={"crossmodal_jax.data": ["wikipedia_literature_split.txt"]},
+    package_data={"crossmodal_jax.data.sources": ["wikipedia_literature_split.txt"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10",

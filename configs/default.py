@@ -66,6 +66,7 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   data.sublinear_tf = True  # TF-IDF with 1 + log(tf) instead of tf
   data.stopwords = "dataset"  # "dataset" (the folder's stopwords.txt if any) or "builtin"
   data.word_sequences = False  # add word-id sequences and their GloVe 6B-50d vectors
+  data.random_word_vectors = False  # without GloVe installed: random vectors, not an error
   data.max_words = 400  # length of the word-id sequences
   data.word_graph = False  # add SCANet's word graph and each text's counts on it ("bow")
   data.graph_vocab_size = 10055  # graph vertices: the most frequent training words with GloVe

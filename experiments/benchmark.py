@@ -62,7 +62,7 @@ from crossmodal_jax import ranking
 from crossmodal_jax import sampling
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
-from crossmodal_jax.data import sparse_rows
+from crossmodal_jax.data.text import sparse_rows
 from crossmodal_jax.layers import pairwise
 from crossmodal_jax.layers import sparse_dense
 from experiments import cli
@@ -572,7 +572,7 @@ def _scanet_data(config, cache: dict) -> common.Dataset:
       config.data.data_dir = _DATA_DIR.value
       cache["scanet"] = data_lib.load_dataset(config.data)
     else:
-      from crossmodal_jax.data import word_graph  # pylint: disable=g-import-not-at-top
+      from crossmodal_jax.data.text import word_graph  # pylint: disable=g-import-not-at-top
 
       rng = np.random.default_rng(0)
       vocab = config.data.graph_vocab_size

@@ -10,7 +10,7 @@ and checkpoint (--checkpoint; by default the one experiments.evaluate restores).
 queries are rows of --split, its images for i2t and its texts for t2i; the gallery is
 the other modality's items of --gallery_split (default: the same split), from the
 workdir's dataset or from --features_dir, a folder of feature files in any layout the
-features builder reads (.mat / .npy / HDF5: crossmodal_jax/data/features.py; features
+features builder reads (.mat / .npy / HDF5: crossmodal_jax/data/sources/feature_builder.py; features
 made as the model's training features were, of the same sizes; its images are
 standardised by its own training split when the config's data.standardize_image says
 so). The ranking is streamed through the blockwise scorer (each query's top k within
@@ -97,7 +97,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, Any]:
           None,
           "A folder of feature files (the DRSL .mat layout: train_img.mat, train_txt.mat, "
           "train_img_lab.mat, test_*, optional valid_*; or the same as .npy; or one HDF5 "
-          "file, see crossmodal_jax/data/features.py) to rank instead of the workdir's "
+          "file, see crossmodal_jax/data/sources/feature_builder.py) to rank instead of the workdir's "
           "dataset; its features must have the sizes the model was trained on.",
           flag_values=flag_values,
       ),

@@ -3,7 +3,7 @@ r"""Writes the Wikipedia dataset as a DRSL / DSCMR-layout folder of .mat files.
   python -m experiments.wikipedia_as_features \
       --wikipedia_dir=/path/to/wikipedia_dataset --output_dir=/tmp/wiki_features
 
-The folder holds the files `crossmodal_jax.data.features` reads (and the DRSL and DSCMR
+The folder holds the files `crossmodal_jax.data.sources.feature_builder` reads (and the DRSL and DSCMR
 reference codes load), each with one variable named like the file:
 
   train_img.mat / test_img.mat          n x 128 raw SIFT bag-of-visual-words rows of
@@ -36,8 +36,8 @@ import scipy.io
 from configs import default as default_config
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import logs
-from crossmodal_jax.data import svd
-from crossmodal_jax.data import wikipedia
+from crossmodal_jax.data.text import svd
+from crossmodal_jax.data.sources import wikipedia_builder
 
 _WIKIPEDIA_DIR = flags.DEFINE_string(
     "wikipedia_dir", None, "The Rasiwasia et al. Wikipedia folder.", required=True
@@ -76,6 +76,8 @@ def _data_config(wikipedia_dir: str, text_feature: str):
   config.stopwords = "dataset"
   config.standardize_image = False
   config.word_sequences = False
+  # The test list in file order is its validation rows, then its test rows.
+  config.wikipedia_split = "list_order"
   return config
 
 
@@ -114,12 +116,12 @@ def build_splits(wikipedia_dir: str) -> dict[str, dict[str, np.ndarray]]:
 
 def _check_against_source(wikipedia_dir: str, out) -> None:
   """Images must be raw_features.mat's rows, labels the list files' classes - 1."""
-  mat = scipy.io.loadmat(os.path.join(wikipedia_dir, wikipedia.FEATURES_MAT))
-  lists = {"train": wikipedia.TRAIN_LIST, "test": wikipedia.TEST_LIST}
+  mat = scipy.io.loadmat(os.path.join(wikipedia_dir, wikipedia_builder.FEATURES_MAT))
+  lists = {"train": wikipedia_builder.TRAIN_LIST, "test": wikipedia_builder.TEST_LIST}
   for name, var in (("train", "I_tr"), ("test", "I_te")):
     source = np.asarray(mat[var], dtype=np.float32)
     if not np.array_equal(out[name]["img"], source):
-      raise ValueError(f"{name} images differ from {wikipedia.FEATURES_MAT}:{var}")
+      raise ValueError(f"{name} images differ from {wikipedia_builder.FEATURES_MAT}:{var}")
     with open(os.path.join(wikipedia_dir, lists[name])) as f:
       classes = [int(line.split()[-1]) - 1 for line in f if line.strip()]
     if not np.array_equal(out[name]["img_lab"][:, 0], classes):

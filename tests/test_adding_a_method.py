@@ -10,7 +10,7 @@ from configs import default
 from crossmodal_jax import evaluate
 from crossmodal_jax import methods
 from crossmodal_jax import train
-from crossmodal_jax.data import synthetic
+from crossmodal_jax.data.sources import synthetic
 
 PAGE = REPO / "docs" / "adding_a_method.md"
 

@@ -25,7 +25,7 @@ from configs import default
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import train
-from crossmodal_jax.data import synthetic
+from crossmodal_jax.data.sources import synthetic
 from experiments import cli
 from experiments import config_help
 from experiments import overrides

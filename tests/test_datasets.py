@@ -17,15 +17,15 @@ import tensorflow_datasets as tfds
 
 from crossmodal_jax import data
 from crossmodal_jax import errors
-from crossmodal_jax.data.features import CrossModalFeatures
+from crossmodal_jax.data.sources.feature_builder import CrossModalFeatures
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
     DatasetFileNotFoundError,
     prepare,
     read_split,
 )
-from crossmodal_jax.data import wikipedia
-from crossmodal_jax.data.wikipedia import WikipediaCrossModal, parse_text_xml
+from crossmodal_jax.data.sources import wikipedia_builder
+from crossmodal_jax.data.sources.wikipedia_builder import WikipediaCrossModal, parse_text_xml
 
 from configs import default as default_configs
 from conftest import WIKI_DIR as REAL_WIKI
@@ -150,7 +150,7 @@ def test_wikipedia_real_literature_split(wiki_data_dir):
   va, te = (read_split(builder, s) for s in ("validation", "test"))
   ids = [
       line
-      for line in wikipedia.LITERATURE_SPLIT_FILE.read_text().splitlines()
+      for line in wikipedia_builder.LITERATURE_SPLIT_FILE.read_text().splitlines()
       if line and not line.startswith("#")
   ]
   assert len(ids) == 693 and len(set(ids)) == 693
@@ -789,3 +789,15 @@ def test_load_dataset_errors(loadable_wiki, tmp_path):
     data.load_dataset(_data_config("features", "", data_dir))
   with pytest.raises(ValueError, match="Unknown text_feature"):
     data.load_dataset(_data_config("wikipedia", loadable_wiki, data_dir, text_feature="x"))
+
+
+def test_the_dataset_registry_lists_the_configs_datasets():
+  """The library's datasets are its registered loaders; the configs give each defaults."""
+  assert data.DATASETS == default_configs.DATASETS == ("synthetic", "wikipedia", "features")
+  from crossmodal_jax.data import registry  # pylint: disable=import-outside-toplevel
+
+  assert registry.loader("synthetic").__module__ == "crossmodal_jax.data.sources.synthetic"
+  with pytest.raises(errors.UserError, match="Unknown dataset 'nope'; choose one of"):
+    registry.loader("nope")
+  with pytest.raises(ValueError, match="already registered"):
+    registry.register("wikipedia")(lambda data_config: None)

@@ -445,7 +445,7 @@ def test_drsl_loss_gradients_and_adam_steps(method_name, relation_bn):
   """Loss = relation_loss of the naive train-mode R; every gradient leaf is finite and
   non-zero; 20 Adam steps on a tiny synthetic batch reduce the loss; the running
   statistics they accumulate are what eval-mode scoring then uses."""
-  from crossmodal_jax.data import synthetic
+  from crossmodal_jax.data.sources import synthetic
 
   data = synthetic.make_dataset(
       synthetic.SyntheticConfig(
@@ -703,7 +703,7 @@ def test_drsl_with_text_cnn_trains_from_word_sequences():
   import optax  # pylint: disable=g-import-not-at-top
   from configs.default import get_config  # pylint: disable=g-import-not-at-top
   from crossmodal_jax import methods  # pylint: disable=g-import-not-at-top
-  from crossmodal_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax.data.sources import synthetic  # pylint: disable=g-import-not-at-top
 
   ds = synthetic.make_dataset(
       synthetic.SyntheticConfig(

@@ -17,7 +17,7 @@ from crossmodal_jax import errors
 from crossmodal_jax import methods
 from crossmodal_jax import runs
 from crossmodal_jax import train
-from crossmodal_jax.data import synthetic
+from crossmodal_jax.data.sources import synthetic
 
 
 def _config(epochs=2, ema_decay=0.9, ema_warmup=sharded_steps.WARMUP):

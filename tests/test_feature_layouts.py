@@ -1,4 +1,4 @@
-"""The .npy and HDF5 layouts of the feature-file builder (crossmodal_jax.data.features).
+"""The .npy and HDF5 layouts of the feature-file builder (crossmodal_jax.data.sources.feature_builder).
 
 Each test writes small files in exactly the layout the authors' code reads: DSCMR's
 ``load_data.py`` (one .mat per array: float32 features, an n x 1 int64 0-based class
@@ -12,7 +12,7 @@ tag data.
 
 from __future__ import annotations
 
-import types
+
 from pathlib import Path
 
 import h5py
@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 import scipy.io
 
+from configs import default
 from crossmodal_jax import errors
-from crossmodal_jax.data import features
-from crossmodal_jax.data.features import CrossModalFeatures
+from crossmodal_jax.data.sources import features
+from crossmodal_jax.data.sources.feature_builder import CrossModalFeatures
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
     DatasetFileNotFoundError,
@@ -146,12 +147,17 @@ def test_h5_layout_with_valid_equals_mat(tmp_path, name, text, flat):
   _same(h5, _read_all(prepare(CrossModalFeatures, _write_mat(tmp_path / "mat", arrays), data)))
 
 
+def _data_config(**fields):
+  """The project's data defaults for a feature folder (configs/default.py), with `fields`."""
+  config = default.data_config("features")
+  config.update(fields)
+  return config
+
+
 def test_h5_multi_hot_and_load(tmp_path):
   arrays = _make(multi=True)
   src = _write_h5(tmp_path / "h5", arrays, name="feats.hdf5")
-  cfg = types.SimpleNamespace(
-      name="features", manual_dir=str(src), data_dir=str(tmp_path / "data"), num_validation=4
-  )
+  cfg = _data_config(manual_dir=str(src), data_dir=str(tmp_path / "data"), num_validation=4)
   ds = features.load(cfg)
   assert ds.num_classes == 4 and ds.meta["multi_label"]
   np.testing.assert_array_equal(ds.train["image"], arrays["train"]["img"][:-4])
@@ -177,12 +183,8 @@ def test_validation_from_the_first_test_rows(tmp_path):
   # Its own build, beside the one carved from train.
   from_train = prepare(CrossModalFeatures, src, data, num_validation=4)
   assert len(read_split(from_train, "test")["index"]) == 10
-  cfg = types.SimpleNamespace(
-      name="features",
-      manual_dir=str(src),
-      data_dir=str(data),
-      num_validation=4,
-      validation_from="test",
+  cfg = _data_config(
+      manual_dir=str(src), data_dir=str(data), num_validation=4, validation_from="test"
   )
   ds = features.load(cfg)
   assert (len(ds.train), len(ds.validation), len(ds.test)) == (24, 4, 6)
@@ -270,9 +272,7 @@ def test_voc2007_layout(tmp_path):
 def test_voc2007_single_label_rows(tmp_path):
   splits = {"train": _voc_images(30, 6, 0), "test": _voc_images(12, 6, 1)}
   src = _write_voc(tmp_path / "voc", splits)
-  cfg = types.SimpleNamespace(
-      name="features", manual_dir=str(src), data_dir=str(tmp_path / "data"), num_validation=6
-  )
+  cfg = _data_config(manual_dir=str(src), data_dir=str(tmp_path / "data"), num_validation=6)
   multi = features.load(cfg)
   assert multi.meta["multi_label"] and multi.num_classes == 5
   assert multi.train["label"].shape == (24, 5) and multi.test["label"].shape == (12, 5)

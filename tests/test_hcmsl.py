@@ -21,7 +21,7 @@ from configs.default import get_config
 from crossmodal_jax import methods
 from crossmodal_jax import train
 from crossmodal_jax.data import common
-from crossmodal_jax.data import synthetic
+from crossmodal_jax.data.sources import synthetic
 from crossmodal_jax.methods import hcmsl
 from crossmodal_jax.methods.hcmsl import batches as hcmsl_batches
 from crossmodal_jax.methods.hcmsl import losses as hcmsl_losses

@@ -28,7 +28,7 @@ from crossmodal_jax import reporting
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import train
-from crossmodal_jax.data import synthetic
+from crossmodal_jax.data.sources import synthetic
 from crossmodal_jax.methods import mcsm
 from crossmodal_jax.methods.mcsm import losses as mcsm_losses
 

@@ -30,7 +30,7 @@ from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import train
-from crossmodal_jax.data import synthetic
+from crossmodal_jax.data.sources import synthetic
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", JAX_PLATFORMS="cpu")

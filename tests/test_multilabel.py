@@ -20,8 +20,8 @@ from crossmodal_jax import metrics
 from crossmodal_jax import protocols
 from crossmodal_jax import runs
 from crossmodal_jax import train
-from crossmodal_jax.data import synthetic
-from crossmodal_jax.data import word_graph
+from crossmodal_jax.data.sources import synthetic
+from crossmodal_jax.data.text import word_graph
 from crossmodal_jax.methods.scanet import pairs as pairs_lib
 
 

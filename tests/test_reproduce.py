@@ -20,7 +20,7 @@ from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import metrics
 from crossmodal_jax import protocols
-from crossmodal_jax.data import synthetic
+from crossmodal_jax.data.sources import synthetic
 from experiments import reproduce
 
 pytest.importorskip("sklearn", reason="the baselines need scikit-learn (setup.py)")

@@ -18,8 +18,8 @@ from configs.default import get_config
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import methods
 from crossmodal_jax import scoring
-from crossmodal_jax.data import synthetic
-from crossmodal_jax.data import word_graph
+from crossmodal_jax.data.sources import synthetic
+from crossmodal_jax.data.text import word_graph
 from crossmodal_jax.methods.scanet import losses as scanet_losses
 from crossmodal_jax.methods.scanet import pairs as pairs_lib
 

@@ -16,7 +16,7 @@ from crossmodal_jax import methods
 from crossmodal_jax import parallel
 from crossmodal_jax import ranking
 from crossmodal_jax.data import common
-from crossmodal_jax.data import sparse_rows
+from crossmodal_jax.data.text import sparse_rows
 from crossmodal_jax.layers import sparse_dense
 
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic cross-modal benchmark (crossmodal_jax.data.synthetic)."""
+"""Tests of the synthetic cross-modal benchmark (crossmodal_jax.data.sources.synthetic)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from crossmodal_jax.data import common, synthetic
+from crossmodal_jax.data import common
+from crossmodal_jax.data.sources import synthetic
 
 SMALL = synthetic.SyntheticConfig(
     num_train=90,

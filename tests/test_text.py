@@ -8,11 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from crossmodal_jax.data import glove as glove_lib
-from crossmodal_jax.data import svd as svd_lib
-from crossmodal_jax.data import tfidf as tfidf_lib
-from crossmodal_jax.data import tokens as tokens_lib
-from crossmodal_jax.data import vocab as vocab_lib
+from crossmodal_jax import errors
+from crossmodal_jax.data.text import glove as glove_lib
+from crossmodal_jax.data.text import svd as svd_lib
+from crossmodal_jax.data.text import tfidf as tfidf_lib
+from crossmodal_jax.data.text import tokens as tokens_lib
+from crossmodal_jax.data.text import vocab as vocab_lib
 
 from conftest import WIKI_DIR
 
@@ -353,17 +354,19 @@ def test_glove_fallback_deterministic_by_seed():
   np.testing.assert_array_equal(a[vocab_lib.PAD_ID], 0.0)
 
 
-def test_glove_unavailable_falls_back(monkeypatch, caplog):
+def test_glove_unavailable_is_an_error_unless_random_vectors_are_asked_for(monkeypatch, caplog):
   monkeypatch.setattr(glove_lib, "_glove_root", lambda: None)
   assert not glove_lib.word_vectors_available()
   vocab = vocab_lib.Vocabulary(("the", "cat"))
+  with pytest.raises(errors.UserError, match=r"GloVe .* not installed .*random_word_vectors"):
+    glove_lib.glove_table(vocab, seed=1)
   with caplog.at_level(logging.WARNING):
-    table, found = glove_lib.glove_table(vocab, seed=1)
+    table, found = glove_lib.glove_table(vocab, seed=1, allow_random=True)
   assert "GloVe" in caplog.text
   assert not found.any()
   np.testing.assert_array_equal(table[vocab_lib.PAD_ID], 0.0)
   assert abs(table[1:].std() - glove_lib.GLOVE_FALLBACK_STD) < 0.2
-  np.testing.assert_array_equal(table, glove_lib.glove_table(vocab, seed=1)[0])
+  np.testing.assert_array_equal(table, glove_lib.glove_table(vocab, seed=1, allow_random=True)[0])
 
 
 def test_glove_fallback_sigma_is_found_rows_std():

@@ -12,7 +12,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from crossmodal_jax.data import vocab as T
+from crossmodal_jax.data.text import vocab as T
 from crossmodal_jax.layers import text_cnn
 
 VOCAB = 30

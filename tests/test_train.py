@@ -39,7 +39,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from configs.default import get_config
     from crossmodal_jax import methods, train
-    from crossmodal_jax.data import synthetic
+    from crossmodal_jax.data.sources import synthetic
     from sharded_steps import run_steps
 
     assert jax.device_count() == 8, jax.devices()

@@ -1,4 +1,4 @@
-"""Tests of SCANet's word graph (crossmodal_jax.data.word_graph) and its dataset hooks."""
+"""Tests of SCANet's word graph (crossmodal_jax.data.text.word_graph) and its dataset hooks."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import os
 import numpy as np
 import pytest
 
-from crossmodal_jax.data import glove
-from crossmodal_jax.data import synthetic
-from crossmodal_jax.data import tokens as tokens_lib
-from crossmodal_jax.data import vocab as vocab_lib
-from crossmodal_jax.data import word_graph as wg
+from crossmodal_jax.data.text import glove
+from crossmodal_jax.data.sources import synthetic
+from crossmodal_jax import errors
+from crossmodal_jax.data.text import tokens as tokens_lib
+from crossmodal_jax.data.text import vocab as vocab_lib
+from crossmodal_jax.data.text import word_graph as wg
 
 from conftest import WIKI_DIR as REAL_WIKI
 
@@ -306,10 +307,12 @@ def test_graph_vocabulary_keeps_frequent_words_with_vectors():
   assert vocab.words == ("river", "mountain")
 
 
-def test_graph_vocabulary_without_glove_keeps_every_word(monkeypatch):
+def test_graph_vocabulary_without_glove_is_an_error_or_keeps_every_word(monkeypatch):
   monkeypatch.setattr(glove, "_glove_root", lambda: None)
   token_lists = [tokens_lib.tokenize(f"river river {_NOT_GLOVE} {_NOT_GLOVE} {_NOT_GLOVE} coast")]
-  vocab, vectors = wg.graph_vocabulary(token_lists, size=10)
+  with pytest.raises(errors.UserError, match="random_word_vectors"):
+    wg.graph_vocabulary(token_lists, size=10)
+  vocab, vectors = wg.graph_vocabulary(token_lists, size=10, allow_random=True)
   assert vocab.words == (_NOT_GLOVE, "river", "coast")
   assert vectors.shape == (3, 50) and np.all(np.linalg.norm(vectors, axis=1) > 0)
   with pytest.raises(ValueError, match="size"):
@@ -389,7 +392,7 @@ def test_wikipedia_word_graph_real(tmp_path, monkeypatch):
     pytest.skip(f"real Wikipedia dataset not found at {REAL_WIKI}")
   from crossmodal_jax import data  # pylint: disable=import-outside-toplevel
   from crossmodal_jax.data import tfds_io  # pylint: disable=import-outside-toplevel
-  from crossmodal_jax.data import wikipedia  # pylint: disable=import-outside-toplevel
+  from crossmodal_jax.data.sources import wikipedia_builder  # pylint: disable=import-outside-toplevel
 
   config = _wiki_config(tmp_path / "data")
   ds = data.load_dataset(config)
@@ -402,7 +405,10 @@ def test_wikipedia_word_graph_real(tmp_path, monkeypatch):
   # counted directly.
   assert np.all(np.diff(ds.train["bow"].sum(axis=0)) <= 0)
   builder = tfds_io.prepare(
-      wikipedia.WikipediaCrossModal, REAL_WIKI, config.data_dir, split=config.wikipedia_split
+      wikipedia_builder.WikipediaCrossModal,
+      REAL_WIKI,
+      config.data_dir,
+      split=config.wikipedia_split,
   )
   first = tfds_io.read_split(builder, "test")["text"][0]
   np.testing.assert_array_equal(

@@ -1,13 +1,15 @@
 """Datasets: `load_dataset(data_config)` returns the `common.Dataset` of any configured one.
 
-`data_config.name` picks the loader:
+`data_config.name` picks the loader from the dataset registry (`registry`), where the
+modules of `sources` register theirs:
 
-- "synthetic": `synthetic.load`, generated in memory from a seed (no files);
-- "wikipedia": `wikipedia_features.load`, the Rasiwasia et al. folder
-  (`data_config.manual_dir`) built once into array_record by the TFDS builder of
-  `wikipedia.py` under `data_config.data_dir`, with text features fitted on train only;
-- "features": `features.load`, a folder of feature files: the DRSL / DSCMR .mat layout,
-  the same as .npy files, or one HDF5 file (`features.py`, `feature_files.py`).
+- "synthetic": `sources.synthetic`, generated in memory from a seed (no files);
+- "wikipedia": `sources.wikipedia`, the Rasiwasia et al. folder (`data_config.manual_dir`)
+  built once into array_record by the TFDS builder of `sources.wikipedia_builder` under
+  `data_config.data_dir`, with text features fitted on train only;
+- "features": `sources.features`, a folder of feature files (the DRSL / DSCMR .mat
+  layout, .npy, HDF5, Pascal VOC 2007), built by `sources.feature_builder` over the
+  readers of `sources.feature_layouts`.
 
 With `data_config.image_power` p != 1 each image feature x becomes sign(x) |x|^p
 (`power_normalize`; p = 0.5 on histograms is the Hellinger map of RootSIFT and of
@@ -17,8 +19,9 @@ feature-file split larger than `data_config.lazy_mb` keeps its features in the b
 files (`lazy.LazyColumn`); both maps of such a split are applied as each batch is read.
 
 The other modules: `common` (the `Split` / `Dataset` form), `tfds_io` (build and read the
-TFDS datasets without TensorFlow), the text steps `tokens`, `vocab`, `tfidf`, `svd` and
-`glove`, and `word_graph` (SCANet's word graph, added with `data_config.word_graph`).
+TFDS datasets without TensorFlow), `lazy` (columns read from the built files), and `text`,
+the text processing: `tokens`, `vocab`, `tfidf`, `svd`, `glove`, `word_graph` (SCANet's),
+`sparse_rows`.
 """
 
 from __future__ import annotations
@@ -30,29 +33,20 @@ import numpy as np
 from crossmodal_jax import errors
 from crossmodal_jax.data import common
 from crossmodal_jax.data import lazy
-from crossmodal_jax.data import synthetic
-from crossmodal_jax.data import wikipedia_features
+from crossmodal_jax.data import registry
+from crossmodal_jax.data import sources  # pylint: disable=unused-import  (registers the datasets)
+from crossmodal_jax.data.sources import wikipedia
 
-DATASETS = ("synthetic", "wikipedia", "features")
-TEXT_FEATURES = wikipedia_features.TEXT_FEATURES
+DATASETS = registry.names()
+TEXT_FEATURES = wikipedia.TEXT_FEATURES
 
 
 def load_dataset(data_config) -> common.Dataset:
   """Loads (building first if needed) the dataset named by `data_config.name`."""
-  name = data_config.name
+  load = registry.loader(data_config.name)
   power = data_config.image_power
   _check_power(power)  # before a dataset is built
-  if name == "synthetic":
-    dataset = synthetic.load(data_config)
-  elif name == "wikipedia":
-    dataset = wikipedia_features.load(data_config)
-  elif name == "features":
-    # Imported here: the module imports TFDS and scipy.
-    from crossmodal_jax.data import features  # pylint: disable=g-import-not-at-top
-
-    dataset = features.load(data_config)
-  else:
-    raise errors.UserError(f"Unknown dataset {name!r}; choose one of {DATASETS}.")
+  dataset = load(data_config)
   if power != 1.0:
     dataset = power_normalize(dataset, "image", power)
   if data_config.standardize_image:

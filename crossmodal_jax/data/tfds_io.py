@@ -1,7 +1,7 @@
 """Building and reading the TFDS datasets of this package, without TensorFlow.
 
-The builders of :mod:`crossmodal_jax.data.wikipedia` and
-:mod:`crossmodal_jax.data.features` are ordinary ``tfds.core.GeneratorBasedBuilder``
+The builders of :mod:`crossmodal_jax.data.sources.wikipedia_builder` and
+:mod:`crossmodal_jax.data.sources.feature_builder` are ordinary ``tfds.core.GeneratorBasedBuilder``
 subclasses whose source files live in a *manual* folder. They are written in the
 ``array_record`` file format and read back with ``builder.as_data_source(split)``, the
 two code paths of ``tensorflow-datasets`` that do not need TensorFlow.

@@ -2,7 +2,7 @@
 
 DRSL feeds text features from a sentence/document CNN over word vectors; here the CNN is a
 Flax module trained jointly with the rest of the model. A text is a right-padded sequence
-of word ids (`crossmodal_jax.data.vocab`: PAD_ID = 0, OOV_ID = 1, vocabulary word i has id
+of word ids (`crossmodal_jax.data.text.vocab`: PAD_ID = 0, OOV_ID = 1, vocabulary word i has id
 i + 2) with a bool mask, True at real words. The network is
 
   embedding lookup -> for each kernel size k: Conv1D(k, num_filters) -> ReLU
@@ -24,7 +24,7 @@ Masking rule (what makes the output independent of how much padding follows a te
 The max is taken after setting invalid positions to -inf; rows with no position left
 (empty texts) are replaced by 0.
 
-The GloVe table of `crossmodal_jax.data.glove.glove_table` has a zero row for the padding
+The GloVe table of `crossmodal_jax.data.text.glove.glove_table` has a zero row for the padding
 id 0, but the embedding is trainable unless `freeze_embeddings` is set, so that row need
 not stay zero: the masking above, not the zero row, is what guarantees padding invariance
 (and it also keeps the padding row's gradient exactly zero).

@@ -8,7 +8,7 @@ from crossmodal_jax import layers
 from crossmodal_jax import losses
 from crossmodal_jax import parallel
 from crossmodal_jax.data import common
-from crossmodal_jax.data import sparse_rows
+from crossmodal_jax.data.text import sparse_rows
 from crossmodal_jax.layers import text_cnn
 from crossmodal_jax.methods import base
 from crossmodal_jax.methods import registry

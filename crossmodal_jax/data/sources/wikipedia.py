@@ -1,7 +1,7 @@
 """The Wikipedia dataset as a `common.Dataset`: builder splits plus text features.
 
 :func:`load` builds (once) and reads the TFDS dataset of
-:class:`crossmodal_jax.data.wikipedia.WikipediaCrossModal` and turns the article texts
+:class:`crossmodal_jax.data.sources.wikipedia_builder.WikipediaCrossModal` and turns the article texts
 into the configured text feature (``data_config.text_feature``, one of
 :data:`TEXT_FEATURES`), everything fitted on the TRAINING split only:
 
@@ -22,13 +22,13 @@ With ``data_config.word_graph`` (SCANet's text model) each split also gets ``bow
 bag-of-words counts over the word graph's own vocabulary (the ``graph_vocab_size`` most
 frequent training words that have a GloVe vector, independent of the text feature's), and
 ``meta`` gets ``graph_vocab`` and ``word_graph``, the
-:class:`~crossmodal_jax.data.word_graph.WordGraph` of those words (``graph_neighbors``
+:class:`~crossmodal_jax.data.text.word_graph.WordGraph` of those words (``graph_neighbors``
 nearest neighbours; ``graph_lambda_max`` 0 = computed), cached under ``data_dir``.
 
-The text steps live in :mod:`~crossmodal_jax.data.tokens`,
-:mod:`~crossmodal_jax.data.vocab`, :mod:`~crossmodal_jax.data.tfidf`,
-:mod:`~crossmodal_jax.data.svd`, :mod:`~crossmodal_jax.data.glove` and
-:mod:`~crossmodal_jax.data.word_graph`.
+The text steps live in :mod:`~crossmodal_jax.data.text.tokens`,
+:mod:`~crossmodal_jax.data.text.vocab`, :mod:`~crossmodal_jax.data.text.tfidf`,
+:mod:`~crossmodal_jax.data.text.svd`, :mod:`~crossmodal_jax.data.text.glove` and
+:mod:`~crossmodal_jax.data.text.word_graph`.
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ from absl import logging
 
 from crossmodal_jax import errors
 from crossmodal_jax.data import common
-from crossmodal_jax.data import glove
-from crossmodal_jax.data import svd
-from crossmodal_jax.data import tfidf
-from crossmodal_jax.data import tokens as tokens_lib
-from crossmodal_jax.data import vocab as vocab_lib
-from crossmodal_jax.data import word_graph as word_graph_lib
+from crossmodal_jax.data import registry
+from crossmodal_jax.data.text import glove
+from crossmodal_jax.data.text import svd
+from crossmodal_jax.data.text import tfidf
+from crossmodal_jax.data.text import tokens as tokens_lib
+from crossmodal_jax.data.text import vocab as vocab_lib
+from crossmodal_jax.data.text import word_graph as word_graph_lib
 
 __all__ = ["TEXT_FEATURES", "load"]
 
@@ -54,6 +55,7 @@ _STOPWORDS_FILE = "stopwords.txt"
 _SPLITS = ("train", "validation", "test")
 
 
+@registry.register("wikipedia")
 def load(data_config) -> common.Dataset:
   """Builds (once) and reads the Wikipedia folder ``data_config.manual_dir``.
 
@@ -77,7 +79,7 @@ def load(data_config) -> common.Dataset:
   """
   # TFDS is imported only when a file-backed dataset is loaded.
   from crossmodal_jax.data import tfds_io  # pylint: disable=g-import-not-at-top
-  from crossmodal_jax.data import wikipedia  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax.data.sources import wikipedia_builder  # pylint: disable=g-import-not-at-top
 
   manual_dir = tfds_io.require_manual_dir(data_config)
   feature = data_config.text_feature
@@ -87,7 +89,7 @@ def load(data_config) -> common.Dataset:
   # The training texts' vocabulary serves the text feature (unless "lda") and the words.
   need_vocab = feature != "lda" or word_sequences
   builder = tfds_io.prepare(
-      wikipedia.WikipediaCrossModal,
+      wikipedia_builder.WikipediaCrossModal,
       manual_dir,
       data_config.data_dir,
       split=data_config.wikipedia_split,
@@ -121,7 +123,9 @@ def load(data_config) -> common.Dataset:
             tokens[s], vocab, data_config.max_words, drop_oov=True
         )
         sequences[s] = {"word_ids": ids, "word_mask": mask}
-      meta["word_vectors"], found = glove.glove_table(vocab)
+      meta["word_vectors"], found = glove.glove_table(
+          vocab, allow_random=data_config.random_word_vectors
+      )
       logging.info("GloVe vectors for %d of %d vocabulary words.", found.sum(), len(found))
   if feature == "lda":
     texts = {s: raw[s]["lda"].astype(np.float32) for s in raw}
@@ -134,6 +138,7 @@ def load(data_config) -> common.Dataset:
         size=data_config.graph_vocab_size,
         min_count=data_config.min_count,
         stopwords=_stopwords(data_config, manual_dir),
+        allow_random=data_config.random_word_vectors,
     )
     graph_counts = {s: vocab_lib.bag_of_words(tokens[s], graph_vocab) for s in raw}
     graph_arrays = {

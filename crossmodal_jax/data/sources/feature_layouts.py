@@ -1,4 +1,4 @@
-"""Readers of the pre-extracted feature-file layouts of :mod:`crossmodal_jax.data.features`.
+"""Readers of the pre-extracted feature-file layouts of :mod:`crossmodal_jax.data.sources.feature_builder`.
 
 A *layout* maps each array the builder needs -- the image features, text features and
 labels of the ``train``, ``valid`` and ``test`` splits -- to a :class:`Source` (the file

@@ -7,7 +7,7 @@
   (:func:`bag_of_words`) is ``vocab.words[j]``.
 * Sequence ids (:func:`word_id_sequences`). ``PAD_ID = 0``, ``OOV_ID = 1``, and
   ``vocab.words[i]`` has id ``i + 2``; a word-vector table indexed by these ids (e.g.
-  :func:`crossmodal_jax.data.glove.glove_table`) therefore has
+  :func:`crossmodal_jax.data.text.glove.glove_table`) therefore has
   :func:`sequence_vocab_size` ``= len(vocab) + 2`` rows. Stop words are not in the
   vocabulary, so in sequences they become ``OOV_ID`` unless ``drop_oov=True``.
 """
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from crossmodal_jax.data import tokens as tokens_lib
+from crossmodal_jax.data.text import tokens as tokens_lib
 
 __all__ = [
     "PAD_ID",
@@ -130,12 +130,12 @@ def build_vocabulary(
 
   Args:
     token_lists: one token list per training text (outputs of
-      :func:`crossmodal_jax.data.tokens.tokenize`). Pass only training texts: words seen
+      :func:`crossmodal_jax.data.text.tokens.tokenize`). Pass only training texts: words seen
       only in validation/test must not leak in.
     max_size: keep at most this many words (the most frequent); ``None`` keeps all.
     min_count: drop words whose total count in the corpus is below this.
     stopwords: words to exclude (normalised like
-      :func:`crossmodal_jax.data.tokens.load_stopwords`); ``None`` or empty keeps every
+      :func:`crossmodal_jax.data.text.tokens.load_stopwords`); ``None`` or empty keeps every
       word.
 
   Returns:

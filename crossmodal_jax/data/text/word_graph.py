@@ -36,10 +36,10 @@ import scipy.sparse.linalg
 from absl import logging
 
 from crossmodal_jax import atomic
-from crossmodal_jax.data import glove
-from crossmodal_jax.data import tfidf
-from crossmodal_jax.data import tokens as tokens_lib
-from crossmodal_jax.data import vocab as vocab_lib
+from crossmodal_jax.data.text import glove
+from crossmodal_jax.data.text import tfidf
+from crossmodal_jax.data.text import tokens as tokens_lib
+from crossmodal_jax.data.text import vocab as vocab_lib
 
 __all__ = [
     "WordGraph",
@@ -328,20 +328,22 @@ def graph_vocabulary(
     size: int,
     min_count: int = 1,
     stopwords: Iterable[str] | None = tokens_lib.DEFAULT_STOPWORDS,
+    allow_random: bool = False,
 ) -> tuple[vocab_lib.Vocabulary, np.ndarray]:
   """The graph's vertices: the ``size`` most frequent training words with a GloVe vector.
 
   A word without a vector would get arbitrary neighbours, so words missing from GloVe
   are dropped before truncating (frequency order is kept, as
-  :func:`~crossmodal_jax.data.vocab.build_vocabulary` makes it). When the GloVe vectors
-  are not installed (:func:`~crossmodal_jax.data.glove.glove_table` warns and returns
-  random rows) every word is kept, with those random rows as vectors.
+  :func:`~crossmodal_jax.data.text.vocab.build_vocabulary` makes it). When the GloVe vectors
+  are not installed and ``allow_random`` lets :func:`~crossmodal_jax.data.text.glove.glove_table`
+  return random rows, every word is kept, with those random rows as vectors.
 
   Args:
     train_token_lists: the TRAINING split's token lists.
     size: the most vertices to keep (``>= 1``).
     min_count: drop words seen fewer times in training.
     stopwords: words to exclude.
+    allow_random: without the installed GloVe vectors, random ones (else an error).
 
   Returns:
     ``(vocab, vectors)``: the vocabulary (column ``j`` of its bag of words is vertex
@@ -352,7 +354,7 @@ def graph_vocabulary(
   full = vocab_lib.build_vocabulary(
       train_token_lists, max_size=None, min_count=min_count, stopwords=stopwords
   )
-  table, found = glove.glove_table(full)
+  table, found = glove.glove_table(full, allow_random=allow_random)
   keep = found if glove.word_vectors_available() else np.ones(len(full), dtype=bool)
   ids = np.flatnonzero(keep)[:size]
   vocab = vocab_lib.Vocabulary(tuple(full.words[i] for i in ids))
