@@ -59,10 +59,11 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
   data.synthetic_multi_label = 0.0  # chance a synthetic row also has each other class
   if dataset == "wikipedia":
     data.wikipedia_split = "literature"  # validation / test: "literature" or "list_order"
-  data.text_feature = "tfidf_svd"  # Wikipedia text: "tfidf_svd", "tfidf", "bow" or "lda"
-  data.vocab_size = 10000  # Wikipedia vocabulary: the most frequent training words
-  data.min_count = 2  # a vocabulary word occurs at least this often in training articles
+  data.text_feature = "tfidf_svd"  # from raw texts "tfidf_svd", "tfidf", "bow", "lda"; *_txt "file"
+  data.vocab_size = 10000  # text vocabulary: the most frequent training words
+  data.min_count = 2  # a vocabulary word occurs at least this often in training texts
   data.svd_dim = 300  # width of "tfidf_svd" (a truncated SVD fit on train)
+  data.lda_topics = 10  # a feature folder's "lda": topics of an LDA fit on train
   data.sublinear_tf = True  # TF-IDF with 1 + log(tf) instead of tf
   data.stopwords = "dataset"  # "dataset" (the folder's stopwords.txt if any) or "builtin"
   data.word_sequences = False  # add word-id sequences and their GloVe 6B-50d vectors

@@ -13,6 +13,17 @@ from __future__ import annotations
 
 import ml_collections
 
+LABEL = "DRSL"  # its rows' name in the comparison table (experiments.reproduce)
+# The ablations `experiments.reproduce --ablations=NAME` runs: NAME -> (the heading of its
+# tables, its variants (label, {"section.field": value}), each label a run folder's name).
+# The relation fusion at each of the DRSL paper's four (its tables 5-6).
+ABLATIONS = {
+    "drsl_fusion": (
+        "DRSL relation fusion (DRSL paper, tables 5-6)",
+        tuple((f, {"model.fusion": f}) for f in ("concat", "multiply", "add", "subtract")),
+    ),
+}
+
 
 def model_config() -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict()
@@ -48,10 +59,11 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
         "drsl has no 'paper' preset: the drsl config has the paper's sizes (its Wikipedia "
         "recipe re-chosen on validation), drsl_code the authors' code."
     )
+  # Chosen on the Wikipedia validation split (docs/experiments/drsl.md): SVD-300 text ties
+  # raw TF-IDF there at a cheaper epoch; also a feature folder's text with raw texts.
+  config.data.text_feature = "tfidf_svd"
   if dataset == "wikipedia":
-    # Chosen on the validation split (docs/experiments/drsl.md): SVD-300 text ties raw
-    # TF-IDF there at a cheaper epoch; the best-by-validation checkpoint is used.
-    config.data.text_feature = "tfidf_svd"
+    # The best-by-validation checkpoint is used.
     config.model.dropout = 0.3
     config.train.learning_rate = 5e-4
     config.train.num_epochs = 60

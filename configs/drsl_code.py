@@ -14,6 +14,8 @@ import ml_collections
 
 from . import drsl
 
+LABEL = "DRSL (authors' code)"  # its rows' name in the comparison table
+
 # The model fields and their base values are DRSL's (`default.completed` reads this).
 model_config = drsl.model_config
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import ml_collections
 
+LABEL = "MCSM"  # its rows' name in the comparison table (experiments.reproduce)
+
 
 def model_config() -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict()
@@ -89,14 +91,16 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
       config.model.front_end = True
       config.data.max_words = 2904
     return config
+  if dataset in ("wikipedia", "features"):
+    # Wikipedia's text choices, for a feature folder's raw texts too: the first 100 words,
+    # and the raw TF-IDF rows (10,000-d) as the image space's document vector.
+    config.data.max_words = 100
+    config.data.text_feature = "tfidf"
   if dataset == "wikipedia":
     # Widths a 2-core CPU trains, and the choices below, made on validation (see
     # docs/experiments/mcsm.md).
     config.model.hidden = 128
-    config.data.max_words = 100
     t.num_epochs = 20
-    # The image space's document vector: the raw TF-IDF rows (10,000-d).
-    config.data.text_feature = "tfidf"
     t.learning_rate = 3e-4
     # A same-label positive instead of the match.
     config.model.positives = "same_label"

@@ -14,6 +14,25 @@ from __future__ import annotations
 
 import ml_collections
 
+LABEL = "SCANet"  # its rows' name in the comparison table (experiments.reproduce)
+# The ablations `experiments.reproduce --ablations=NAME` runs: NAME -> (the heading of its
+# tables, its variants (label, {"section.field": value}), each label a run folder's name).
+# The co-attention depths 0..3 (the SCANet paper's table 3) and the global loss's margin m
+# and weight lambda at the five settings of its table 4.
+ABLATIONS = {
+    "scanet_layers": (
+        "SCANet co-attention layers (SCANet paper, table 3)",
+        tuple((f"layers={k}", {"model.attention_layers": k}) for k in range(4)),
+    ),
+    "scanet_loss": (
+        "SCANet global loss margin m and weight lambda (SCANet paper, table 4)",
+        tuple(
+            (f"m={m:g} lambda={lam:g}", {"model.margin": m, "model.lam": lam})
+            for m, lam in ((0.5, 0.35), (0.6, 0.35), (0.7, 0.35), (0.6, 0.3), (0.6, 0.4))
+        ),
+    ),
+}
+
 
 def model_config() -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict()
@@ -52,7 +71,7 @@ def get_config(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
   config.model = model_config()
   config.data.word_graph = True
   # SCANet reads only the graph signal ("bow"); the cheapest fixed text feature fills the
-  # dataset's required "text" array.
+  # dataset's required "text" array (in a feature folder with raw texts, a 10-topic LDA).
   config.data.text_feature = "lda"
   t = config.train
   t.batch_size = 256

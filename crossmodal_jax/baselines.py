@@ -50,6 +50,8 @@ DESCRIPTIONS = {
     "sm": "semantic matching (logistic-regression posteriors, cosine)",
     "scm": "semantic correlation matching (posteriors on the CCA projections, cosine)",
 }
+# Each baseline's name in a table's rows (experiments.reproduce).
+LABELS = {"cca": "CCA", "sm": "SM", "scm": "SCM"}
 DIRECTIONS = ("i2t", "t2i")
 # The inverse regularisations C of the logistic regressions tried on validation.
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)

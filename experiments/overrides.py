@@ -4,7 +4,8 @@ ml_collections reports a bad config argument or an unknown field as a traceback 
 in a bare `AttributeError: "'nope'"`, and an override given before `--config=` as a
 "FATAL Flags parsing error"; this exits with one line naming the problem (and listing the
 valid choices) instead. It works for any config file that defines `get_config(arg)` (as
-ml_collections' config_flags expects).
+ml_collections' config_flags expects). `find_field` is the walk to a dotted field that
+both this check and experiments.reproduce's --override use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from typing import Any
 
 import ml_collections
 
@@ -58,6 +60,36 @@ def config_package(path: str) -> None:
   module = importlib.util.module_from_spec(spec)
   sys.modules[name] = module
   spec.loader.exec_module(module)
+
+
+class FieldError(ValueError):
+  """A field a config does not have: `where` the walk stopped ("model", or "config" at
+  the top), the `part` missing there and `choices`, the fields it has there (or "(a
+  leaf)" when `where` is a value, not a section)."""
+
+  def __init__(self, field: str, where: str, part: str, choices: str):
+    super().__init__(f"{field}: {where} has no {part!r}; its fields: {choices}.")
+    self.field, self.where, self.part, self.choices = field, where, part, choices
+
+
+def find_field(config: ml_collections.ConfigDict, field: str) -> tuple[Any, str]:
+  """The section of `config` holding `field` ("section.name", any depth) and the field's
+  last name, so that `section[name]` is its value.
+
+  Raises:
+    FieldError: `config` has no such field (a ValueError naming where the walk stopped
+      and listing the fields there).
+  """
+  node = config
+  parts = field.split(".")
+  for i, part in enumerate(parts):
+    if not hasattr(node, "keys") or part not in node:
+      where = ".".join(parts[:i]) or "config"
+      choices = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a leaf)"
+      raise FieldError(field, where, part, choices)
+    if i < len(parts) - 1:
+      node = node[part]
+  return node, parts[-1]
 
 
 def _load(path: str):
@@ -110,15 +142,11 @@ def check(
     if not arg.startswith("--config."):
       continue
     field = arg[len("--config.") :].split("=", 1)[0]
-    node, walked = config, []
-    for part in field.split("."):
-      if not hasattr(node, "keys") or part not in node:
-        where = ".".join(walked) or "config"
-        choices = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a leaf)"
-        fail(
-            f"Unknown config field {field!r}: {where} has no {part!r}. "
-            f"Fields of {where}: {choices}. (--help lists them all.)"
-        )
-      node = node[part]
-      walked.append(part)
+    try:
+      find_field(config, field)
+    except FieldError as e:
+      fail(
+          f"Unknown config field {field!r}: {e.where} has no {e.part!r}. "
+          f"Fields of {e.where}: {e.choices}. (--help lists them all.)"
+      )
   return config

@@ -1,5 +1,5 @@
 """The classical baselines (crossmodal_jax.baselines) and the table command
-(experiments/reproduce.py) on small synthetic data."""
+(experiments/reproduce/) on small synthetic data."""
 
 import dataclasses
 import io
@@ -20,8 +20,14 @@ from crossmodal_jax import errors
 from crossmodal_jax import evaluate
 from crossmodal_jax import metrics
 from crossmodal_jax import protocols
+from configs import default as default_configs
 from crossmodal_jax.data.sources import synthetic
 from experiments import reproduce
+from experiments.reproduce import __main__ as command
+from experiments.reproduce import amend
+from experiments.reproduce import plan
+from experiments.reproduce import runner
+from experiments.reproduce import table as table_lib
 
 pytest.importorskip("sklearn", reason="the baselines need scikit-learn (setup.py)")
 
@@ -177,7 +183,7 @@ def test_table_files_and_statistics(table):
 
 
 def test_recorded_command_has_placeholders_for_folders():
-  recorded = reproduce._recorded_args([
+  recorded = command._recorded_args([
       "--workdir=/tmp/table", "--methods=drsl", "--manual_dir", "wikipedia=/data/wiki",
       "--override=data.data_dir=/tmp/tfds", "--override=scanet:model.dim=3",
       "--amend=/srv/tables/t", "--amend_note", "why", "--seeds=5",
@@ -187,7 +193,7 @@ def test_recorded_command_has_placeholders_for_folders():
       "--override=data.data_dir=<data_dir>", "--override=scanet:model.dim=3",
       "--amend=<table_dir>", "--seeds=5",
   ]  # fmt: skip
-  assert reproduce._recorded_args(["--amend=results/t"]) == ["--amend=results/t"]
+  assert command._recorded_args(["--amend=results/t"]) == ["--amend=results/t"]
 
 
 def no_training(run, cache):
@@ -195,19 +201,19 @@ def no_training(run, cache):
 
 
 def test_a_field_newer_than_a_finished_run_counts_at_its_common_default(tmp_path):
-  config = reproduce.default_configs.get_config("drsl,wikipedia")
+  config = default_configs.get_config("drsl,wikipedia")
   assert config.data.image_power == 1.0
   now = json.loads(config.to_json_best_effort())
   old = json.loads(config.to_json_best_effort())
   del old["data"]["image_power"], old["model"]["dropout"]  # fields an older version lacked
   # The old run behaved as the common default (1.0) and the method file's base value of a
   # model field (drsl.model_config(): 0.0, which the Wikipedia recipe sets to 0.3).
-  assert reproduce.config_differences(old, now) == ["model.dropout"]
+  assert plan.config_differences(old, now) == ["model.dropout"]
   config.model.dropout = 0.0
-  assert reproduce.config_differences(old, json.loads(config.to_json_best_effort())) == []
+  assert plan.config_differences(old, json.loads(config.to_json_best_effort())) == []
   config.data.image_power = 0.5  # the old run behaved as 1.0: another result
   config.model.dropout = 0.7
-  assert reproduce.config_differences(old, json.loads(config.to_json_best_effort())) == [
+  assert plan.config_differences(old, json.loads(config.to_json_best_effort())) == [
       "data.image_power",
       "model.dropout",
   ]
@@ -217,24 +223,24 @@ def test_a_field_newer_than_a_finished_run_counts_at_its_common_default(tmp_path
   (workdir / "checkpoints" / "latest" / "12").mkdir(parents=True)
   (workdir / "config.json").write_text(json.dumps(old))
   config.model.dropout = 0.0
-  run = reproduce.Run("drsl", "wikipedia", 0, config, str(workdir))
+  run = plan.Run("drsl", "wikipedia", 0, config, str(workdir))
   with pytest.raises(errors.UserError, match=r"data.image_power: 1.0 -> 0.5"):
-    reproduce.check_run(run)
+    plan.check_run(run)
   config.data.image_power = 1.0
-  reproduce.check_run(run)
+  plan.check_run(run)
 
 
 def test_a_stored_baseline_without_a_newer_data_field_is_reused_at_its_default():
-  data_config = reproduce.default_configs.data_config("wikipedia")
+  data_config = default_configs.data_config("wikipedia")
   settings = lambda: json.loads(
-      json.dumps(reproduce._baseline_settings(data_config, [4], [0.1], "exact"), default=str)
+      json.dumps(runner._baseline_settings(data_config, [4], [0.1], "exact"), default=str)
   )
   stored = settings()
   del stored["data"]["image_power"]  # stored by a version without the field
-  assert reproduce._same_settings(stored, settings())
+  assert runner._same_settings(stored, settings())
   data_config.image_power = 0.5
-  assert not reproduce._same_settings(stored, settings())
-  assert not reproduce._same_settings(None, settings())
+  assert not runner._same_settings(stored, settings())
+  assert not runner._same_settings(None, settings())
 
 
 def test_finished_runs_are_reused(table):
@@ -337,9 +343,9 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
   row["map_all"]["avg"]["mean"] += 0.01
   for run in row["runs"]:
     run["reused"] = True
-  third = reproduce.amend_table(again, found, "CMD2")["amended"][-1]
+  third = amend.amend_table(again, found, "CMD2")["amended"][-1]
   assert third["reused"] == {"synthetic": {"drsl": [0, 1]}}
-  text = " ".join(reproduce._amendments({**again, "amended": [third]}, "synthetic"))
+  text = " ".join(table_lib._amendments({**again, "amended": [third]}, "synthetic"))
   assert "DRSL replaced by `` CMD2 ``" in text and "re-run" not in text, text
   assert "; it found DRSL seeds 0, 1 finished and did not train them." in text, text
   # The same command again reuses the runs: no row changed, so nothing is recorded.
@@ -350,7 +356,7 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
   assert "every row equals" in out.getvalue() and "nothing recorded" in out.getvalue()
   assert json.loads((folder / "results.json").read_text())["amended"] == again["amended"]
   # A finished run it did not train there (trained elsewhere, copied in) is refused.
-  seed_1 = pathlib.Path(rerun, "runs", "synthetic", "drsl", "seed_1", reproduce.RUN_INFO)
+  seed_1 = pathlib.Path(rerun, "runs", "synthetic", "drsl", "seed_1", runner.RUN_INFO)
   info = json.loads(seed_1.read_text())
   seed_1.write_text(json.dumps({k: v for k, v in info.items() if k != "trained_by"}))
   with pytest.raises(errors.UserError, match=r"seed_1 holds a finished run that .* did not"):
@@ -359,7 +365,7 @@ def test_amend_replaces_one_row_of_a_table_and_records_why(table, tmp_path):
     )
   assert json.loads((folder / "results.json").read_text())["amended"] == again["amended"]
   # The recorded command line leaves the note out (the amendment keeps it).
-  assert reproduce._recorded_args(["--a=1", "--amend_note=x `y`", "--amend_note", "z", "--b"]) == [
+  assert command._recorded_args(["--a=1", "--amend_note=x `y`", "--amend_note", "z", "--b"]) == [
       "--a=1",
       "--b",
   ]
@@ -376,7 +382,7 @@ def test_yu2018_protocol_evaluates_the_trained_runs(table, tmp_path):
       for m in ("drsl", "hcmsl")
       for s in (0, 1)
   }
-  names = ("metrics.jsonl", "config.json", "results.json", reproduce.RUN_INFO)
+  names = ("metrics.jsonl", "config.json", "results.json", runner.RUN_INFO)
   trained = _mtimes([os.path.join(d, n) for d in runs.values() for n in names])
   default_table = _mtimes(
       [os.path.join(workdir, n) for n in ("results.json", "results.md", "pr_synthetic.png")]
@@ -412,7 +418,7 @@ def test_yu2018_protocol_evaluates_the_trained_runs(table, tmp_path):
   # ranked against its training projections.
   assert rows["cca"]["chosen"] == default_rows["cca"]["chosen"]
   data = data_lib.load_dataset(
-      reproduce.baseline_data_config("synthetic", "ci", reproduce.parse_overrides(TINY), {})
+      plan.baseline_data_config("synthetic", "ci", plan.parse_overrides(TINY), {})
   )
   k = rows["cca"]["chosen"]["components"]
   model = baselines.fit_cca(data.train["image"], data.train["text"], k)
@@ -464,7 +470,7 @@ def test_yu2018_protocol_evaluates_the_trained_runs(table, tmp_path):
   # Rows without PR curves (a streamed ranking's) draw no PNG and link none.
   for row in stored["datasets"]["synthetic"]["rows"]:
     row["pr_curve"] = None
-  bare = reproduce.write_outputs(stored, str(tmp_path))
+  bare = table_lib.write_outputs(stored, str(tmp_path))
   assert "plot" not in bare["datasets"]["synthetic"]
   assert sorted(os.listdir(tmp_path)) == ["results_yu2018.json", "results_yu2018.md"]
   assert "Precision-recall" not in (tmp_path / "results_yu2018.md").read_text()
@@ -491,10 +497,10 @@ def test_bad_inputs_are_one_error(tmp_path):
   with pytest.raises(errors.UserError, match="Unknown protocol 'nope'; choose one of"):
     call(protocol="nope")
   assert not os.listdir(tmp_path)
-  help_text = reproduce.flags.FLAGS["protocol"].help
+  help_text = command.flags.FLAGS["protocol"].help
   for name, spec in protocols.PROTOCOLS.items():
     assert f"{name}: {spec.description}" in help_text
-  assert reproduce.parse_manual_dirs(["wikipedia=/a", "/b"], ["features", "wikipedia"]) == {
+  assert plan.parse_manual_dirs(["wikipedia=/a", "/b"], ["features", "wikipedia"]) == {
       "wikipedia": "/a",
       "features": "/b",
   }
@@ -502,8 +508,8 @@ def test_bad_inputs_are_one_error(tmp_path):
 
 def test_progress_estimates_the_time_left():
   config = None
-  runs = [reproduce.Run(m, "synthetic", s, config, "") for m in ("a", "b") for s in (0, 1)]
-  progress = reproduce.Progress(runs, io.StringIO())
+  runs = [plan.Run(m, "synthetic", s, config, "") for m in ("a", "b") for s in (0, 1)]
+  progress = runner.Progress(runs, io.StringIO())
   assert "known after the first" in progress.line(1, runs[0], "training", runs)
   progress.record(runs[0], 10.0)
   assert progress.time_left(runs[1:]) == pytest.approx(30.0)
@@ -512,11 +518,28 @@ def test_progress_estimates_the_time_left():
   assert "run 2/4" in progress.line(2, runs[1], "training", runs[1:])
 
 
+def test_labels_and_ablations_are_the_config_files():
+  # Each method's label is its config file's LABEL, each baseline's from baselines.LABELS.
+  names = ("drsl", "drsl_code", "scanet", "mcsm", "hcmsl", "nope")
+  assert [table_lib.method_label(m) for m in names] == [
+      "DRSL", "DRSL (authors' code)", "SCANet", "MCSM", "HCMSL", "nope",
+  ]  # fmt: skip
+  assert baselines.LABELS == {"cca": "CCA", "sm": "SM", "scm": "SCM"}
+  # The ablations are those the config files declare, in the files' order, each of the
+  # method whose file declares it.
+  assert [(name, a.method) for name, a in plan.ABLATIONS.items()] == [
+      ("drsl_fusion", "drsl"), ("scanet_layers", "scanet"), ("scanet_loss", "scanet"),
+  ]  # fmt: skip
+  assert plan.ABLATIONS["scanet_layers"].title == (
+      "SCANet co-attention layers (SCANet paper, table 3)"
+  )
+
+
 def test_ablation_table_sets_its_fields_in_distinct_runs(tmp_path):
   workdir = str(tmp_path)
-  runs = reproduce.plan([], ["synthetic"], 1, workdir, "ci", ablations=list(reproduce.ABLATIONS))
-  assert {r.ablation for r in runs} == set(reproduce.ABLATIONS)
-  for name, ablation in reproduce.ABLATIONS.items():
+  runs = plan.plan([], ["synthetic"], 1, workdir, "ci", ablations=list(plan.ABLATIONS))
+  assert {r.ablation for r in runs} == set(plan.ABLATIONS)
+  for name, ablation in plan.ABLATIONS.items():
     mine = [r for r in runs if r.ablation == name]
     assert [r.variant for r in mine] == [label for label, _ in ablation.variants]
     for run, (_, fields) in zip(mine, ablation.variants):
@@ -537,7 +560,7 @@ def test_ablation_table_sets_its_fields_in_distinct_runs(tmp_path):
   loss = [(r.config.model.margin, r.config.model.lam) for r in runs if r.ablation == "scanet_loss"]
   assert loss == [(0.5, 0.35), (0.6, 0.35), (0.7, 0.35), (0.6, 0.3), (0.6, 0.4)]
   # Variants set their fields after --override; the default follows the overridden config.
-  runs = reproduce.plan(
+  runs = plan.plan(
       [], ["synthetic"], 1, workdir, "ci", ["scanet:model.margin=0.7"], ablations=["scanet_loss"]
   )
   assert [r.variant for r in runs if r.default] == ["m=0.7 lambda=0.35"]
@@ -548,9 +571,9 @@ def test_ablation_table_sets_its_fields_in_distinct_runs(tmp_path):
 def test_ablation_runs_tables_and_reuse(table, tmp_path, monkeypatch):
   # drsl_fusion cut to its default (concat) and one other variant; the default is the
   # table's finished drsl run, copied here.
-  full = reproduce.ABLATIONS["drsl_fusion"]
+  full = plan.ABLATIONS["drsl_fusion"]
   monkeypatch.setitem(
-      reproduce.ABLATIONS, "drsl_fusion", dataclasses.replace(full, variants=full.variants[:2])
+      plan.ABLATIONS, "drsl_fusion", dataclasses.replace(full, variants=full.variants[:2])
   )
   workdir = str(tmp_path)
   concat = os.path.join(workdir, "runs", "synthetic", "drsl", "seed_0")
@@ -569,7 +592,7 @@ def test_ablation_runs_tables_and_reuse(table, tmp_path, monkeypatch):
 
   def counting(run, cache):
     trained.append(run.workdir)
-    return reproduce.execute(run, cache)
+    return runner.execute(run, cache)
 
   out = io.StringIO()
   results = reproduce.reproduce(workdir, **args, out=out, execute_fn=counting)
@@ -629,9 +652,7 @@ def test_ablation_runs_tables_and_reuse(table, tmp_path, monkeypatch):
   assert os.path.exists(os.path.join(workdir, "pr_drsl_fusion_synthetic_yu2018.png"))
   # A variant whose fields changed under the same name is one error before anything runs.
   changed = (full.variants[0], ("multiply", {"model.fusion": "add"}))
-  monkeypatch.setitem(
-      reproduce.ABLATIONS, "drsl_fusion", dataclasses.replace(full, variants=changed)
-  )
+  monkeypatch.setitem(plan.ABLATIONS, "drsl_fusion", dataclasses.replace(full, variants=changed))
   with pytest.raises(errors.UserError, match="different run.*model.fusion: 'multiply' -> 'add'"):
     reproduce.reproduce(workdir, **args, out=io.StringIO(), execute_fn=no_training)
   # Trained elsewhere, the changed variant amends this table's ablation in place.
@@ -665,7 +686,7 @@ def test_unknown_ablation_is_one_line(tmp_path):
   )  # fmt: skip
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
-      "error: Unknown ablation 'nope'; choose from ('scanet_layers', 'drsl_fusion', "
+      "error: Unknown ablation 'nope'; choose from ('drsl_fusion', 'scanet_layers', "
       "'scanet_loss')."
   ]
   assert not workdir.exists()

@@ -84,3 +84,9 @@ def global_moments(x: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.
   if axis_name is not None:
     mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
   return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+
+
+def dense_flops(widths: Sequence[int]) -> int:
+  """Forward FLOPs of one item through Dense layers of widths widths[0] -> ... ->
+  widths[-1] (a multiply-add counts 2; biases and activations not counted)."""
+  return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))

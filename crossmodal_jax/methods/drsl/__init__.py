@@ -6,7 +6,8 @@ the two; the loss is ||R - S||_F^2 against the batch's label-agreement matrix S.
 user's guide, with the configs and what departs from the paper: docs/methods/drsl.md.
 
 Files: `model.py` (the Flax module), `losses.py` (the relation loss and its normalisers),
-`method.py` (the face: sparse text, the training loss, encodings, scores).
+`method.py` (the face: sparse text, the training loss, encodings, scores), `flops.py` (the
+analytic FLOPs of a training step and of a scored pair, for the benchmark).
 
 Choices:
 - Towers: Dense -> (BatchNorm) -> ReLU per layer, ReLU after every layer as the paper says.

@@ -5,7 +5,7 @@ IEEE TIP 2018).
 Files: `model.py` (the two spaces' Flax modules), `losses.py` (the bidirectional hinge,
 and each anchor's negatives and positives in the global batch), `method.py` (the face:
 inputs, loss, encodings, scores, the adaptive fusion and the choice of its weight on
-validation). The user's guide, with what the authors' code does and where we depart from
+validation), `flops.py` (the analytic FLOPs of an item through a space). The user's guide, with what the authors' code does and where we depart from
 it, is docs/methods/mcsm.md.
 
 Only the abstract of the paper was available to us; the model follows the authors' Torch

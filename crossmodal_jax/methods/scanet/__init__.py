@@ -7,7 +7,7 @@ docs/methods/scanet.md; the runs behind the defaults are in docs/experiments/sca
 
 Files: `model.py` (the Flax module), `pairs.py` (the training pairs and their batches:
 `sample_pairs`, `pair_batches`), `losses.py` (the global loss, `global_loss`), `method.py`
-(its face: pairs, loss, scoring).
+(its face: pairs, loss, scoring), `flops.py` (the analytic FLOPs of a training step).
 
 Text path: each text's bag-of-words counts over the word graph's V vertices
 (`data.word_graph`: V most frequent training words with a GloVe vector, k=8 nearest

@@ -1,0 +1,158 @@
+r"""Speed benchmark: DRSL training epochs and all-pairs scoring throughput -> JSON.
+
+  python -m experiments.benchmark --output=benchmark.json \
+      [--wikipedia_dir=../shared/data/wikipedia_dataset]
+
+Measures, on whatever devices JAX sees:
+- seconds per DRSL training epoch on Wikipedia (train split, 2,173 pairs; training steps
+  only) at the paper's sizes (300-d TF-IDF-SVD text), with the default Wikipedia config
+  on raw 10,000-d TF-IDF text, fed dense and fed sparse (`model.sparse_text`: each text's
+  non-zeros, padded), and at the authors' code sizes (drsl_code), each with its config's
+  batch size; without --wikipedia_dir a random stand-in of the same shape (sparse rows
+  of ~150 non-zeros where the text is TF-IDF);
+- all-pairs scoring of a 4k x 4k synthetic gallery (paper sizes), with the separable
+  first layer + fused kernel, and the naive formulation (concatenate each pair, run the
+  600-1024-1 MLP) on a sub-block, so their ratio is measured in the same run;
+- the pairwise kernel alone in both its forms (the CPU's row loop, the accelerators' row
+  blocks) against the naive [P, Q, K] grid, forward + backward;
+- SCANet's training steps with pairs grouped by text against shuffled pairs, the shuffled
+  steps at each co-attention depth of the ablation, and its all-pairs scoring
+  (`--only=scanet`);
+- MCSM's training steps on Wikipedia at the code's LSTM width and the CPU one
+  (`--only=mcsm`, with --wikipedia_dir);
+- all-pairs scoring of a 40k x 40k synthetic gallery without its score matrix
+  (`--only=score_large`, `--large_gallery`): DRSL's streamed top-100 of every image query,
+  measured once with the process's peak memory, and SCANet's time implied by a measured
+  `--scanet_block` x `--scanet_block` block (its cost is the same per pair);
+- a feature-file training split of XMediaNet's width (4,096-d images, 300-d texts;
+  `--lazy_rows` rows) read for one epoch of shuffled 100-row batches, loaded whole
+  against read lazily from the built array_record files (`data.lazy_mb`), with the
+  peak host memory each takes (tracemalloc; `--only=feature_read`).
+Every entry carries its FLOP count (analytic, counting a multiply-add as 2 FLOPs; each
+method's model is its `crossmodal_jax/methods/<method>/flops.py`) and the achieved
+GFLOP/s. The cases are the modules beside this one, by what they time (training,
+scoring, text_layer, large, feature_read); this one holds the flags and writes the report.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+
+from absl import app
+from absl import flags
+import jax
+
+from crossmodal_jax import atomic
+from crossmodal_jax import logs
+from experiments import cli
+from experiments.benchmark import feature_read
+from experiments.benchmark import large
+from experiments.benchmark import scoring
+from experiments.benchmark import text_layer
+from experiments.benchmark import training
+from experiments.benchmark import wikipedia
+
+_OUTPUT = flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
+_WIKI = flags.DEFINE_string(
+    "wikipedia_dir",
+    "",
+    "Folder of the Wikipedia dataset; empty: a random stand-in of the "
+    "same shape (2,173 train pairs, 128-d images, 300-d texts).",
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "/tmp/crossmodal_jax_benchmark_tfds", "TFDS cache for the built Wikipedia dataset."
+)
+_EPOCHS = flags.DEFINE_integer("epochs", 3, "Timed epochs of the paper-size configurations.")
+_CODE_EPOCHS = flags.DEFINE_integer(
+    "code_epochs", 1, "Timed epochs of drsl_code (its per-pair 1024x1024 layer is slow)."
+)
+_ONLY = flags.DEFINE_list(
+    "only",
+    [],
+    "Run only benchmarks whose name starts with one of "
+    "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot, text_first_layer, "
+    "scanet, mcsm, feature_read, score_large; mcsm needs --wikipedia_dir and runs only with "
+    "it).",
+)
+_SCANET_STEPS = flags.DEFINE_integer(
+    "scanet_steps", 20, "Timed SCANet training steps per case (pair order, co-attention depth)."
+)
+_GALLERY = flags.DEFINE_integer("gallery", 4096, "Items per modality in the scoring test.")
+_LARGE = flags.DEFINE_integer(
+    "large_gallery",
+    40000,
+    "Items per modality of the streamed top-k scoring (DRSL measured, SCANet timed on "
+    "--scanet_block items and scaled by pairs); 0: skip.",
+)
+_SCANET_BLOCK = flags.DEFINE_integer(
+    "scanet_block", 1024, "Items per modality of SCANet's measured block for --large_gallery."
+)
+_LAZY_ROWS = flags.DEFINE_integer(
+    "lazy_rows", 8192, "Training rows of the XMediaNet-wide feature folder (32000: its size)."
+)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Repetitions of each scoring measurement.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logs.quiet_library_logs()
+  cache: dict = {}
+  results = []
+  source = wikipedia.Source(_WIKI.value, _DATA_DIR.value)
+  repeats = _REPEATS.value
+
+  def wanted(prefix):
+    return not _ONLY.value or any(prefix.startswith(p) for p in _ONLY.value)
+
+  if wanted("train_epoch"):
+    for *case, epochs in training.epoch_cases(_EPOCHS.value, _CODE_EPOCHS.value):
+      results.append(training.bench_training(*case, epochs, cache, source))
+      print(json.dumps(results[-1]))
+  more = (
+      (scoring.bench_scoring(_GALLERY.value, repeats) if wanted("score_all_pairs") else [])
+      + (scoring.bench_kernel(repeats) if wanted("pairwise_relu_dot") else [])
+      + (text_layer.bench_text_layer(cache, source, repeats) if wanted("text_first_layer") else [])
+      + (_scanet(cache, source, repeats) if wanted("scanet") else [])
+      + (
+          training.bench_mcsm(training.MCSM_CONFIGS, source)
+          if wanted("mcsm") and (_WIKI.value or _ONLY.value)
+          else []
+      )
+      + (feature_read.bench_feature_read(_LAZY_ROWS.value) if wanted("feature_read") else [])
+      + (
+          large.bench_large_scoring(_LARGE.value)
+          + large.bench_scanet_large(cache, source, _LARGE.value, _SCANET_BLOCK.value)
+          if wanted("score_large") and _LARGE.value > 0
+          else []
+      )
+  )
+  for r in more:
+    results.append(r)
+    print(json.dumps(r))
+  report = {
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "command": "python -m experiments.benchmark " + shlex.join(cli.recorded_args(sys.argv[1:])),
+      "devices": [str(d) for d in jax.devices()],
+      "platform": platform.platform(),
+      "cpu_count": os.cpu_count(),
+      "jax": jax.__version__,
+      "results": results,
+  }
+  atomic.atomic_write(_OUTPUT.value, lambda f: json.dump(report, f, indent=2), binary=False)
+  print(f"wrote {_OUTPUT.value}")
+
+
+def _scanet(cache: dict, source: wikipedia.Source, repeats: int) -> list[dict]:
+  """SCANet's training steps, then its scoring of the test split by the model they left."""
+  rows, trained = training.bench_scanet(cache, source, _SCANET_STEPS.value)
+  return rows + scoring.bench_scanet_test(trained, repeats)
+
+
+if __name__ == "__main__":
+  app.run(main)
