@@ -163,8 +163,7 @@ def test_batches_and_encodings_of_a_lazy_split_equal_the_loaded_ones(folder):
 @pytest.mark.parametrize("method_name", ["drsl", "hcmsl"])
 def test_samplers_read_a_lazy_split_ahead_on_threads(tmp_path, monkeypatch, method_name):
   """DRSL's permutation batches and HCMSL's semi-supervised batches read lazy columns on
-  grain's threads, and give the batches of the loaded split. (SCANet needs raw text for
-  its word graph, which feature folders, the only lazily read datasets, do not have.)"""
+  grain's threads, and give the batches of the loaded split."""
   readers = []
   real_read = lazy.RowReader.read
 

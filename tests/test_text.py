@@ -1,4 +1,5 @@
-"""Tests of the text steps: data.tokens, data.vocab, data.tfidf, data.svd and data.glove."""
+"""Tests of the text steps: data.tokens, data.vocab, data.tfidf, data.svd, data.lda and
+data.glove."""
 
 import logging
 import math
@@ -10,6 +11,7 @@ import pytest
 
 from crossmodal_jax import errors
 from crossmodal_jax.data.text import glove as glove_lib
+from crossmodal_jax.data.text import lda as lda_lib
 from crossmodal_jax.data.text import svd as svd_lib
 from crossmodal_jax.data.text import tfidf as tfidf_lib
 from crossmodal_jax.data.text import tokens as tokens_lib
@@ -381,6 +383,56 @@ def test_glove_fallback_sigma_is_found_rows_std():
 
 
 # ------------------------------------------------------------------- real wikipedia texts
+
+# ------------------------------------------------------------------------------ lda
+
+
+def _topic_counts() -> dict[str, np.ndarray]:
+  """Counts of two topics (words 0-5 and 6-11) over 12 words; an empty validation split."""
+  rng = np.random.default_rng(0)
+  rows = lambda n: np.concatenate(
+      [rng.poisson(2.0, (n, 6)) * (np.arange(n) % 2 == k)[:, None] for k in (0, 1)], axis=1
+  ).astype(np.float32)
+  return {"train": rows(40), "validation": np.zeros((0, 12), np.float32), "test": rows(6)}
+
+
+def test_lda_fitted_on_train_and_seeded():
+  counts = _topic_counts()
+  out = lda_lib.fit_transform(counts, 2)
+  assert {k: v.shape for k, v in out.items()} == {
+      "train": (40, 2), "validation": (0, 2), "test": (6, 2)
+  }  # fmt: skip
+  assert all(v.dtype == np.float32 for v in out.values())
+  np.testing.assert_allclose(out["test"].sum(axis=1), 1.0, rtol=1e-5)
+  # The two kinds of rows land on different topics.
+  topic = out["test"].argmax(axis=1)
+  assert len(set(topic[::2])) == 1 and len(set(topic[1::2])) == 1 and topic[0] != topic[1]
+  again = lda_lib.fit_transform(counts, 2)
+  for k in out:
+    np.testing.assert_array_equal(again[k], out[k])
+  for bad in (0, 1.5, True):
+    with pytest.raises(errors.UserError, match="data.lda_topics must be an integer >= 1"):
+      lda_lib.fit_transform(counts, bad)
+
+
+def test_cached_lda_fits_once_and_refits_an_unreadable_file(tmp_path, monkeypatch):
+  counts = _topic_counts()
+  first = lda_lib.cached_fit_transform(counts, 2, tmp_path)
+  (path,) = (tmp_path / "lda_fits").iterdir()
+  fits = []
+  real = lda_lib.fit_transform
+  monkeypatch.setattr(lda_lib, "fit_transform", lambda *a: fits.append(1) or real(*a))
+  hit = lda_lib.cached_fit_transform(counts, 2, tmp_path)
+  assert not fits
+  for k in first:
+    np.testing.assert_array_equal(hit[k], first[k])
+  lda_lib.cached_fit_transform(counts, 3, tmp_path)  # another key
+  assert len(fits) == 1
+  path.write_bytes(b"not an npz")
+  again = lda_lib.cached_fit_transform(counts, 2, tmp_path)
+  assert len(fits) == 2
+  np.testing.assert_array_equal(again["test"], first["test"])
+
 
 _TEXT_RE = re.compile(r"<text>(.*?)</text>", re.DOTALL | re.IGNORECASE)
 

@@ -9,7 +9,8 @@ modules of `sources` register theirs:
   `data_config.data_dir`, with text features fitted on train only;
 - "features": `sources.features`, a folder of feature files (the DRSL / DSCMR .mat
   layout, .npy, HDF5, Pascal VOC 2007), built by `sources.feature_builder` over the
-  readers of `sources.feature_layouts`.
+  readers of `sources.feature_layouts`, with optional raw texts (`sources.feature_texts`)
+  whose text features are made as Wikipedia's (`text.features`).
 
 With `data_config.image_power` p != 1 each image feature x becomes sign(x) |x|^p
 (`power_normalize`; p = 0.5 on histograms is the Hellinger map of RootSIFT and of
@@ -20,8 +21,8 @@ files (`lazy.LazyColumn`); both maps of such a split are applied as each batch i
 
 The other modules: `common` (the `Split` / `Dataset` form), `tfds_io` (build and read the
 TFDS datasets without TensorFlow), `lazy` (columns read from the built files), and `text`,
-the text processing: `tokens`, `vocab`, `tfidf`, `svd`, `glove`, `word_graph` (SCANet's),
-`sparse_rows`.
+the text processing: `features` (raw texts -> text arrays, fitted on train), `tokens`,
+`vocab`, `tfidf`, `svd`, `lda`, `glove`, `word_graph` (SCANet's), `sparse_rows`.
 """
 
 from __future__ import annotations

@@ -38,19 +38,20 @@ class RowReader:
       examples have an ``index`` feature, the row order.
     keys: the features read on demand.
     eager: small features read whole in the one pass over the split that finds the row
-      order (labels, ``index``): ``reader.eager[key]``, stacked in row order.
+      order (labels, ``index``, raw texts): ``reader.eager[key]``, stacked in row order
+      (texts as an object array of str).
   """
 
   def __init__(self, source: Any, keys: tuple[str, ...], eager: tuple[str, ...] = ()):
     self._source = source
     self._keys = tuple(keys)
     n = len(source)
-    columns: dict[str, list[np.ndarray]] = {k: [] for k in {"index", *eager}}
+    columns: dict[str, list[Any]] = {k: [] for k in {"index", *eager}}
     for start in range(0, n, CHUNK):  # one pass, a chunk at a time
       for ex in source.__getitems__(list(range(start, min(n, start + CHUNK)))):
         for k, v in columns.items():
-          v.append(np.asarray(ex[k]))
-    stacked = {k: np.stack(v) if v else np.zeros((0,), np.int64) for k, v in columns.items()}
+          v.append(ex[k])
+    stacked = {k: _stack(v) for k, v in columns.items()}
     order = np.argsort(stacked["index"], kind="stable")
     self._records = None if np.array_equal(order, np.arange(n)) else order
     self.eager = {k: stacked[k][order] for k in (*eager, "index") if k in stacked}
@@ -77,6 +78,18 @@ class RowReader:
       out[k].setflags(write=False)  # shared by the columns: handed out as copies
     self._last.read = (key, out)
     return out
+
+
+def _stack(values: list[Any]) -> np.ndarray:
+  """Eager values stacked: numbers as an array, texts (bytes or str) as an object array of
+  str (never a fixed-width one, which would drop trailing NUL characters)."""
+  if not values:
+    return np.zeros((0,), np.int64)
+  if isinstance(values[0], (bytes, str, np.bytes_, np.str_)):
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v) for v in values]
+    return out
+  return np.stack([np.asarray(v) for v in values])
 
 
 class LazyColumn:

@@ -334,7 +334,9 @@ def prepare(
     kwargs["manual_dir"] = root
   builder = builder_cls(data_dir=os.fspath(data_root), **kwargs)
   if builder.is_prepared():
-    return builder
+    # Constructed anew: another process may have finished the build after this builder
+    # read the (then absent) dataset info, which would leave it without splits.
+    return builder_cls(data_dir=os.fspath(data_root), **kwargs)
 
   data_path = Path(os.fspath(builder.data_path))
   data_root.mkdir(parents=True, exist_ok=True)

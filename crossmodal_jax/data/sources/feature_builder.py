@@ -35,6 +35,12 @@ two layouts is an error naming both):
   counts the text feature, the classes with an object the multi-hot labels (see
   :class:`~crossmodal_jax.data.sources.feature_layouts.VocLayout`).
 
+Raw texts (optional): ``train_text.jsonl``, ``test_text.jsonl`` and, with ``valid_*``
+features, ``valid_text.jsonl``, one JSON object per row in the split's row order, its raw
+text under ``"text"`` and optionally an ``"id"``
+(:mod:`crossmodal_jax.data.sources.feature_texts` reads them). With them the fixed text
+vectors (``*_txt``) may be left out; a folder without them keeps its ``*_txt`` files.
+
 Labels are either an integer class column (``n x 1``, ``1 x n`` or ``n``) or an
 ``n x C`` one-hot / multi-hot 0/1 matrix; all splits must use the same form. Integer
 classes are 1-based when the smallest label over all splits is 1, else 0-based (a
@@ -52,12 +58,15 @@ convention; the test split is then the rest).
 Example features: ``image`` and ``text`` float32 vectors (their length is read from the
 files: the features are declared ``Tensor(shape=(None,))``), ``labels`` float32[C]
 multi-hot, ``label`` int64 (the class of a single-label row, -1 for a row with several
-labels or none) and ``index`` int64 (the row in the split's source file; carved
+labels or none), ``index`` int64 (the row in the split's source file; carved
 validation rows keep their training-file rows n_train-k..n_train-1, or their test-file
-rows 0..k-1, the test rows then starting at k).
+rows 0..k-1, the test rows then starting at k), and ``raw_text`` / ``text_id`` (the row's
+raw text and id, ``""`` without raw texts). ``text`` is 0-wide in a folder without
+``*_txt`` files. Carved validation rows take their raw texts with them.
 
 Where the build lives: the builder config is named ``val<k>_<fingerprint>`` where the
 fingerprint hashes the resolved source path and the size and mtime of the layout's files
+and raw-text files
 (:func:`crossmodal_jax.data.tfds_io.source_fingerprint`), so datasets from different
 folders -- which all share the name ``cross_modal_features`` -- never collide in one
 ``data_dir``, and a folder whose files changed is rebuilt rather than served stale.
@@ -84,7 +93,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from crossmodal_jax import errors
-from crossmodal_jax.data.sources.feature_layouts import Layout, Source, detect, load_mat_variable
+from crossmodal_jax.data.sources import feature_texts
+from crossmodal_jax.data.sources.feature_layouts import (
+    PREFIXES,
+    Layout,
+    Source,
+    detect,
+    load_mat_variable,
+)
 from crossmodal_jax.data.tfds_io import (
     DatasetFileError,
     DatasetFileNotFoundError,
@@ -96,6 +112,7 @@ from crossmodal_jax.data.tfds_io import (
 __all__ = ["CrossModalFeatures", "FeaturesConfig", "load_mat_variable"]
 
 VALIDATION_FROM = ("train", "test")  # where num_validation rows are carved from
+_NUMBERS = {2: "two", 3: "three", 4: "four"}
 
 
 @dataclasses.dataclass(eq=False)
@@ -200,8 +217,8 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       FIRST ``num_validation`` test rows, as SDML's and MRL's scripts take theirs).
   """
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.", "1.1.0": "Raw texts (raw_text, text_id)."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Point manual_dir at a folder of pre-extracted features in the DRSL / DSCMR "
       "layout: train_img.mat, train_txt.mat, train_img_lab.mat, test_img.mat, "
@@ -236,7 +253,8 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
         )
       root = resolve_dir(manual_dir)
       extra = (num_validation,) if validation_from == "train" else (num_validation, "test")
-      fp = source_fingerprint(root, detect(root).source_files(), *extra)
+      files = [*detect(root).source_files(), *feature_texts.FILES.values()]
+      fp = source_fingerprint(root, files, *extra)
       tag = "" if validation_from == "train" else "t"
       config = FeaturesConfig(
           name=f"val{num_validation}{tag}_{fp}",
@@ -265,6 +283,8 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 "labels": tfds.features.Tensor(shape=(None,), dtype=np.float32),
                 "label": tfds.features.Scalar(dtype=np.int64),
                 "index": tfds.features.Scalar(dtype=np.int64),
+                "raw_text": tfds.features.Text(),
+                "text_id": tfds.features.Text(),
             }
         ),
         supervised_keys=None,
@@ -290,6 +310,8 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
           "labels": part["labels"][r],
           "label": int(part["label"][r]),
           "index": i,
+          "raw_text": part["raw_text"][r],
+          "text_id": part["text_id"][r],
       }
 
   # ------------------------------------------------------------------ loading
@@ -297,39 +319,51 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
   def _load_source(self, root: Path) -> dict[str, Any]:
     """Reads and validates every source file; returns the per-split arrays."""
     layout = detect(root)
-    roles = ("img", "txt", "lab")
+    texts = feature_texts.has_texts(root)
+    # With raw texts the fixed text vectors are optional (all splits' or none).
+    fixed = not texts or any(layout.has(layout.source(p, "txt")) for p in PREFIXES)
+    roles = ("img", "txt", "lab") if fixed else ("img", "lab")
     for prefix in ("train", "test"):
       for r in roles:
         src = layout.source(prefix, r)
         if not layout.has(src):
           layout.load(src)  # raises the layout's "missing" error naming the file / key
-    valid = [layout.source("valid", r) for r in roles]
-    present = [s for s in valid if layout.has(s)]
+      if texts:
+        feature_texts.require(root, prefix)
+    # A validation set's members: (name, where, present).
+    valid = [(s.name, s.where, layout.has(s)) for s in (layout.source("valid", r) for r in roles)]
+    if texts:
+      file = feature_texts.path(root, "valid")
+      valid.append((file.name, str(file), file.is_file()))
+    present = [m for m in valid if m[2]]
     if 0 < len(present) < len(valid):
-      missing = [s for s in valid if not layout.has(s)]
+      missing = [m for m in valid if not m[2]]
       raise DatasetFileNotFoundError(
-          f"{missing[0].where}: partial validation set -- found "
-          f"{[s.name for s in present]} but not {[s.name for s in missing]} "
-          "(give all three or none)"
+          f"{missing[0][1]}: partial validation set -- found "
+          f"{[m[0] for m in present]} but not {[m[0] for m in missing]} "
+          f"(give all {_NUMBERS[len(valid)]} or none)"
       )
     has_valid = bool(present)
     k = self.builder_config.num_validation
     if has_valid and k:
       raise errors.UserError(
-          f"{present[0].where}: num_validation={k} but valid_* {layout.name} data is "
+          f"{present[0][1]}: num_validation={k} but valid_* {layout.name} data is "
           "present; use num_validation=0 with explicit validation files"
       )
 
     prefixes = ("train", "valid", "test") if has_valid else ("train", "test")
     parts: dict[str, dict[str, Any]] = {}
     for prefix in prefixes:
-      img_src, txt_src, lab_src = (layout.source(prefix, r) for r in roles)
+      img_src, txt_src, lab_src = (layout.source(prefix, r) for r in ("img", "txt", "lab"))
       img = _features(layout, img_src)
-      txt = _features(layout, txt_src)
-      if txt.shape[0] != img.shape[0]:
-        raise DatasetFileError(
-            f"{txt_src.where}: {txt.shape[0]} rows but {img_src.name} has {img.shape[0]}"
-        )
+      n = img.shape[0]
+      txt = _features(layout, txt_src) if fixed else np.zeros((n, 0), np.float32)
+      if txt.shape[0] != n:
+        raise DatasetFileError(f"{txt_src.where}: {txt.shape[0]} rows but {img_src.name} has {n}")
+      if texts:
+        raw_text, text_id = feature_texts.read(feature_texts.path(root, prefix), n, img_src.name)
+      else:
+        raw_text = text_id = [""] * n
       kind, y = _raw_labels(layout, lab_src, img.shape[0])
       layout.check_pairs(prefix, y)
       if prefix != "train":
@@ -351,7 +385,15 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
               f"{lab_src.where}: {y.shape[1]} label columns but "
               f"{ref['lab_src'].name} has {ref['y'].shape[1]}"
           )
-      parts[prefix] = {"image": img, "text": txt, "kind": kind, "y": y, "lab_src": lab_src}
+      parts[prefix] = {
+          "image": img,
+          "text": txt,
+          "raw_text": np.array(raw_text, dtype=object).reshape(n),
+          "text_id": np.array(text_id, dtype=object).reshape(n),
+          "kind": kind,
+          "y": y,
+          "lab_src": lab_src,
+      }
 
     kind = parts["train"]["kind"]
     base = None
@@ -372,7 +414,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       p["index"] = np.arange(p["image"].shape[0], dtype=np.int64)
 
     splits: dict[str, dict[str, np.ndarray]] = {}
-    keys = ("image", "text", "labels", "label", "index")
+    keys = ("image", "text", "labels", "label", "index", "raw_text", "text_id")
     train = {key: parts["train"][key] for key in keys}
     if has_valid:
       splits["train"] = train
