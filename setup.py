@@ -12,9 +12,25 @@ setuptools.setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["crossmodal_jax", "crossmodal_jax.*"]),
+    # The library, and the configs and commands installed under it (crossmodal_jax.configs,
+    # crossmodal_jax.experiments), so that no generic top-level name is claimed.
+    packages=[
+        *setuptools.find_packages(include=["crossmodal_jax", "crossmodal_jax.*"]),
+        "crossmodal_jax.configs",
+        *(f"crossmodal_jax.{p}" for p in setuptools.find_packages(include=["experiments*"])),
+    ],
+    package_dir={
+        "crossmodal_jax.configs": "configs",
+        "crossmodal_jax.experiments": "experiments",
+    },
     # The literature's Wikipedia split, a list of text ids read at build time.
     package_data={"crossmodal_jax.data.sources": ["wikipedia_literature_split.txt"]},
+    entry_points={
+        "console_scripts": [
+            f"crossmodal-{name}=crossmodal_jax.experiments.commands:{name}"
+            for name in ("train", "evaluate", "retrieve", "reproduce", "benchmark")
+        ]
+    },
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10",

@@ -112,7 +112,7 @@ def flatten(config) -> dict[str, Any]:
 
 def _configs():
   """The experiment configs (`configs/default.py`), imported when first needed."""
-  return importlib.import_module("configs.default")
+  return importlib.import_module("crossmodal_jax.configs.default")
 
 
 def _unflatten(flat: dict[str, Any]) -> dict:

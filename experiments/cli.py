@@ -28,20 +28,23 @@ from absl import app
 from absl import flags
 
 from crossmodal_jax import errors
-from experiments import config_help
-from experiments import overrides
+from . import config_help
+from . import overrides
 
 HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "-helpshort", "--helpfull", "-helpfull")
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 def before_flags(argv: list[str], default: str | None = overrides.DEFAULT_CONFIG):
-  """Checks the config argument and overrides (one line and exit if bad); with --help,
-  appends the config's fields to the __main__ docstring that absl prints.
+  """Resolves the --config argument of sys.argv (`overrides.resolve`), checks it and the
+  overrides (one line and exit if bad); with --help, appends the config's fields to the
+  __main__ docstring that absl prints. `argv` is sys.argv[1:] as the command saw it.
 
   Returns:
     The config --config names before overrides (None when there is none).
   """
+  overrides.resolve_argv(sys.argv)  # --config=SPEC or WORKDIR, as absl will parse it
+  argv = sys.argv[1:]
   config = overrides.check(argv, default)
   if config is not None and any(arg.split("=", 1)[0] in HELP_FLAGS for arg in argv):
     main = sys.modules["__main__"]
@@ -52,10 +55,11 @@ def before_flags(argv: list[str], default: str | None = overrides.DEFAULT_CONFIG
 
 def config_help_text(lead: str) -> str:
   """The --config flag's help: `lead`, then the spec's parts and their choices."""
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from crossmodal_jax.configs import default  # pylint: disable=g-import-not-at-top
 
   return (
-      f"{lead} configs/default.py:METHOD,DATASET[,PRESET], where METHOD is one of "
+      f"{lead} METHOD,DATASET[,PRESET] (or configs/default.py:METHOD,DATASET[,PRESET], or "
+      "a workdir, or its config.json), where METHOD is one of "
       f"{', '.join(default.method_names())}; DATASET one of {', '.join(default.DATASETS)}; "
       "PRESET full (the default: the method's recipe, chosen on validation), ci (small and "
       "fast, for tests) or paper (the paper's published hyperparameters). Any field can be "
@@ -93,6 +97,8 @@ def run(main: Callable[[list[str]], None], interrupted: Callable[[], str] | None
   try:
     app.run(functools.partial(_guarded, main, interrupted), flags_parser=_parse_flags)
   except SystemExit as e:
+    if e.code == 1 and any(arg.split("=", 1)[0] in HELP_FLAGS for arg in sys.argv[1:]):
+      sys.exit(0)  # absl exits 1 after printing the help that was asked for
     if e.code != INTERRUPTED_EXIT:
       raise
     # Training has already waited for its checkpoint writes (its `finally`); a normal

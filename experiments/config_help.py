@@ -112,13 +112,14 @@ def _file_help(source: str) -> dict[str, str]:
 
 def _config_modules(method: str) -> list[Any]:
   """configs.default, the config modules the method's file imports, the method's file."""
-  module = importlib.import_module(f"configs.{method}")
+  package = "crossmodal_jax.configs"
+  module = importlib.import_module(f"{package}.{method}")
   imported = [
       v
       for v in vars(module).values()
-      if inspect.ismodule(v) and v.__name__.startswith("configs.") and v is not module
+      if inspect.ismodule(v) and v.__name__.startswith(f"{package}.") and v is not module
   ]
-  return [importlib.import_module("configs.default"), *imported, module]
+  return [importlib.import_module(f"{package}.default"), *imported, module]
 
 
 def meanings(method: str) -> dict[str, str]:

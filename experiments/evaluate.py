@@ -22,7 +22,7 @@ from crossmodal_jax import logs
 from crossmodal_jax import protocols
 from crossmodal_jax import reporting
 from crossmodal_jax import runs
-from experiments import cli
+from . import cli
 
 if __name__ == "__main__":
   # Before DEFINE_config_file, which applies the overrides as it is defined.

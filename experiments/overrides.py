@@ -10,6 +10,7 @@ both this check and experiments.reproduce's --override use.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import sys
@@ -17,7 +18,9 @@ from typing import Any
 
 import ml_collections
 
-DEFAULT_CONFIG = "configs/default.py"
+# What config_flags loads for --config=SPEC or --config=WORKDIR (config_file.py, here).
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_file.py")
+DEFAULT_CONFIG = f"{CONFIG_FILE}:drsl,synthetic"
 # The exit status of a bad command line (absl's flag errors exit with it too, via cli).
 USAGE_EXIT = 2
 
@@ -36,6 +39,25 @@ def config_arg(argv: list[str], default: str | None = DEFAULT_CONFIG) -> str | N
     if arg == "--config" and i + 1 < len(argv):
       return argv[i + 1]
   return default
+
+
+def resolve(value: str) -> str:
+  """--config's value as the FILE[:ARG] config_flags loads: a path to a config file (with
+  its argument) stays; "METHOD,DATASET[,PRESET]", a workdir or its config.json go to
+  `config_file.py` (the installed configs, or the run's saved config)."""
+  path = value.partition(":")[0]
+  if path.endswith(".py") or os.path.isfile(path) and not path.endswith(".json"):
+    return value
+  return f"{CONFIG_FILE}:{value}"
+
+
+def resolve_argv(argv: list[str]) -> None:
+  """Rewrites argv's --config value in place (`resolve`)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      argv[i] = "--config=" + resolve(arg.split("=", 1)[1])
+    elif arg == "--config" and i + 1 < len(argv):
+      argv[i + 1] = resolve(argv[i + 1])
 
 
 def config_package(path: str) -> None:
@@ -107,7 +129,7 @@ def load(value: str) -> ml_collections.ConfigDict:
     ValueError: the file's get_config rejects the argument (an unknown method).
     FileNotFoundError: there is no such file.
   """
-  path, _, arg = value.partition(":")
+  path, _, arg = resolve(value).partition(":")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no config file {path!r}")
   module = _load(path)
@@ -145,8 +167,31 @@ def check(
     try:
       find_field(config, field)
     except FieldError as e:
+      guess = closest_field(config, field)
+      hint = f"Did you mean `{guess}`? " if guess else ""
       fail(
-          f"Unknown config field {field!r}: {e.where} has no {e.part!r}. "
+          f"Unknown config field {field!r}: {e.where} has no {e.part!r}. {hint}"
           f"Fields of {e.where}: {e.choices}. (--help lists them all.)"
       )
   return config
+
+
+def _leaves(config, prefix: str = "") -> list[str]:
+  out = []
+  for key in config.keys():
+    value = config[key]
+    out += _leaves(value, f"{prefix}{key}.") if hasattr(value, "keys") else [f"{prefix}{key}"]
+  return out
+
+
+def closest_field(config: ml_collections.ConfigDict, field: str) -> str | None:
+  """The field of `config` most like `field` ("train.num_epoch" -> "train.num_epochs"),
+  else None: first among the fields of the same section, then among all."""
+  section = field.rpartition(".")[0]
+  leaves = _leaves(config)
+  same = [f for f in leaves if f.rpartition(".")[0] == section]
+  for pool in (same, leaves):
+    found = difflib.get_close_matches(field, pool, n=1, cutoff=0.6)
+    if found:
+      return found[0]
+  return None

@@ -43,7 +43,7 @@ from crossmodal_jax import metrics
 from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax.data import common
-from experiments import cli
+from . import cli
 
 DIRECTIONS = ranking.DIRECTIONS
 SPLITS = ("test", "validation", "train")

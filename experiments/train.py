@@ -27,9 +27,10 @@ from crossmodal_jax import logs
 from crossmodal_jax import parallel
 from crossmodal_jax import reporting
 from crossmodal_jax import train
-from experiments import cli
+from . import cli
+from . import overrides
 
-DEFAULT_CONFIG = "configs/default.py:drsl,synthetic"
+DEFAULT_CONFIG = overrides.DEFAULT_CONFIG  # drsl,synthetic
 
 if __name__ == "__main__":
   # Before DEFINE_config_file, which applies the overrides as it is defined.

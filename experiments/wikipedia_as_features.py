@@ -47,7 +47,7 @@ from absl import flags
 import numpy as np
 import scipy.io
 
-from configs import default as default_config
+from crossmodal_jax.configs import default as default_config
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import logs
 from crossmodal_jax.data import tfds_io
@@ -56,6 +56,8 @@ from crossmodal_jax.data.sources import feature_texts
 from crossmodal_jax.data.sources import wikipedia_builder
 from crossmodal_jax.data.text import features as text_features
 from crossmodal_jax.data.text import svd
+
+from . import cli
 
 SPLITS = ("test_list", "literature")
 
@@ -250,4 +252,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

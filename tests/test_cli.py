@@ -9,9 +9,11 @@ and what is left on disk.
 from __future__ import annotations
 
 import gc
-import re
+import json
 import os
+import re
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -245,6 +247,70 @@ def test_unknown_field_and_config_are_one_line(capsys, monkeypatch):
   assert "Unknown method 'nosuch'" in line and "drsl" in line, line
   status, line = _exit_line(capsys, overrides.check, ["--config=nowhere.py"])
   assert "no config file 'nowhere.py'" in line, line
+
+
+def test_an_unknown_field_suggests_the_closest(capsys):
+  for field, guess in (
+      ("train.num_epoch", "train.num_epochs"),
+      ("model.droput", "model.dropout"),
+      ("trian.num_epochs", "train.num_epochs"),
+  ):
+    _, line = _exit_line(
+        capsys, overrides.check, ["--config=drsl,synthetic", f"--config.{field}=1"]
+    )
+    assert f"Did you mean `{guess}`?" in line, line
+  _, line = _exit_line(capsys, overrides.check, ["--config=drsl,synthetic", "--config.zzz=1"])
+  assert "Did you mean" not in line, line
+
+
+def test_config_names_a_spec_a_file_or_a_workdir(tmp_path):
+  """--config resolves to what config_flags loads: a spec or a workdir through the
+  installed config_file.py, a path to a config file as it is."""
+  assert (
+      overrides.resolve("configs/default.py:drsl,synthetic") == "configs/default.py:drsl,synthetic"
+  )
+  assert overrides.resolve("drsl,wikipedia") == f"{overrides.CONFIG_FILE}:drsl,wikipedia"
+  workdir = tmp_path / "wd"
+  workdir.mkdir()
+  assert overrides.resolve(str(workdir)) == f"{overrides.CONFIG_FILE}:{workdir}"
+  saved = default.get_config("hcmsl,synthetic")
+  saved.seed = 7
+  (workdir / "config.json").write_text(saved.to_json())
+  config = overrides.load(overrides.resolve(str(workdir / "config.json")))
+  assert config.method == "hcmsl" and config.seed == 7
+  assert overrides.load(overrides.resolve("mcsm,synthetic,ci")).preset == "ci"
+
+
+@pytest.mark.parametrize("module", ["train", "evaluate", "retrieve", "reproduce", "benchmark"])
+def test_each_command_answers_help_with_status_0_from_any_directory(tmp_path, module):
+  proc = subprocess.run(
+      [sys.executable, "-m", f"crossmodal_jax.experiments.{module}", "--help"],
+      cwd=tmp_path, env=dict(ENV, PYTHONPATH=""), capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "--workdir" in proc.stdout or "--output" in proc.stdout, proc.stdout[:500]
+
+
+def test_the_installed_commands_train_and_resume_from_another_directory(tmp_path):
+  """`crossmodal-train` is the module run as `python -m`: from a folder outside the
+  checkout, a spec trains; the workdir's config.json is a config (another run of it gives
+  the same result)."""
+  env = dict(ENV, PYTHONPATH="")
+  script = shutil.which("crossmodal-train")
+  command = [script] if script else [sys.executable, "-m", "crossmodal_jax.experiments.train"]
+  common = ["--config.train.num_epochs=1", "--config.train.progress_bar=False"]
+  first = subprocess.run(
+      [*command, "--workdir=a", "--config=drsl,synthetic,ci", *common],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert first.returncode == 0, first.stderr[-2000:]
+  again = subprocess.run(
+      [*command, "--workdir=b", "--config=a/config.json", *common],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert again.returncode == 0, again.stderr[-2000:]
+  a, b = (json.loads((tmp_path / w / "results.json").read_text()) for w in ("a", "b"))
+  assert a["map_all"] == b["map_all"] and b["method"] == "drsl"
 
 
 @pytest.mark.parametrize("method", default.method_names())

@@ -49,13 +49,13 @@ import jax
 
 from crossmodal_jax import atomic
 from crossmodal_jax import logs
-from experiments import cli
-from experiments.benchmark import feature_read
-from experiments.benchmark import large
-from experiments.benchmark import scoring
-from experiments.benchmark import text_layer
-from experiments.benchmark import training
-from experiments.benchmark import wikipedia
+from .. import cli
+from . import feature_read
+from . import large
+from . import scoring
+from . import text_layer
+from . import training
+from . import wikipedia
 
 _OUTPUT = flags.DEFINE_string("output", "benchmark.json", "Where to write the JSON results.")
 _WIKI = flags.DEFINE_string(
@@ -155,4 +155,4 @@ def _scanet(cache: dict, source: wikipedia.Source, repeats: int) -> list[dict]:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -13,7 +13,7 @@ import tracemalloc
 
 import numpy as np
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import sampling
 

@@ -8,14 +8,14 @@ import time
 import jax
 import numpy as np
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import methods
 from crossmodal_jax import ranking
 from crossmodal_jax.data import common
 from crossmodal_jax.methods.scanet import flops as scanet_flops
-from experiments.benchmark import scoring
-from experiments.benchmark import timing
-from experiments.benchmark import wikipedia
+from . import scoring
+from . import timing
+from . import wikipedia
 
 
 def bench_large_scoring(n: int, k: int = 100) -> list[dict]:

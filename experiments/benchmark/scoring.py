@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import methods
 from crossmodal_jax import ranking
 from crossmodal_jax.layers import pairwise
 from crossmodal_jax.methods.drsl import flops as drsl_flops
 from crossmodal_jax.methods.scanet import flops as scanet_flops
-from experiments.benchmark import timing
-from experiments.benchmark import training
+from . import timing
+from . import training
 
 
 def drsl_gallery(n: int):

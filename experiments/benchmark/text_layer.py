@@ -10,8 +10,8 @@ import numpy as np
 
 from crossmodal_jax.data.text import sparse_rows
 from crossmodal_jax.layers import sparse_dense
-from experiments.benchmark import timing
-from experiments.benchmark import wikipedia
+from . import timing
+from . import wikipedia
 
 
 def bench_text_layer(cache: dict, source: wikipedia.Source, repeats: int) -> list[dict]:

@@ -12,7 +12,7 @@ from absl import app
 import jax
 import numpy as np
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import parallel
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
@@ -20,8 +20,8 @@ from crossmodal_jax.data.text import sparse_rows
 from crossmodal_jax.methods.drsl import flops as drsl_flops
 from crossmodal_jax.methods.mcsm import flops as mcsm_flops
 from crossmodal_jax.methods.scanet import flops as scanet_flops
-from experiments.benchmark import timing
-from experiments.benchmark import wikipedia
+from . import timing
+from . import wikipedia
 
 # MCSM's timed configs (spec, then model fields and data.max_words over it): the
 # authors' code (the `paper` preset), its LSTM width over 400 words without the conv

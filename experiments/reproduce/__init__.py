@@ -9,6 +9,6 @@ dataset loaded once, the progress line, training or reusing a run, the baselines
 order: `reproduce`).
 """
 
-from experiments.reproduce.pipeline import reproduce
+from .pipeline import reproduce
 
 __all__ = ["reproduce"]

@@ -82,18 +82,18 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import baselines as baselines_lib
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import logs
 from crossmodal_jax import protocols
-from experiments import cli
-from experiments.reproduce import pipeline
-from experiments.reproduce import plan as plan_lib
-from experiments.reproduce import runner
-from experiments.reproduce import table
+from .. import cli
+from . import pipeline
+from . import plan as plan_lib
+from . import runner
+from . import table
 
 _METHODS = flags.DEFINE_list(
     "methods", ["drsl", "scanet", "mcsm", "hcmsl"], "Methods to train (registered names)."

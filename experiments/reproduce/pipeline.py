@@ -11,16 +11,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import baselines as baselines_lib
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import reporting
-from experiments.reproduce import amend as amend_lib
-from experiments.reproduce import plan as plan_lib
-from experiments.reproduce import runner
-from experiments.reproduce import table
+from . import amend as amend_lib
+from . import plan as plan_lib
+from . import runner
+from . import table
 
 # The running command's workdir and run (None between runs), for `interrupted`.
 _CURRENT: dict[str, Any] = {}

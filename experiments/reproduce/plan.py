@@ -14,13 +14,13 @@ from typing import Any
 
 import ml_collections
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import methods as methods_lib
 from crossmodal_jax import runs as runs_lib
-from experiments import overrides as overrides_lib
+from .. import overrides as overrides_lib
 
 FILE_DATASETS = ("wikipedia", "features")
 

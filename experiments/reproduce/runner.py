@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import atomic
 from crossmodal_jax import baselines as baselines_lib
 from crossmodal_jax import data as data_lib
@@ -26,8 +26,8 @@ from crossmodal_jax import reporting
 from crossmodal_jax import runs as runs_lib
 from crossmodal_jax import train as train_lib
 from crossmodal_jax.data import common
-from experiments.reproduce import plan as plan_lib
-from experiments.reproduce import table
+from . import plan as plan_lib
+from . import table
 
 # Per run workdir: what the table needs beyond results.json.
 RUN_INFO = "reproduce_run.json"

@@ -13,12 +13,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from configs import default as default_configs
+from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import atomic
 from crossmodal_jax import baselines as baselines_lib
 from crossmodal_jax import evaluate as evaluate_lib
 from crossmodal_jax import reporting
-from experiments.reproduce import plan as plan_lib
+from . import plan as plan_lib
 
 DIRECTIONS = ("i2t", "t2i")
 
