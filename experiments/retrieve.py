@@ -18,8 +18,10 @@ eval.memory_budget_mb), so any gallery size works.
 
 For each query it prints, and writes as JSON (atomically) to --output or
 WORKDIR/retrieval_SPLIT_DIRECTION.json, the k best gallery items in rank order: gallery
-index, label (with the class name when the dataset has names), score, and whether it is
-relevant (shares a label with the query). A bad input is one line `error: ...` (exit
+index, its identities where the dataset has them (Wikipedia: the text or image id and the
+article's title; a feature folder: its raw texts' "id", else its row), label (with the
+class name when the dataset has names), score, and whether it is relevant (shares a label
+with the query). A bad input is one line `error: ...` (exit
 status 1; 2 for a bad command line; CROSSMODAL_TRACEBACK=1 shows the traceback).
 """
 
@@ -204,7 +206,9 @@ def retrieve(
     read, with a "checkpoint_note" when it is not the one asked for, ...), the
     ranking ("direction", "split", "gallery_split", "num_gallery", "k") and "queries",
     one {"query", "label"[, "class"], "results"} per query, "results" holding k
-    {"rank", "gallery_index", "label"[, "class"], "score", "relevant"} best first.
+    {"rank", "gallery_index", "label"[, "class"], "score", "relevant"} best first; each
+    query and result also names the item ("id" in its modality, "title", "source_row":
+    its row in the dataset's list or files) where the dataset has identities.
 
   Raises:
     UserError: a bad query index, k, split, data folder or checkpoint.
@@ -254,6 +258,9 @@ def retrieve(
   )
   names = dataset.meta.get("class_names")
   names = list(names) if names is not None and len(names) == dataset.num_classes else None
+  query_modality, gallery_modality = ("image", "text") if direction == "i2t" else ("text", "image")
+  query_ids = _identities(dataset.meta, split, query_modality)
+  gallery_ids = _identities(dataset.meta, gallery_split, gallery_modality)
   gallery_labels = gallery_rows["label"]
   entries = []
   for q, row_scores, row_indices in zip(queries, scores, indices):
@@ -262,11 +269,13 @@ def retrieve(
     entries.append(
         {
             "query": int(q),
+            **query_ids(q),
             **_label(query_label, names),
             "results": [
                 {
                     "rank": rank + 1,
                     "gallery_index": int(j),
+                    **gallery_ids(j),
                     **_label(gallery_labels[j], names),
                     "score": float(s),
                     "relevant": bool(rel),
@@ -292,6 +301,35 @@ def retrieve(
   }
 
 
+def _identities(meta, split: str, modality: str):
+  """row -> the item's identities in the dataset's meta["ids"] (its "id" in `modality`,
+  its "title" and its "row" in the source list or files, where the dataset has them);
+  {} for every row of a dataset without ids (the synthetic one)."""
+  ids = (meta.get("ids") or {}).get(split, {})
+
+  def of(row: int) -> dict[str, Any]:
+    out = {}
+    if modality in ids:
+      out["id"] = ids[modality][row]
+    if "title" in ids:
+      out["title"] = ids["title"][row]
+    if "row" in ids:
+      out["source_row"] = ids["row"][row]
+    return out
+
+  return of
+
+
+def _named(item: dict[str, Any]) -> str:
+  """An item's identities as the printed report shows them."""
+  parts = []
+  if "id" in item:
+    parts.append(f"id {item['id']}")
+  if item.get("title"):
+    parts.append(repr(item["title"]))
+  return ("  " + "  ".join(parts)) if parts else ""
+
+
 def format_report(report: dict[str, Any]) -> str:
   """The report as the lines the entry point prints."""
   queries, gallery = MODALITY[report["direction"]]
@@ -309,12 +347,12 @@ def format_report(report: dict[str, Any]) -> str:
     return f"label {item['label']} ({item['class']})"
 
   for entry in report["queries"]:
-    lines.append(f"query {entry['query']}  {label(entry)}")
+    lines.append(f"query {entry['query']}  {label(entry)}{_named(entry)}")
     for r in entry["results"]:
       mark = "  relevant" if r["relevant"] else ""
       lines.append(
           f"  {r['rank']:>3}  gallery {r['gallery_index']:<6} score {r['score']:.4f}  "
-          f"{label(r)}{mark}"
+          f"{label(r)}{mark}{_named(r)}"
       )
   return "\n".join(lines)
 

@@ -25,7 +25,7 @@ import pytest
 import scipy.io
 from absl import flags
 
-from conftest import REPO, age_drsl_config_json
+from conftest import REPO, WIKI_DIR, age_drsl_config_json, train_on_real_wikipedia
 from configs import default
 from crossmodal_jax import errors
 from crossmodal_jax import losses
@@ -472,3 +472,37 @@ def test_retrieve_reads_a_workdir_saved_before_newer_fields(trained, tmp_path):
   want = retrieve.retrieve(str(workdir), [0, 9], k=5, direction="t2i")
   got = retrieve.retrieve(str(old), [0, 9], k=5, direction="t2i")
   assert got["queries"] == want["queries"]
+
+
+def test_retrieve_names_wikipedia_items_by_their_ids(tmp_path, wiki_data_dir):
+  """On Wikipedia the report and the printed lines carry each item's id (its image or
+  text id), its article's title and its row in the test list."""
+  if not WIKI_DIR.is_dir():
+    pytest.skip(f"real Wikipedia dataset not found at {WIKI_DIR}")
+  train_on_real_wikipedia(
+      "drsl,wikipedia,ci", tmp_path, wiki_data_dir, "--config.train.num_epochs=1"
+  )
+  workdir = tmp_path / "wd"
+  proc = subprocess.run(
+      [
+          sys.executable, "-m", "experiments.retrieve", f"--workdir={workdir}",
+          "--queries=0,1", "--k=3",
+      ],
+      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads((workdir / "retrieval_test_i2t.json").read_text())
+  listed = [
+      line.split("\t")[:2]
+      for line in (WIKI_DIR / "testset_txt_img_cat.list").read_text().splitlines()
+      if line.strip()
+  ]
+  for entry in report["queries"]:
+    text_id, image_id = listed[entry["source_row"]]
+    assert entry["id"] == image_id and entry["title"], entry
+    assert f"id {image_id}" in proc.stdout
+    for r in entry["results"]:
+      assert r["id"] == listed[r["source_row"]][0] and r["title"]
+      assert f"id {r['id']}" in proc.stdout
+  # The first test row of the literature's split is not the list's row 231.
+  assert report["queries"][0]["source_row"] != 231

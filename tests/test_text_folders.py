@@ -153,6 +153,10 @@ def test_carved_validation_rows_take_their_texts(validation_from, tmp_path):
   if validation_from == "test":  # the test split starts at test row 4: "The species of ..."
     first = ds.test["word_ids"][0][ds.test["word_mask"][0]]
     assert vocab.words[first[0] - 2] == "species"
+  # Each row keeps its identities: its source row and its raw text's "id".
+  prefix = {"train": "train", "test": "test"}[validation_from]
+  assert ds.meta["ids"]["validation"]["row"] == list(source)
+  assert ds.meta["ids"]["validation"]["text"] == [f"{prefix}-{i}" for i in source]
 
 
 def test_valid_files_with_texts_and_the_file_feature(tmp_path):

@@ -156,6 +156,14 @@ def load(data_config) -> common.Dataset:
     raw.setdefault(s, {k: v[:0] for k, v in raw["train"].items()})
 
   meta = {"manual_dir": manual_dir, "multi_label": multi, "text_feature": FILE_FEATURE}
+  # Each row's identities, for retrieval's reports: its row in the split's feature files,
+  # and the "id" of its raw text where the folder gives one (else its row).
+  meta["ids"] = {}
+  for s, r in raw.items():
+    rows = [int(i) for i in r["index"]]
+    given = [str(t) for t in r["text_id"]] if "text_id" in r else [""] * len(rows)
+    named = [t or str(i) for t, i in zip(given, rows)]
+    meta["ids"][s] = {"row": rows, "text": named, "image": named}
   arrays = {s: {"text": r["text"]} for s, r in raw.items()}
   if texts:
     arrays, text_meta = text_features.make(

@@ -73,6 +73,17 @@ def load(data_config) -> common.Dataset:
       given={"lda": lda},  # the dataset's own topics
   )
   meta = {"class_names": class_names, **text_meta}
+  # Each row's identities, for retrieval's reports: its article's title, its text's and
+  # image's ids, and its line in the split's list file.
+  meta["ids"] = {
+      s: {
+          "text": [str(t) for t in raw[s]["text_id"]],
+          "image": [str(i) for i in raw[s]["image_id"]],
+          "title": [str(t) for t in raw[s]["title"]],
+          "row": [int(i) for i in raw[s]["index"]],
+      }
+      for s in raw
+  }
 
   def split(s: str) -> common.Split:
     return common.Split(
