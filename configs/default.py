@@ -122,6 +122,8 @@ def eval_config() -> ml_collections.ConfigDict:
   evaluation.memory_budget_mb = 256.0  # a scoring chunk's intermediates stay within this
   evaluation.map_r = 50  # R of mAP@R in results.json
   evaluation.precision_ks = (1, 5, 10, 50, 100)  # K of P@K in results.json
+  evaluation.relevance = "label"  # relevant: same "label" (class), or same "pair" (or group)
+  evaluation.recall_ks = (1, 5, 10)  # K of Recall@K, reported with relevance="pair"
   evaluation.select_by = "validation_map"  # evaluated: "validation_map" (best) or "latest"
   evaluation.ranking = "auto"  # "full" score matrices, streamed "top_k", or "auto"
   evaluation.full_matrix_mb = 1024.0  # "auto" streams when the full matrices exceed this

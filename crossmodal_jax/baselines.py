@@ -212,6 +212,7 @@ def evaluate_scores(
     eval_config=None,
     gallery_labels: np.ndarray | None = None,
     map_r: int | None = None,
+    recall_ks: Sequence[int] = (),
 ) -> dict[str, Any]:
   """The fields of a method's results.json (protocols.evaluate_split) from [n, n] image x
   text scores of one split: mAP@ALL, mAP@R, P@K and the PR and precision-scope curves of
@@ -226,7 +227,7 @@ def evaluate_scores(
   else:
     scores = np.asarray(scores, np.float32)
     scores = {"i2t": scores, "t2i": scores.T}
-  kwargs = {"gallery_labels": gallery_labels}
+  kwargs = {"gallery_labels": gallery_labels, "recall_ks": tuple(recall_ks)}
   if eval_config is not None:
     kwargs.update(map_r=eval_config.map_r, precision_ks=eval_config.precision_ks)
   if map_r is not None:
@@ -281,6 +282,7 @@ def run(
     solver: str = "exact",
     gallery_split: str = "test",
     map_r: int | None = None,
+    relevance: str = "label",
 ) -> dict[str, Any]:
   """Fits baseline `name` ("cca", "sm" or "scm") on the train split, chooses its
   hyperparameters on validation and evaluates it on test: test queries against the test
@@ -297,6 +299,9 @@ def run(
     solver: the CCA solver of "cca" and "scm" (`fit_cca`).
     gallery_split: the split whose items of the other modality the test queries rank.
     map_r: R of mAP@R (None: eval_config's, or evaluate's default).
+    relevance: "label" or "pair" (`protocols.relevance_labels`; test scored against
+      test): which test items are relevant to a query. The choice on validation is by
+      class labels either way.
 
   Returns:
     evaluate_scores' fields for the test queries plus "baseline", "dataset", "chosen"
@@ -309,6 +314,11 @@ def run(
   """
   if name not in BASELINES:
     raise errors.UserError(f"Unknown baseline {name!r}; choose one of {BASELINES}.")
+  if relevance not in ("label", "pair") or (relevance == "pair" and gallery_split != "test"):
+    raise errors.UserError(
+        f"A baseline scores relevance 'label', or 'pair' against the test gallery; got "
+        f"{relevance!r} against {gallery_split!r}."
+    )
   if gallery_split not in dataset.splits:
     raise errors.UserError(
         f"Unknown gallery split {gallery_split!r}; choose one of {tuple(dataset.splits)}."
@@ -386,6 +396,14 @@ def run(
     (q_image, q_text), (g_image, g_text) = vectors[-2:]
     scores = {"i2t": cosine(q_image, g_text), "t2i": cosine(q_text, g_image)}
     result = evaluate_scores(scores, test["label"], eval_config, gallery["label"], map_r)
+  elif relevance == "pair":
+    groups = test.arrays.get("group")
+    groups = np.arange(len(test)) if groups is None else np.asarray(groups)
+    recall_ks = eval_config.recall_ks if eval_config is not None else (1, 5, 10)
+    result = evaluate_scores(
+        cosine(*vectors[-1]), groups, eval_config, map_r=map_r, recall_ks=recall_ks
+    )
+    result["relevance"] = "pair"
   else:
     result = evaluate_scores(cosine(*vectors[-1]), test["label"], eval_config, map_r=map_r)
   result.update(

@@ -108,6 +108,8 @@ def evaluate(
   )
   if used != checkpoint:
     result["checkpoint_note"] = LATEST_NOTE
+  if config.eval.relevance != "label":  # the default: a results.json without the key
+    result["relevance"] = config.eval.relevance
   result.update(
       {
           "method": config.method,

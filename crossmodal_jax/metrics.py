@@ -328,6 +328,7 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10, 50, 100),
     scopes: Sequence[int] = (),
     pr_points: int | None = None,
+    recall_ks: Sequence[int] = (),
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> dict:
@@ -351,6 +352,9 @@ def retrieval_metrics(
     pr_points: number of recall levels ``i / (pr_points - 1)`` of the interpolated
       precision-recall curve (>= 2; 11 for the standard curve, see ``_pr_sums``); None
       (the default) skips the curve.
+    recall_ks: cut-offs K of Recall@K, the fraction of queries with a relevant item in
+      their top K (each >= 1, clipped to n_gallery); with them the median rank of each
+      query's first relevant item is reported too. Empty (the default) skips both.
     chunk_size: number of queries sorted at a time.
 
   Returns:
@@ -362,7 +366,10 @@ def retrieval_metrics(
     * ``"precision_scope"``: list of floats in the order of ``scopes`` (only when
       ``scopes`` is not empty);
     * ``"pr_curve"``: ``{"recall": [...], "precision": [...]}``, lists of
-      ``pr_points`` floats (only when ``pr_points`` is given).
+      ``pr_points`` floats (only when ``pr_points`` is given);
+    * ``"recall_at_k"``: ``{str(k): float}`` in the order of ``recall_ks``, and
+      ``"median_rank"``: float, the median over the queries that have a relevant item of
+      the 1-based rank of their first one (only when ``recall_ks`` is given).
 
   Raises:
     ValueError: on shape mismatches, NaN scores, ``r < 1``, a k or scope < 1 or
@@ -371,7 +378,7 @@ def retrieval_metrics(
   q, g = _check_labels(query_labels, gallery_labels)
   s = _check_scores(scores, q, g)
   chunk_size = _check_chunk(chunk_size)
-  cutoffs = _cutoffs(s.shape[1], r, ks, scopes, pr_points)
+  cutoffs = _cutoffs(s.shape[1], r, ks, scopes, pr_points, recall_ks)
   return _metrics_of_ranked(_iter_ranked(s, q, g, None, chunk_size), s.shape[0], cutoffs, True)
 
 
@@ -402,16 +409,26 @@ def map_at_all(
   ]
 
 
-def _cutoffs(n_gallery: int, r, ks, scopes, pr_points) -> dict:
+def _cutoffs(n_gallery: int, r, ks, scopes, pr_points, recall_ks=()) -> dict:
   """The validated cut-offs of :func:`retrieval_metrics` / :func:`topk_metrics`."""
   ks_list, kk = _optional_cutoffs(ks, n_gallery, "ks")
+  recall_list, recall_kk = _optional_cutoffs(recall_ks, n_gallery, "recall_ks")
   return {
       "r": None if r is None else _check_r(r, n_gallery),
       "ks": ks_list,
       "kk": kk,
       "scopes": _optional_cutoffs(scopes, n_gallery, "scopes")[1],
       "pr_points": None if pr_points is None else _check_num_points(pr_points),
+      "recall_ks": recall_list,
+      "recall_kk": recall_kk,
   }
+
+
+def _first_relevant(rel: np.ndarray) -> np.ndarray:
+  """The 1-based rank of each query's first relevant item in a ranked block, inf where
+  the block holds none."""
+  found = rel.any(axis=1)
+  return np.where(found, np.argmax(rel, axis=1) + 1, np.inf)
 
 
 def _metrics_of_ranked(
@@ -432,8 +449,12 @@ def _metrics_of_ranked(
   prec_total = np.zeros(len(cutoffs["ks"]), dtype=np.float64)
   scope_total = np.zeros(0 if scope_kk is None else len(scope_kk), dtype=np.float64)
   pr_total = np.zeros(num_points or 0, dtype=np.float64)
+  recall_kk = cutoffs["recall_kk"]
+  firsts = []
   n_valid = 0
   for rel in blocks:
+    if recall_kk is not None:
+      firsts.append(_first_relevant(rel))
     cum = _hits(rel)
     if whole:
       aps_all.append(_ap_from_ranked(rel, cum))
@@ -463,6 +484,15 @@ def _metrics_of_ranked(
         "recall": _pr_recall(num_points).tolist(),
         "precision": precision.tolist(),
     }
+  if recall_kk is not None:
+    first = np.concatenate(firsts)
+    out["recall_at_k"] = {str(k): float((first <= k).mean()) for k in cutoffs["recall_ks"]}
+    # With every rank, a query without a relevant item has no rank and is left out; with a
+    # streamed top-K, the median is known only when it lies within the K ranks.
+    ranked = first[np.isfinite(first)] if whole else first
+    median = float(np.median(ranked)) if len(ranked) else float("nan")
+    if np.isfinite(median):
+      out["median_rank"] = median
   return out
 
 
@@ -474,6 +504,7 @@ def topk_metrics(
     ks: Sequence[int] = (1, 5, 10, 50, 100),
     scopes: Sequence[int] = (),
     pr_points: int | None = None,
+    recall_ks: Sequence[int] = (),
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> dict:
@@ -496,6 +527,8 @@ def topk_metrics(
     ks: cut-offs for precision@k (clipped to n_gallery; each <= K); may be empty.
     scopes: scopes of the precision-scope curve (clipped to n_gallery; each <= K).
     pr_points: recall levels of the PR curve (needs K = n_gallery); None skips it.
+    recall_ks: cut-offs of Recall@K (each <= K); the median rank is reported when it
+      lies within the K ranks.
     chunk_size: number of queries processed at a time.
 
   Returns:
@@ -518,15 +551,19 @@ def topk_metrics(
           f"topk_indices row {row} lists gallery index {ordered[row - start, repeated[1][0]]} "
           "more than once"
       )
-  cutoffs = _cutoffs(n_gallery, r, ks, scopes, pr_points)
+  cutoffs = _cutoffs(n_gallery, r, ks, scopes, pr_points, recall_ks)
   deepest = max(
       [cutoffs["r"] or 0]
-      + [int(c.max()) for c in (cutoffs["kk"], cutoffs["scopes"]) if c is not None]
+      + [
+          int(c.max())
+          for c in (cutoffs["kk"], cutoffs["scopes"], cutoffs["recall_kk"])
+          if c is not None
+      ]
   )
   if deepest > top:
     raise ValueError(
         f"topk_indices has {top} ranks per query, but a cut-off asks for {deepest} "
-        f"(r={r}, ks={list(ks)}, scopes={list(scopes)})"
+        f"(r={r}, ks={list(ks)}, scopes={list(scopes)}, recall_ks={list(recall_ks)})"
     )
   whole = top == n_gallery
   if cutoffs["pr_points"] is not None and not whole:
@@ -546,6 +583,7 @@ def split_metrics(
     precision_ks: Sequence[int] = (1, 5, 10, 50, 100),
     full: bool = True,
     gallery_labels=None,
+    recall_ks: Sequence[int] = (),
 ) -> dict:
   """A split's retrieval metrics in both directions, as results.json holds them.
 
@@ -562,11 +600,13 @@ def split_metrics(
     full: False gives mAP@ALL alone (one sort per query all the same).
     gallery_labels: the gallery's labels (None: `labels`, queries and gallery from one
       split).
+    recall_ks: K of Recall@K (those <= n_gallery), with the median rank; with `full`
+      only (empty: neither).
 
   Returns:
     `results_layout.split_result`'s dict: {"map_all": {"i2t", "t2i", "avg"}} and, if
     `full`, "map_at_{R}" (with "avg"), "precision_at_k", "pr_curve" and "precision_scope"
-    (with its "scopes").
+    (with its "scopes"), and with `recall_ks` "recall_at_k" and "median_rank".
   """
   gallery_labels = labels if gallery_labels is None else gallery_labels
   r, ks, scopes = results_layout.cutoffs(len(gallery_labels), map_r, precision_ks)
@@ -585,6 +625,7 @@ def split_metrics(
           ks=ks,
           scopes=scopes,
           pr_points=results_layout.PR_POINTS,
+          recall_ks=tuple(k for k in recall_ks if k <= len(gallery_labels)),
       )
       for d in results_layout.DIRECTIONS
   }

@@ -29,6 +29,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import jax
+import ml_collections
 import numpy as np
 
 from crossmodal_jax import errors
@@ -39,6 +40,8 @@ from crossmodal_jax.data import common
 from crossmodal_jax.methods import base
 
 DIRECTIONS = ranking.DIRECTIONS
+# eval.relevance: an item is relevant to a query of its class, or of its pair (or group).
+RELEVANCE = ("label", "pair")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Protocol:
     metric: the results key of the protocol's figure ("map_all", or "map_at_R" for R
       = map_r; a gallery smaller than R caps R).
     description: one line for tables.
+    relevance: the `eval.relevance` the protocol scores with (None: the config's).
   """
 
   query_split: str
@@ -59,6 +63,7 @@ class Protocol:
   map_r: int | None
   metric: str
   description: str
+  relevance: str | None = None
 
 
 PROTOCOLS = {
@@ -76,6 +81,15 @@ PROTOCOLS = {
         results_layout.map_key(100),
         "test queries against the training gallery of the other modality, mAP@100 (Yu et "
         "al.'s protocol, as in SCANet's tables)",
+    ),
+    "pair": Protocol(
+        "test",
+        "test",
+        None,
+        "map_all",
+        "test queries against the test gallery of the other modality, an item relevant only "
+        "to its own pair (or group): mAP@ALL, with Recall@K and the median rank",
+        relevance="pair",
     ),
 }
 
@@ -148,7 +162,7 @@ def evaluate_split(
   mode = "full"
   if channels is None:
     mode = ranking_mode(method, variables, split, gallery, eval_config, full)
-  labels, gallery_labels = split["label"], gallery["label"]
+  labels, gallery_labels, recall_ks = relevance_labels(split, gallery, eval_config)
   if mode == "top_k":
     return _evaluate_top_k(method, variables, split, gallery, eval_config, r)
   if same:
@@ -167,7 +181,13 @@ def evaluate_split(
     }
   scores = ranking.rank(method, variables, oriented)
   result = metrics.split_metrics(
-      scores, labels, r, eval_config.precision_ks, full=full, gallery_labels=gallery_labels
+      scores,
+      labels,
+      r,
+      eval_config.precision_ks,
+      full=full,
+      gallery_labels=gallery_labels,
+      recall_ks=recall_ks,
   )
   if isinstance(oriented["i2t"], dict) and len(oriented["i2t"]) > 1:
     # Several named score channels (two spaces): each one's mAP@ALL on its own, next to
@@ -179,6 +199,45 @@ def evaluate_split(
           one, labels, full=False, gallery_labels=gallery_labels
       )["map_all"]
   return result
+
+
+def with_relevance(eval_config, relevance: str | None):
+  """`eval_config`, or a copy of it with `eval.relevance` set (a protocol's)."""
+  if relevance is None or eval_config.relevance == relevance:
+    return eval_config
+  out = ml_collections.ConfigDict(eval_config.to_dict())
+  out.relevance = relevance
+  return out
+
+
+def relevance_labels(
+    split: common.Split, gallery: common.Split, eval_config
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+  """(the queries' labels, the gallery's, the K of Recall@K) that relevance is read from
+  under `eval.relevance`:
+
+  - "label": the class labels (an item is relevant to a query that shares its class);
+  - "pair": each row's group, its "group" array when the split has one (several rows of
+    one item, e.g. one per caption of an image) else its own row, so that an item is
+    relevant only to the items of its own pair (or group); Recall@K (eval.recall_ks) and
+    the median rank are reported too. Queries and gallery must then be one split.
+
+  Raises:
+    UserError: an unknown eval.relevance, or "pair" across two splits.
+  """
+  relevance = eval_config.relevance
+  if relevance not in RELEVANCE:
+    raise errors.UserError(f"Unknown eval.relevance {relevance!r}; choose one of {RELEVANCE}.")
+  if relevance == "label":
+    return split["label"], gallery["label"], ()
+  if gallery is not split:
+    raise errors.UserError(
+        'eval.relevance="pair" ranks a split against its own items: its pairs are not '
+        "another split's (use the default protocol)."
+    )
+  groups = split.arrays.get("group")
+  groups = np.arange(len(split)) if groups is None else np.asarray(groups)
+  return groups, groups, tuple(int(k) for k in eval_config.recall_ks)
 
 
 def evaluate_protocol(
@@ -206,9 +265,12 @@ def evaluate_protocol(
           f"Protocol {protocol!r} takes its {role} from the {name} split of {dataset.name}, "
           "which is empty."
       )
+  eval_config = with_relevance(eval_config, spec.relevance)
   result = evaluate_split(
       method, variables, query, eval_config, full=full, gallery=gallery, map_r=spec.map_r
   )
+  if spec.relevance is not None:
+    result["relevance"] = spec.relevance
   metric = protocol_metric(protocol, len(gallery), eval_config)
   result["protocol"] = {
       "name": protocol,
@@ -251,7 +313,8 @@ def stream_k(eval_config, map_r: int, n_gallery: int) -> int:
   """The k of streamed evaluation: the largest of eval.top_k, R and the P@K cut-offs,
   at most the gallery size."""
   _, _, k = ranking.streaming_settings(eval_config)
-  return min(max([k, int(map_r), *map(int, eval_config.precision_ks)]), n_gallery)
+  recall_ks = eval_config.recall_ks if eval_config.relevance == "pair" else ()
+  return min(max([k, int(map_r), *map(int, eval_config.precision_ks), *recall_ks]), n_gallery)
 
 
 def _evaluate_top_k(method, variables, split, gallery, eval_config, r: int) -> dict[str, Any]:
@@ -265,8 +328,14 @@ def _evaluate_top_k(method, variables, split, gallery, eval_config, r: int) -> d
   indices = {
       d: ranking.top_k(method, variables, *queries[d], d, k, eval_config)[1] for d in DIRECTIONS
   }
+  labels, gallery_labels, recall_ks = relevance_labels(split, gallery, eval_config)
   result = split_metrics_from_topk(
-      indices, split["label"], r, eval_config.precision_ks, gallery_labels=gallery["label"]
+      indices,
+      labels,
+      r,
+      eval_config.precision_ks,
+      gallery_labels=gallery_labels,
+      recall_ks=recall_ks,
   )
   result["top_k"] = k
   return result
@@ -278,6 +347,7 @@ def split_metrics_from_topk(
     map_r: int = 50,
     precision_ks: Sequence[int] = (1, 5, 10, 50, 100),
     gallery_labels=None,
+    recall_ks: Sequence[int] = (),
 ) -> dict[str, Any]:
   """`metrics.split_metrics` (full) from each direction's streamed top-K gallery indices.
 
@@ -310,6 +380,7 @@ def split_metrics_from_topk(
           ks=ks,
           scopes=scopes,
           pr_points=results_layout.PR_POINTS if whole else None,
+          recall_ks=tuple(k for k in recall_ks if k <= min(n, top)),
       )
       for d in results_layout.DIRECTIONS
   }

@@ -40,6 +40,22 @@ def headline(result: dict[str, Any]) -> str:
   ).strip()
 
 
+def recall_lines(result: dict[str, Any]) -> list[str]:
+  """The Recall@K and median-rank line of a pair-level result ("recall_at_k"), if any."""
+  if "recall_at_k" not in result:
+    return []
+  recall = result["recall_at_k"]
+  ks = list(recall["i2t"])
+  cells = "  ".join(
+      f"{d} " + "/".join(f"{recall[d][k]:.3f}" for k in ks) for d in ("i2t", "t2i", "avg")
+  )
+  line = f"  Recall@{'/'.join(ks)}:  {cells}"
+  if "median_rank" in result:
+    m = result["median_rank"]
+    line += f"  median rank  i2t {m['i2t']:g}  t2i {m['t2i']:g}"
+  return [line]
+
+
 def channel_lines(result: dict[str, Any]) -> list[str]:
   """One line per score channel ranked alone ("map_all_by_channel": a method's two
   spaces), then one naming what calibration chose ("calibrated": a fusion weight), if

@@ -14,7 +14,10 @@ and a classical baseline (`baselines.evaluate_scores`):
 - "pr_curve": {"i2t": {"recall", "precision"}, "t2i": ...}, PR_POINTS recall levels (only
   with every rank);
 - "precision_scope": {"scopes": [...], "i2t": [...], "t2i": [...]}, P@K at the SCOPES up
-  to the gallery size (and the k kept, streamed).
+  to the gallery size (and the k kept, streamed);
+- with pair-level relevance (eval.relevance="pair"): "recall_at_k": {"i2t": {"K": R@K},
+  "t2i": ..., "avg": ...}, the K of eval.recall_ks, and "median_rank": {"i2t", "t2i",
+  "avg"}, the median rank of each query's first relevant item.
 
 Evaluation adds what ranked the split beside them (`evaluate.evaluate`): "top_k",
 "map_all_by_channel", "protocol", "calibrated", the splits, the checkpoint.
@@ -92,6 +95,15 @@ def split_result(
     result["precision_scope"] = {"scopes": list(scopes)}
     for d in DIRECTIONS:  # no scope within the gallery: an empty curve
       result["precision_scope"][d] = per_direction[d].get("precision_scope", [])
+  if "recall_at_k" in first:
+    result["recall_at_k"] = each("recall_at_k")
+    result["recall_at_k"]["avg"] = {
+        k: float(np.mean([result["recall_at_k"][d][k] for d in DIRECTIONS]))
+        for k in first["recall_at_k"]
+    }
+  if all("median_rank" in per_direction[d] for d in DIRECTIONS):
+    result["median_rank"] = each("median_rank")
+    averaged.append("median_rank")
   for key in averaged:
     result[key]["avg"] = float(np.mean([result[key][d] for d in DIRECTIONS]))
   return result

@@ -74,7 +74,12 @@ def main(argv):
       protocol=_PROTOCOL.value,
   )
   print(f"{reporting.headline(results)}  (checkpoint step {results['checkpoint_step']})")
-  for line in reporting.channel_lines(results) + reporting.checkpoint_lines(results):
+  lines = (
+      reporting.recall_lines(results)
+      + reporting.channel_lines(results)
+      + reporting.checkpoint_lines(results)
+  )
+  for line in lines:
     print(line)
 
 

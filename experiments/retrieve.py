@@ -21,8 +21,9 @@ WORKDIR/retrieval_SPLIT_DIRECTION.json, the k best gallery items in rank order: 
 index, its identities where the dataset has them (Wikipedia: the text or image id and the
 article's title; a feature folder: its raw texts' "id", else its row), label (with the
 class name when the dataset has names), score, and whether it is relevant (shares a label
-with the query). A bad input is one line `error: ...` (exit
-status 1; 2 for a bad command line; CROSSMODAL_TRACEBACK=1 shows the traceback).
+with the query; with eval.relevance="pair", is the query's own pair or of its group). A
+bad input is one line `error: ...` (exit status 1; 2 for a bad command line;
+CROSSMODAL_TRACEBACK=1 shows the traceback).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from crossmodal_jax import evaluate
 from crossmodal_jax import logs
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
+from crossmodal_jax import protocols
 from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax.data import common
@@ -261,11 +263,17 @@ def retrieve(
   query_modality, gallery_modality = ("image", "text") if direction == "i2t" else ("text", "image")
   query_ids = _identities(dataset.meta, split, query_modality)
   gallery_ids = _identities(dataset.meta, gallery_split, gallery_modality)
+  if config.eval.relevance == "pair" and gallery_rows is not query_rows:
+    raise errors.UserError(
+        'eval.relevance="pair" needs the queries\' own split as the gallery (--gallery_split).'
+    )
+  # What relevance reads: the class labels, or each row's pair (or group).
+  keys, gallery_keys, _ = protocols.relevance_labels(query_rows, gallery_rows, config.eval)
   gallery_labels = gallery_rows["label"]
   entries = []
   for q, row_scores, row_indices in zip(queries, scores, indices):
     query_label = query_rows["label"][q]
-    relevant = metrics.relevance(query_label[None], gallery_labels[row_indices])[0]
+    relevant = metrics.relevance(np.asarray(keys)[q][None], gallery_keys[row_indices])[0]
     entries.append(
         {
             "query": int(q),

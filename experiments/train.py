@@ -106,7 +106,12 @@ def main(argv):
     return
   # evaluate logs the same headline; a streamed test ranking has mAP@R, not mAP@ALL.
   print(f"{reporting.headline(results)}  (results in {_WORKDIR.value}/results.json)")
-  for line in reporting.channel_lines(results) + reporting.checkpoint_lines(results):
+  lines = (
+      reporting.recall_lines(results)
+      + reporting.channel_lines(results)
+      + reporting.checkpoint_lines(results)
+  )
+  for line in lines:
     print(line)
 
 

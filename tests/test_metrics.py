@@ -611,3 +611,74 @@ def test_bad_arguments_raise_value_error():
   bad[0, 0] = np.nan
   with pytest.raises(ValueError, match="NaN"):
     M.map_at_all(bad, ql, gl)
+
+
+# --------------------------------------------------------------------------------------
+# Recall@K and the median rank (pair-level relevance)
+# --------------------------------------------------------------------------------------
+
+
+def ref_first_relevant_ranks(scores, ql, gl):
+  """Each query's 1-based rank of its first relevant item (None without one)."""
+  ranks = []
+  for i in range(len(scores)):
+    rels = ref_rel_list(scores, ql, gl, i)
+    ranks.append(next((k for k, rel in enumerate(rels, start=1) if rel), None))
+  return ranks
+
+
+def ref_recall_and_median(scores, ql, gl, ks):
+  ranks = ref_first_relevant_ranks(scores, ql, gl)
+  recall = {str(k): sum(r is not None and r <= k for r in ranks) / len(ranks) for k in ks}
+  found = sorted(r for r in ranks if r is not None)
+  n = len(found)
+  median = (found[(n - 1) // 2] + found[n // 2]) / 2 if n else None
+  return recall, median
+
+
+PAIR_CASES = [(k, s) for k in KINDS for s in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("kind,seed", PAIR_CASES)
+def test_recall_at_k_and_median_rank_match_reference(kind, seed):
+  """Against a plain-Python loop, with many tied scores and queries without a relevant
+  item (they count as misses for Recall@K and have no rank for the median)."""
+  scores, ql, gl = make_case(kind, seed)
+  got = M.retrieval_metrics(scores, ql, gl, ks=(), recall_ks=(1, 3, 10), chunk_size=5)
+  recall, median = ref_recall_and_median(scores, ql, gl, (1, 3, 10))
+  assert got["recall_at_k"] == pytest.approx(recall, abs=TOL)
+  assert got["median_rank"] == pytest.approx(median, abs=TOL)
+  # The same from a streamed top-K deep enough for the cut-offs; the median when it lies
+  # within those K ranks.
+  top = np.argsort(-scores, axis=1, kind="stable")[:, :12]
+  streamed = M.topk_metrics(top, ql, gl, ks=(), recall_ks=(1, 3, 10))
+  assert streamed["recall_at_k"] == pytest.approx(recall, abs=TOL)
+  ranks = ref_first_relevant_ranks(scores, ql, gl)
+  within = sorted(r if r is not None and r <= 12 else np.inf for r in ranks)
+  expected = float(np.median(within))
+  if np.isfinite(expected):
+    assert streamed["median_rank"] == pytest.approx(expected, abs=TOL)
+  else:
+    assert "median_rank" not in streamed
+
+
+def test_pair_relevance_ranks_each_query_against_its_own_pair():
+  """Pair-level relevance is relevance by row (or group): a query's only relevant item is
+  its own pair's; ties go to the lower gallery index."""
+  scores = np.array(
+      [
+          [0.9, 0.1, 0.1, 0.0],  # its pair first
+          [0.5, 0.5, 0.2, 0.0],  # tied with row 0, which wins the tie: rank 2
+          [0.8, 0.7, 0.6, 0.0],  # rank 3
+          [0.1, 0.2, 0.3, 0.4],  # rank 1
+      ]
+  )
+  rows = np.arange(4)
+  got = M.split_metrics({"i2t": scores, "t2i": scores.T}, rows, recall_ks=(1, 2, 10))
+  assert got["recall_at_k"]["i2t"] == {"1": 0.5, "2": 0.75}  # K beyond the gallery dropped
+  assert got["median_rank"]["i2t"] == 1.5
+  assert got["map_all"]["i2t"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1) / 4)
+  # Groups: rows 0 and 1 are two captions of one image; either is relevant to both.
+  groups = np.array([0, 0, 1, 2])
+  grouped = M.split_metrics({"i2t": scores, "t2i": scores.T}, groups, recall_ks=(1,))
+  assert grouped["recall_at_k"]["i2t"]["1"] == 0.75

@@ -690,3 +690,26 @@ def test_unknown_ablation_is_one_line(tmp_path):
       "'scanet_loss')."
   ]
   assert not workdir.exists()
+
+
+def test_pair_protocol_reports_recall_and_median_rank(table):
+  """--protocol=pair evaluates the trained runs (and fits the baselines) with each item
+  relevant only to its own pair: the table gets Recall@K and median-rank columns, each a
+  mean over the runs' results_pair.json."""
+  workdir = table[0]
+  out = io.StringIO()
+  results = reproduce.reproduce(workdir, **TABLE, out=out, execute_fn=no_training, protocol="pair")
+  rows = {r["name"]: r for r in results["datasets"]["synthetic"]["rows"]}
+  recalls = []
+  for seed in (0, 1):
+    with open(
+        os.path.join(workdir, "runs", "synthetic", "drsl", f"seed_{seed}", "results_pair.json")
+    ) as f:
+      stored = json.load(f)
+    assert stored["relevance"] == "pair" and stored["protocol"]["name"] == "pair"
+    recalls.append(stored["recall_at_k"]["avg"]["1"])
+  assert rows["drsl"]["recall_at_k"]["avg"]["1"]["mean"] == pytest.approx(np.mean(recalls))
+  assert rows["sm"]["recall_at_k"]["avg"]["1"]["std"] is None  # a baseline: one fit
+  with open(os.path.join(workdir, "results_pair.md")) as f:
+    md = f.read()
+  assert "| R@1 (avg) | R@5 (avg) | R@10 (avg) | median rank (avg) |" in md

@@ -28,6 +28,7 @@ from absl import flags
 from conftest import REPO, WIKI_DIR, age_drsl_config_json, train_on_real_wikipedia
 from configs import default
 from crossmodal_jax import errors
+from crossmodal_jax import evaluate
 from crossmodal_jax import losses
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
@@ -506,3 +507,39 @@ def test_retrieve_names_wikipedia_items_by_their_ids(tmp_path, wiki_data_dir):
       assert f"id {r['id']}" in proc.stdout
   # The first test row of the literature's split is not the list's row 231.
   assert report["queries"][0]["source_row"] != 231
+
+
+def test_pair_relevance_through_evaluate_retrieve_and_the_protocol(trained, tmp_path):
+  """eval.relevance="pair": evaluate's mAP@ALL, Recall@K and median rank equal a brute-force
+  reading of the score matrix with each item relevant only to its own pair; the "pair"
+  protocol gives the same figures from a label-relevance run; retrieve marks only the
+  query's own pair relevant."""
+  workdir, config = trained
+  pair = config.copy_and_resolve_references()
+  pair.eval.relevance = "pair"
+  results = evaluate.evaluate(str(workdir), config=pair, plots=False)
+  assert results["relevance"] == "pair"
+  dataset = retrieve.load_data(config, None)
+  for direction in ("i2t", "t2i"):
+    matrix = score_matrix_of(workdir, config, dataset, "test", direction).astype(np.float64)
+    ranks = []
+    aps = []
+    for i, row in enumerate(matrix):
+      order = sorted(range(len(row)), key=lambda j: (-row[j], j))  # ties: lower index first
+      rank = order.index(i) + 1
+      ranks.append(rank)
+      aps.append(1.0 / rank)
+    assert results["map_all"][direction] == pytest.approx(np.mean(aps), abs=1e-9)
+    for k in ("1", "5", "10"):
+      want = np.mean([r <= int(k) for r in ranks])
+      assert results["recall_at_k"][direction][k] == pytest.approx(want, abs=1e-12)
+    assert results["median_rank"][direction] == pytest.approx(float(np.median(ranks)))
+  under_protocol = evaluate.evaluate(str(workdir), config=config, plots=False, protocol="pair")
+  assert under_protocol["recall_at_k"] == results["recall_at_k"]
+  assert under_protocol["protocol"]["name"] == "pair"
+  assert (workdir / "results_pair.json").exists()
+  report = retrieve.retrieve(str(workdir), [3, 8], k=600, direction="i2t", config=pair)
+  for entry in report["queries"]:
+    assert [r["gallery_index"] for r in entry["results"] if r["relevant"]] == [entry["query"]]
+  with pytest.raises(errors.UserError, match="its pairs are not another split's"):
+    evaluate.evaluate(str(workdir), config=pair, plots=False, protocol="yu2018")

@@ -249,6 +249,7 @@ def run_summary(
       "reused": reused,
       "metric": metric,
       metric: result[metric],
+      **{k: result[k] for k in ("recall_at_k", "median_rank") if k in result},
       "pr_curve": result.get("pr_curve"),
       "checkpoint_step": result.get("checkpoint_step"),
       "num_queries": result.get("num_queries"),
@@ -341,6 +342,7 @@ def run_baseline(
       solver,
       gallery_split=spec.gallery_split,
       map_r=spec.map_r,
+      relevance=spec.relevance or eval_config.relevance,
   )
   info = protocol_info(protocol)
   info["metric"] = protocols.protocol_metric(protocol, result["num_gallery"], eval_config)

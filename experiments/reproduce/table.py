@@ -92,8 +92,30 @@ def method_row(method: str, summaries: Sequence[dict]) -> dict[str, Any]:
       "num_params": summaries[0]["num_params"],
       "epochs": summaries[0]["epochs"],
       "pr_curve": _mean_curve([s["pr_curve"] for s in summaries]),
+      **_pair_figures(summaries),
       "runs": list(summaries),
   }
+
+
+def _pair_figures(results: Sequence[dict]) -> dict[str, Any]:
+  """Recall@K (each direction and the average, per K) and the median rank as mean ± std
+  over `results`, when they have them (pair-level relevance)."""
+  if not all("recall_at_k" in r for r in results):
+    return {}
+  out = {
+      "recall_at_k": {
+          d: {
+              k: mean_std([r["recall_at_k"][d][k] for r in results])
+              for k in results[0]["recall_at_k"][d]
+          }
+          for d in ("i2t", "t2i", "avg")
+      }
+  }
+  if all("median_rank" in r for r in results):
+    out["median_rank"] = {
+        d: mean_std([r["median_rank"][d] for r in results]) for d in ("i2t", "t2i", "avg")
+    }
+  return out
 
 
 def variant_row(
@@ -132,6 +154,7 @@ def baseline_row(result: dict[str, Any]) -> dict[str, Any]:
       "chosen": result["chosen"],
       "validation_map": result["validation_map"],
       "pr_curve": result["pr_curve"],
+      **_pair_figures([result]),
       "reused": result.get("reused", False),
   }
 
@@ -222,12 +245,19 @@ def _table(first: str, ds: dict[str, Any], default: bool = True) -> list[str]:
   columns = ("i2t", "t2i", "avg")
   if not default:
     columns = tuple(f"{c} {reporting.metric_name(ds['metric'])}" for c in columns)
+  recall_ks = next((list(r["recall_at_k"]["avg"]) for r in ds["rows"] if "recall_at_k" in r), [])
+  extra = [f"R@{k} (avg)" for k in recall_ks] + (["median rank (avg)"] if recall_ks else [])
   lines = [
-      f"| {first} | {' | '.join(columns)} | training time per run | parameters | notes |",
-      "|---|---|---|---|---|---|---|",
+      f"| {first} | {' | '.join(columns)} | {''.join(c + ' | ' for c in extra)}training time "
+      "per run | parameters | notes |",
+      "|---|---|---|---|" + "---|" * len(extra) + "---|---|---|",
   ]
   for row in ds["rows"]:
     m = row[row["metric"]]
+    cells = "".join(f"{_cell(row['recall_at_k']['avg'][k])} | " for k in recall_ks)
+    if recall_ks:
+      median = row.get("median_rank", {}).get("avg")
+      cells += f"{_cell(median) if median else '—'} | "
     if row.get("kind") == "baseline":
       time_text = f"{format_seconds(row['fit_seconds'])} (fit + selection)"
       notes = f"baseline; {_chosen(row['chosen'])} on validation"
@@ -236,7 +266,7 @@ def _table(first: str, ds: dict[str, Any], default: bool = True) -> list[str]:
       notes = f"{len(row['seeds'])} seeds, {row['epochs']} epochs"
     lines.append(
         f"| {row['label']} | {_cell(m['i2t'])} | {_cell(m['t2i'])} | **{_cell(m['avg'])}** "
-        f"| {time_text} | {_params(row['num_params'])} | {notes} |"
+        f"| {cells}{time_text} | {_params(row['num_params'])} | {notes} |"
     )
   if ds.get("plot"):
     lines += ["", f"Precision-recall curves: [{ds['plot']}]({ds['plot']})"]
