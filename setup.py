@@ -23,8 +23,12 @@ setuptools.setup(
         "crossmodal_jax.configs": "configs",
         "crossmodal_jax.experiments": "experiments",
     },
-    # The literature's Wikipedia split, a list of text ids read at build time.
-    package_data={"crossmodal_jax.data.sources": ["wikipedia_literature_split.txt"]},
+    # The literature's Wikipedia split, a list of text ids read at build time; the source
+    # of the native CPU kernels, compiled on first use (crossmodal_jax/kernels).
+    package_data={
+        "crossmodal_jax.data.sources": ["wikipedia_literature_split.txt"],
+        "crossmodal_jax.kernels": ["cpu_kernels.cc"],
+    },
     entry_points={
         "console_scripts": [
             f"crossmodal-{name}=crossmodal_jax.experiments.commands:{name}"

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossmodal_jax import kernels
+
 # (variables, image_enc_block, text_enc_block) -> [P, Q] scores (or a pytree of them).
 ScoreFn = Callable[[Any, Any, Any], Any]
 
@@ -290,17 +292,22 @@ def _rankable(s: jax.Array) -> jax.Array:
   return jnp.where(s == 0, jnp.zeros_like(s), s)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5))
-def _top_k_rows(
-    fn: ScoreFn,
-    variables: Any,
-    query_rows: Any,
-    gallery_blocks: Any,
-    query_chunk: int,
-    k: int,
-    num_valid: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """[bq] x [nm, mg / cg, cg] -> (scores [bq, k], indices [bq, k], NaN seen [bq])."""
+def native_top_k(*trees: Any) -> bool:
+  """Whether `top_k` merges with the native CPU kernel (`crossmodal_jax.kernels`, in
+  place of XLA's `lax.top_k`): where it is available and the call runs on the CPU (the
+  default backend, and no array of `trees` lives elsewhere)."""
+  if jax.default_backend() != "cpu" or not kernels.available():
+    return False
+  for leaf in jax.tree.leaves(trees):
+    if isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices()):
+      return False
+  return True
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _top_k_rows_xla(fn, query_chunk, k, variables, query_rows, gallery_blocks, num_valid):
+  """[bq] x [nm, mg / cg, cg] -> (scores [bq, k], indices [bq, k], NaN seen [bq]): merge
+  block after merge block, each merged into the running top-k by `lax.top_k`."""
   bq = num_items(query_rows)
   nm, per_block, cg = jax.tree.leaves(gallery_blocks)[0].shape[:3]
   mg = per_block * cg
@@ -333,6 +340,29 @@ def _top_k_rows(
   return best_s, best_i, nan
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _top_k_rows_native(fn, query_chunk, k, variables, query_rows, gallery_blocks, num_valid):
+  """Gallery chunk after gallery chunk, each chunk's scores merged into every row's k
+  best by the native kernel (no merge block, no concatenation), ranked once at the end.
+  Same ranking as `_top_k_rows_xla`."""
+  bq = num_items(query_rows)
+  nm, per_block, cg = jax.tree.leaves(gallery_blocks)[0].shape[:3]
+  chunks = jax.tree.map(lambda x: x.reshape((nm * per_block,) + x.shape[2:]), gallery_blocks)
+
+  def step(state, inputs):
+    g, offset = inputs
+    if bq == query_chunk:
+      s = fn(variables, query_rows, g)
+    else:
+      s = jax.lax.map(lambda q: fn(variables, q, g), _blocks(query_rows, query_chunk))
+      s = jax.tree.map(lambda r: r.reshape((bq,) + r.shape[2:]), s)
+    return kernels.top_k_merge(state, _one_channel(s), offset, num_valid, k), None
+
+  offsets = jnp.arange(nm * per_block, dtype=jnp.int32) * cg
+  state, _ = jax.lax.scan(step, kernels.top_k_start(bq, k), (chunks, offsets))
+  return kernels.top_k_finish(state, k)
+
+
 def _check_k(k: int, n_gallery: int) -> int:
   if not 1 <= k <= n_gallery:
     raise ValueError(f"k must be in [1, n_gallery={n_gallery}], got {k}.")
@@ -341,6 +371,36 @@ def _check_k(k: int, n_gallery: int) -> int:
 
 def _nan_error(rows: np.ndarray, start: int) -> ValueError:
   return ValueError(f"scores contain NaN (query {start + int(np.flatnonzero(rows)[0])})")
+
+
+def _top_k_layout(
+    score_fn, variables, query_enc, gallery_enc, k, query_block=512, gallery_block=4096,
+    queries_are_images=True, pair_bytes=None, memory_budget=None,
+) -> tuple[int, ScoreFn, TopKPlan, Callable, Any, Any]:  # fmt: skip
+  """(k, score function, plan, jitted call, padded queries, gallery blocks [nm, mg / cg,
+  cg, ...]) of a streamed top-k. The XLA merge walks `top_k_plan`'s merge blocks; the
+  native merge takes one gallery chunk at a time, the chunks and query rows evened out
+  (as many of them, none larger) so that little padding is scored."""
+  nq, ng = num_items(query_enc), num_items(gallery_enc)
+  k = _check_k(k, ng)
+  p = top_k_plan(nq, ng, k, query_block, gallery_block, pair_bytes, memory_budget)
+  fn = score_fn if queries_are_images else _Transposed(score_fn)
+  native = native_top_k(variables, query_enc, gallery_enc)
+  if native:
+    even = lambda n, block: math.ceil(n / math.ceil(n / block))  # as many, none larger
+    cg, rows = even(ng, p.gallery_chunk), even(nq, p.query_rows)
+    cq = rows if p.query_rows == p.query_chunk else p.query_chunk
+    p = TopKPlan(cq * math.ceil(rows / cq), cq, cg, cg)
+  q_pad = pad_to(query_enc, math.ceil(nq / p.query_rows) * p.query_rows)
+  g_pad = pad_to(gallery_enc, math.ceil(ng / p.merge_block) * p.merge_block)
+  g_blocks = jax.tree.map(
+      lambda x: x.reshape(
+          (x.shape[0] // p.merge_block, p.merge_block // p.gallery_chunk, p.gallery_chunk)
+          + x.shape[1:]
+      ),
+      g_pad,
+  )
+  return k, fn, p, (_top_k_rows_native if native else _top_k_rows_xla), q_pad, g_blocks
 
 
 def top_k(
@@ -357,15 +417,21 @@ def top_k(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Each query's k best gallery items by one score channel, streaming the gallery.
 
-  One jitted call takes `query_rows` queries through the whole gallery: it scores a
-  merge block of gallery items (chunk by chunk, as `score_matrix` does) and merges it into
-  the running top-k with `lax.top_k`, block after block in gallery order. The ranking
-  equals a stable descending sort of the full score matrix: equal scores keep the lower
-  gallery index first (-0.0 counts as 0.0); padding never enters the top k.
+  One jitted call takes `query_rows` queries through the whole gallery. On the CPU with
+  the native kernels (`native_top_k`) it merges each gallery chunk's scores, as they are
+  scored, into every query's k best (a vector of candidates at a time compared with the
+  worst kept); the chunks and query rows are evened out (as many, none larger) so that
+  little padding is scored. Elsewhere it scores a merge block of gallery items (chunk by
+  chunk, as `score_matrix` does) and merges it into the running top-k with `lax.top_k`,
+  block after block in gallery order. Either way the ranking equals a stable descending
+  sort of the full score matrix: equal scores keep the lower gallery index first (-0.0
+  counts as 0.0); padding never enters the top k.
 
   Memory: the result, n_query x k x 8 bytes on the host; on the device, one call's
-  query_rows x (k + merge_block) merge candidates and one chunk's intermediates, which
-  `top_k_plan` keeps within `memory_budget` (half each).
+  query_rows x (k + merge_block) merge candidates (natively less: query_rows x (k +
+  max(2k, 64)) kept and buffered, and one chunk's query_rows x gallery_chunk scores) and
+  one chunk's intermediates, which `top_k_plan` keeps within `memory_budget` (half each;
+  `top_k_memory` reads what XLA allocates).
 
   Args:
     score_fn: (variables, image_block, text_block) -> [P, Q] scores (a pytree with one
@@ -385,31 +451,38 @@ def top_k(
     ValueError: k out of range, several score channels, or a NaN score.
   """
   nq, ng = num_items(query_enc), num_items(gallery_enc)
-  k = _check_k(k, ng)
-  p = top_k_plan(nq, ng, k, query_block, gallery_block, pair_bytes, memory_budget)
-  fn = score_fn if queries_are_images else _Transposed(score_fn)
-  q_pad = pad_to(query_enc, math.ceil(nq / p.query_rows) * p.query_rows)
-  g_pad = pad_to(gallery_enc, math.ceil(ng / p.merge_block) * p.merge_block)
-  g_blocks = jax.tree.map(
-      lambda x: x.reshape(
-          (x.shape[0] // p.merge_block, p.merge_block // p.gallery_chunk, p.gallery_chunk)
-          + x.shape[1:]
-      ),
-      g_pad,
-  )
+  k, fn, p, rows, q_pad, g_blocks = _top_k_layout(
+      score_fn, variables, query_enc, gallery_enc, k, query_block, gallery_block,
+      queries_are_images, pair_bytes, memory_budget,
+  )  # fmt: skip
   scores = np.empty((nq, k), dtype=np.float32)
   indices = np.empty((nq, k), dtype=np.int32)
   for start in range(0, nq, p.query_rows):
     q = jax.tree.map(lambda x: x[start : start + p.query_rows], q_pad)
-    s, i, nan = jax.device_get(
-        _top_k_rows(fn, variables, q, g_blocks, p.query_chunk, k, jnp.int32(ng))
-    )
+    s, i, nan = jax.device_get(rows(fn, p.query_chunk, k, variables, q, g_blocks, jnp.int32(ng)))
     stop = min(start + p.query_rows, nq)
     if nan[: stop - start].any():
       raise _nan_error(nan[: stop - start], start)
     scores[start:stop] = s[: stop - start]
     indices[start:stop] = i[: stop - start]
   return scores, indices
+
+
+def top_k_memory(score_fn: ScoreFn, variables: Any, query_enc: Any, gallery_enc: Any, k: int, **kw):
+  """One `top_k` call's tiles (`TopKPlan`'s fields), whether it merges natively, and the
+  device memory XLA gives it (compiled, not run): "temp_bytes" (its intermediates, what
+  `memory_budget` bounds), "argument_bytes" (a query block, the padded gallery, the
+  variables), "output_bytes"; None where the backend does not say. `kw`: as for `top_k`."""
+  k, fn, p, rows, q_pad, g_blocks = _top_k_layout(
+      score_fn, variables, query_enc, gallery_enc, k, **kw
+  )
+  q = jax.tree.map(lambda x: x[: p.query_rows], q_pad)
+  ng = jnp.int32(num_items(gallery_enc))
+  stats = rows.lower(fn, p.query_chunk, k, variables, q, g_blocks, ng).compile().memory_analysis()
+  out = {**dataclasses.asdict(p), "native": rows is _top_k_rows_native}
+  for key in ("temp", "argument", "output"):
+    out[f"{key}_bytes"] = None if stats is None else int(getattr(stats, f"{key}_size_in_bytes"))
+  return out
 
 
 @functools.partial(jax.jit, static_argnums=(1,))

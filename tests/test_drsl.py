@@ -19,6 +19,7 @@ import optax
 from jax.test_util import check_grads
 
 from configs.default import get_config
+from crossmodal_jax import kernels
 from crossmodal_jax import losses
 from crossmodal_jax.layers import mlp
 from crossmodal_jax.layers import pairwise
@@ -86,12 +87,14 @@ def pairwise_inputs(seed, p, q, k, integer=False):
   return a, b, w, s
 
 
-# Every form of the kernel: the one the backend picks (the row loop on the CPU), the row
-# loop, and the accelerator's row blocks, also with blocks small enough that several run
+# Every form of the kernel: the one the backend picks (the row loop on the CPU), scoring's
+# form, the row loop, and the accelerator's row blocks, also with blocks small enough that several run
 # and the last one is padded (2 rows of 5 x 16 floats: 7 rows -> 4 blocks of 2), and
 # with a bound below one row's grid (a row per block).
 PAIRWISE_FORMS = {
     "picked": pairwise.pairwise_relu_dot,
+    # Scoring's form: the native CPU kernel where it is built (the gradient: "picked"'s).
+    "scores": pairwise.pairwise_relu_scores,
     "rows": pairwise.pairwise_relu_dot_rows,
     "blocks": pairwise.pairwise_relu_dot_blocks,
     "small_blocks": pairwise.row_block_form(block_elements=2 * 5 * 16),
@@ -418,6 +421,30 @@ def test_drsl_concat_eval_scores_equal_naive_pairs(method_name, relation_bn):
   assert separable.shape == (P, Q)
   assert_close(separable, want, 1e-5, "separable all-pairs score")
   assert_close(called, want, 1e-5, "module __call__(train=False)")
+
+
+def test_drsl_scores_with_the_scoring_form_and_trains_with_the_training_form():
+  """Eval-mode scores take `pairwise_relu_scores` (the native kernel on the CPU, where it
+  is built), a training forward `pairwise_relu_dot` (the XLA row loop): training does
+  not change. At the paper's width (K = 1024) the scores equal the float64 reference."""
+  model = get_config("drsl,synthetic").model
+  method = make_method(model)
+  variables = random_variables(method, seed=4)
+  image, text = random_inputs(6, 13, 11)
+  enc_i = method.encode_image(variables, image)
+  enc_t = method.encode_text(variables, text)
+  scored = jax.jit(method.score).lower(variables, enc_i, enc_t).as_text()
+  trained = (
+      jax.jit(lambda v: method.module.apply(v, image, text, train=True, mutable=["batch_stats"]))
+      .lower(variables)
+      .as_text()
+  )
+  native = pairwise.scoring_form("cpu") == "native"
+  assert (kernels.PAIRWISE_TARGET in scored) == native
+  assert kernels.PAIRWISE_TARGET not in trained and "dot_general" in trained
+  want, _ = np_drsl(variables, image, text, "concat", train=False)
+  assert_close(method.score(variables, enc_i, enc_t), want, 1e-5, "paper-size scores")
+  assert_close(jax.jit(method.score)(variables, enc_i, enc_t), want, 1e-5, "jitted scores")
 
 
 @pytest.mark.parametrize("method_name,relation_bn", CONCAT_CASES)

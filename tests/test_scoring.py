@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs.default import get_config
+from crossmodal_jax import kernels
 from crossmodal_jax import ranking
 from crossmodal_jax import scoring
 from crossmodal_jax.methods import drsl
@@ -149,13 +150,23 @@ def test_score_matrix_padding_does_not_leak():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["native", "xla"])
+def merge(request, monkeypatch):
+  """Each top_k test runs with the native CPU merge (where it is built) and with XLA's."""
+  if request.param == "xla":
+    monkeypatch.setattr(scoring, "native_top_k", lambda *trees: False)
+  elif not kernels.available():
+    pytest.skip(f"native kernels unavailable: {kernels.why_not()}")
+  return request.param
+
+
 def ref_top_k(full, k):
   order = np.argsort(-full, axis=1, kind="stable")[:, :k]
   return np.take_along_axis(full, order, axis=1), order
 
 
 @pytest.mark.parametrize("k", [1, 5, 16, 17, NG])
-def test_top_k_equals_stable_argsort(encodings, k):
+def test_top_k_equals_stable_argsort(encodings, k, merge):
   images, texts = encodings
   full = scoring.score_matrix(dot_score, VARS, images, texts, query_block=QB, gallery_block=GB)
   scores, indices = scoring.top_k(
@@ -178,7 +189,7 @@ def tied_encodings():
 
 
 @pytest.mark.parametrize("k", [1, 3, 20, NG])
-def test_top_k_ties_resolve_to_lower_gallery_index(k):
+def test_top_k_ties_resolve_to_lower_gallery_index(k, merge):
   images, texts = tied_encodings()
   full = images.astype(np.float64) @ texts.T.astype(np.float64)
   assert len(np.unique(full)) <= 6  # heavy ties: 37 x 53 scores, at most 6 values
@@ -201,7 +212,7 @@ def test_top_k_ties_resolve_to_lower_gallery_index(k):
     )
 
 
-def test_top_k_text_queries():
+def test_top_k_text_queries(merge):
   images, texts = tied_encodings()
   full_t = (images.astype(np.float64) @ texts.T.astype(np.float64)).T  # [texts, images]
   ones = {"scale": jnp.float32(1.0), "shift": jnp.float32(0.0)}
@@ -216,7 +227,7 @@ def test_top_k_text_queries():
 
 
 @pytest.mark.parametrize("gb", [1, 7, NG, 4096])
-def test_top_k_gallery_block_sizes(gb):
+def test_top_k_gallery_block_sizes(gb, merge):
   images, texts = tied_encodings()
   full = images.astype(np.float64) @ texts.T.astype(np.float64)
   ones = {"scale": jnp.float32(1.0), "shift": jnp.float32(0.0)}
@@ -251,7 +262,7 @@ def signed_encodings():
 
 @pytest.mark.parametrize("budget", [2_000, 20_000, None])
 @pytest.mark.parametrize("k", [1, 9, NG])
-def test_top_k_within_a_budget_keeps_ties_zeros_and_infinities_in_index_order(budget, k):
+def test_top_k_within_a_budget_keeps_ties_zeros_and_infinities_in_index_order(budget, k, merge):
   images, texts = signed_encodings()
   full = scoring.score_matrix(signed_score, None, images, texts)
   assert np.isneginf(full).sum() > NQ and np.signbit(full[full == 0]).any()
@@ -270,7 +281,7 @@ def test_top_k_within_a_budget_keeps_ties_zeros_and_infinities_in_index_order(bu
       assert p.query_rows < NQ and p.gallery_chunk < NG
 
 
-def test_top_k_nan_scores_raise():
+def test_top_k_nan_scores_raise(merge):
   images, texts = signed_encodings()
   nan = {"scale": jnp.float32(np.nan), "shift": jnp.float32(0.0)}
   with pytest.raises(ValueError, match="NaN"):
@@ -368,7 +379,7 @@ def test_encode_padded_batches_equal_all_at_once(batch_size):
 
 
 @pytest.mark.parametrize("method_name", ["drsl", "drsl_code"])
-def test_score_matrix_of_drsl_equals_module_call(method_name):
+def test_score_matrix_of_drsl_equals_module_call(method_name, merge):
   config = get_config(f"{method_name},synthetic")
   model = config.model
   shrink = lambda widths: tuple(max(4, w // 64) for w in widths)

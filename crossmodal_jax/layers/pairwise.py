@@ -22,6 +22,13 @@ batch. The choice is made when the computation is lowered
 (`jax.lax.platform_dependent`), so one traced function serves every backend; the row
 blocks were measured on a GPU only. Called outside jit, the kernel follows the default
 backend, wherever its arrays live.
+
+Scoring (no training) on the CPU has a faster form still: `pairwise_relu_scores` computes
+the same forward pass with the native C++ kernel of `crossmodal_jax.kernels` (through
+`jax.ffi`; vectorised over k, threaded over all cores, near the machine's measured vector
+peak: docs/speed.md) where that kernel could be built and the inputs are float32, and
+otherwise exactly as `pairwise_relu_dot`. Its gradient is `pairwise_relu_dot`'s. Training
+keeps `pairwise_relu_dot`, so a training step does not change.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from crossmodal_jax import kernels
 
 # A row block's [rows, Q, K] grid on accelerators: at most this many floats (64 MiB).
 BLOCK_ELEMENTS = 1 << 24
@@ -158,6 +167,36 @@ def pairwise_relu_dot(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
     [P, Q] scores.
   """
   return jax.lax.platform_dependent(a, b, w, **_by_platform(_FORWARDS))
+
+
+def _native(a, b, w) -> bool:
+  """Whether the native CPU kernel can score these inputs in this process."""
+  return all(jnp.dtype(x.dtype) == jnp.float32 for x in (a, b, w)) and kernels.available()
+
+
+def _scores_forward(a, b, w):
+  if not _native(a, b, w):
+    return jax.lax.platform_dependent(a, b, w, **_by_platform(_FORWARDS))
+  return jax.lax.platform_dependent(
+      a, b, w, cpu=kernels.pairwise_relu_dot, default=_FORWARDS[_OTHER_PLATFORMS_FORM]
+  )
+
+
+@functools.partial(_one_form, backward=_picked_backward)
+def pairwise_relu_scores(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
+  """`pairwise_relu_dot` for scoring: the same [P, Q] scores, on the CPU by the native
+  kernel where it is available (float32 inputs), elsewhere as `pairwise_relu_dot`
+  (module doc); its gradient is `pairwise_relu_dot`'s."""
+  return _scores_forward(a, b, w)
+
+
+def scoring_form(platform: str, dtype=jnp.float32) -> str:
+  """The form `pairwise_relu_scores` takes on `platform` (as for `picked_form`) for
+  inputs of `dtype`: "native" on the CPU where the kernel is available, else
+  `picked_form(platform)`."""
+  if platform == "cpu" and jnp.dtype(dtype) == jnp.float32 and kernels.available():
+    return "native"
+  return picked_form(platform)
 
 
 def row_block_form(block_elements: int = BLOCK_ELEMENTS):

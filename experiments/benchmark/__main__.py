@@ -22,8 +22,13 @@ Measures, on whatever devices JAX sees:
   (`--only=mcsm`, with --wikipedia_dir);
 - all-pairs scoring of a 40k x 40k synthetic gallery without its score matrix
   (`--only=score_large`, `--large_gallery`): DRSL's streamed top-100 of every image query,
-  measured once with the process's peak memory, and SCANet's time implied by a measured
-  `--scanet_block` x `--scanet_block` block (its cost is the same per pair);
+  measured once with the process's peak memory and one call's device memory, then the
+  same scores without the top-k (in its tiles, and as the full-matrix path computes
+  them), and SCANet's time implied by a measured `--scanet_block` x `--scanet_block`
+  block (its cost is the same per pair);
+- with either scoring case, the machine's measured vector peak ("machine/vector_peak":
+  the scoring kernel's add, max and FMA on registers, `floor.py`), from which each DRSL
+  scoring row gets its elementwise floor and how many times the floor it took;
 - a feature-file training split of XMediaNet's width (4,096-d images, 300-d texts;
   `--lazy_rows` rows) read for one epoch of shuffled 100-row batches, loaded whole
   against read lazily from the built array_record files (`data.lazy_mb`), with the
@@ -31,7 +36,8 @@ Measures, on whatever devices JAX sees:
 Every entry carries its FLOP count (analytic, counting a multiply-add as 2 FLOPs; each
 method's model is its `crossmodal_jax/methods/<method>/flops.py`) and the achieved
 GFLOP/s. The cases are the modules beside this one, by what they time (training,
-scoring, text_layer, large, feature_read); this one holds the flags and writes the report.
+scoring, text_layer, large, feature_read; `floor`: the machine's measured peak and each
+scoring row's floor); this one holds the flags and writes the report.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from crossmodal_jax import atomic
 from crossmodal_jax import logs
 from .. import cli
 from . import feature_read
+from . import floor
 from . import large
 from . import scoring
 from . import text_layer
@@ -114,6 +121,9 @@ def main(argv):
     for *case, epochs in training.epoch_cases(_EPOCHS.value, _CODE_EPOCHS.value):
       results.append(training.bench_training(*case, epochs, cache, source))
       print(json.dumps(results[-1]))
+  if wanted("score_all_pairs") or (wanted("score_large") and _LARGE.value > 0):
+    results.append(floor.peak())  # the floor's peak, measured before the scoring cases
+    print(json.dumps(results[-1]))
   more = (
       (scoring.bench_scoring(_GALLERY.value, repeats) if wanted("score_all_pairs") else [])
       + (scoring.bench_kernel(repeats) if wanted("pairwise_relu_dot") else [])

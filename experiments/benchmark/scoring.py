@@ -14,6 +14,7 @@ from crossmodal_jax import ranking
 from crossmodal_jax.layers import pairwise
 from crossmodal_jax.methods.drsl import flops as drsl_flops
 from crossmodal_jax.methods.scanet import flops as scanet_flops
+from . import floor
 from . import timing
 from . import training
 
@@ -35,8 +36,8 @@ def drsl_gallery(n: int):
 
 
 def bench_scoring(n: int, repeats: int) -> list[dict]:
-  """All-pairs scoring of DRSL's n x n gallery (separable first layer + fused kernel),
-  and the naive formulation (concatenate each pair, run the relation MLP) on a 256 x 256
+  """All-pairs scoring of DRSL's n x n gallery (separable first layer + fused kernel in
+  its scoring form, with its elementwise floor: `floor`), and the naive formulation (concatenate each pair, run the relation MLP) on a 256 x 256
   sub-block, so their ratio is measured in the same run."""
   config, method, variables, images, texts, enc_i, enc_t, pair_flops = drsl_gallery(n)
   ce = config.eval
@@ -53,6 +54,8 @@ def bench_scoring(n: int, repeats: int) -> list[dict]:
           "pairs_per_s": n * n / seconds,
           "flops": n * n * pair_flops,
           "gflops_per_s": n * n * pair_flops / seconds / 1e9,
+          **floor.floor_fields(n * n, k, seconds),
+          "form": pairwise.scoring_form(jax.default_backend()),
       }
   ]
 

@@ -22,7 +22,8 @@ Choices:
   normalised pre-activation is a'_p + b'_q with a' = gamma (A - mean A)/s + beta,
   b' = gamma (B - mean B)/s, s = sqrt(var A + var B + eps). With one hidden relation layer
   the pair score is sum_k relu(a'_pk + b'_qk) w_k + c_out, computed by
-  `pairwise.pairwise_relu_dot` without materialising the [P, Q, K] grid.
+  `pairwise.pairwise_relu_dot` without materialising the [P, Q, K] grid (in scoring by
+  `pairwise.pairwise_relu_scores`: the same scores, by a native C++ kernel on the CPU).
 - Sparse text (`model.sparse_text`, off by default): raw TF-IDF over V words (an article
   has ~150 of 10,000) reaches the text tower as each row's non-zeros, ids and values
   padded to the split's longest row (`data.sparse_rows`, derived once per split by the

@@ -169,10 +169,15 @@ class DRSL(nn.Module):
   # --- Pair scores --------------------------------------------------------------------
 
   def score(self, image_enc: jax.Array, text_enc: jax.Array, train: bool = False) -> jax.Array:
-    """Encodings [P, .], [Q, .] -> relation scores [P, Q] for every pair."""
+    """Encodings [P, .], [Q, .] -> relation scores [P, Q] for every pair.
+
+    With concat fusion and one hidden relation layer the pairs go through the fused
+    kernel: in training `pairwise_relu_dot`, in scoring `pairwise_relu_scores` (the same
+    scores, by the native kernel on the CPU)."""
     if self.fusion == "concat":
       if len(self.relation_layers) == 1:
-        r = pairwise.pairwise_relu_dot(image_enc, text_enc, self.out_kernel[:, 0])
+        fused = pairwise.pairwise_relu_dot if train else pairwise.pairwise_relu_scores
+        r = fused(image_enc, text_enc, self.out_kernel[:, 0])
         return r + self.out_bias[0]
       hidden = nn.relu(image_enc[:, None, :] + text_enc[None, :, :])
     else:
