@@ -17,7 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate
+from crossmodal_jax import evaluation
 from crossmodal_jax import logs
 from crossmodal_jax import protocols
 from crossmodal_jax import reporting
@@ -66,7 +66,7 @@ def main(argv):
       raise errors.UserError("Give --split or --protocol, not both (a protocol names its splits).")
     split = protocols.PROTOCOLS[_PROTOCOL.value].query_split
   config = _CONFIG.value or runs.load(_WORKDIR.value)
-  results = evaluate.evaluate(
+  results = evaluation.evaluate(
       _WORKDIR.value,
       config=config,
       checkpoint=_CHECKPOINT.value,

@@ -5,18 +5,20 @@ in a bare `AttributeError: "'nope'"`, and an override given before `--config=` a
 "FATAL Flags parsing error"; this exits with one line naming the problem (and listing the
 valid choices) instead. It works for any config file that defines `get_config(arg)` (as
 ml_collections' config_flags expects). `find_field` is the walk to a dotted field that
-both this check and experiments.reproduce's --override use.
+both this check and experiments.reproduce's --override use; the closest field to suggest
+is the library's (`crossmodal_jax.config_fields.closest_field`).
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 import sys
 from typing import Any
 
 import ml_collections
+
+from crossmodal_jax import config_fields
 
 # What config_flags loads for --config=SPEC or --config=WORKDIR (config_file.py, here).
 CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_file.py")
@@ -167,31 +169,10 @@ def check(
     try:
       find_field(config, field)
     except FieldError as e:
-      guess = closest_field(config, field)
+      guess = config_fields.closest_field(config, field)
       hint = f"Did you mean `{guess}`? " if guess else ""
       fail(
           f"Unknown config field {field!r}: {e.where} has no {e.part!r}. {hint}"
           f"Fields of {e.where}: {e.choices}. (--help lists them all.)"
       )
   return config
-
-
-def _leaves(config, prefix: str = "") -> list[str]:
-  out = []
-  for key in config.keys():
-    value = config[key]
-    out += _leaves(value, f"{prefix}{key}.") if hasattr(value, "keys") else [f"{prefix}{key}"]
-  return out
-
-
-def closest_field(config: ml_collections.ConfigDict, field: str) -> str | None:
-  """The field of `config` most like `field` ("train.num_epoch" -> "train.num_epochs"),
-  else None: first among the fields of the same section, then among all."""
-  section = field.rpartition(".")[0]
-  leaves = _leaves(config)
-  same = [f for f in leaves if f.rpartition(".")[0] == section]
-  for pool in (same, leaves):
-    found = difflib.get_close_matches(field, pool, n=1, cutoff=0.6)
-    if found:
-      return found[0]
-  return None

@@ -39,7 +39,7 @@ from ml_collections import config_flags
 
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate
+from crossmodal_jax import evaluation
 from crossmodal_jax import logs
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
@@ -242,7 +242,7 @@ def retrieve(
   with errors.config_values():
     method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
-    checkpoint = evaluate.default_checkpoint(config.eval)
+    checkpoint = evaluation.default_checkpoint(config.eval)
   try:
     variables, step, used = runs.restore_variables(
         workdir, method, dataset.train, checkpoint, with_checkpoint=True
@@ -298,7 +298,7 @@ def retrieve(
       "dataset": dataset.name,
       "features_dir": None if not features_dir else os.fspath(features_dir),
       "checkpoint": used,
-      **({} if used == checkpoint else {"checkpoint_note": evaluate.LATEST_NOTE}),
+      **({} if used == checkpoint else {"checkpoint_note": evaluation.LATEST_NOTE}),
       "checkpoint_step": int(step),
       "direction": direction,
       "split": split,
@@ -370,7 +370,7 @@ def write_report(report: dict[str, Any], path: str) -> str:
   folder = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(folder):
     raise errors.MissingError(f"--output={path}: the folder {folder} does not exist.")
-  evaluate.atomic_write_json(path, report)
+  evaluation.atomic_write_json(path, report)
   return path
 
 

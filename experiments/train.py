@@ -26,7 +26,7 @@ from crossmodal_jax import errors
 from crossmodal_jax import logs
 from crossmodal_jax import parallel
 from crossmodal_jax import reporting
-from crossmodal_jax import train
+from crossmodal_jax import training
 from . import cli
 from . import overrides
 
@@ -101,7 +101,7 @@ def main(argv):
   elif any(v is not None for v in cluster.values()):
     given = ", ".join(f"--{k}" for k, v in cluster.items() if v is not None)
     raise errors.UserError(f"{given} are for a multi-host run: add --config.train.multi_host=True.")
-  results = train.train_and_evaluate(config, _WORKDIR.value)
+  results = training.train_and_evaluate(config, _WORKDIR.value)
   if not parallel.is_primary():
     return
   # evaluate logs the same headline; a streamed test ranking has mAP@R, not mAP@ALL.

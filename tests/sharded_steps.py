@@ -14,7 +14,7 @@ import jax
 
 from configs import default
 from crossmodal_jax import parallel
-from crossmodal_jax import train
+from crossmodal_jax import training
 
 WARMUP = default.train_config().ema_warmup  # the common config's EMA warm-up
 
@@ -32,9 +32,9 @@ def run_steps(
   """
   mesh = parallel.create_mesh(devices)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = train.initial_state(method, optimizer, dataset, seed, ema=ema_decay > 0)
+  state = training.initial_state(method, optimizer, dataset, seed, ema=ema_decay > 0)
   state = jax.device_put(state, replicated)
-  step = train.make_train_step(method, optimizer, mesh, ema_decay, ema_warmup)
+  step = training.make_train_step(method, optimizer, mesh, ema_decay, ema_warmup)
   losses = []
   if trajectory is not None:
     trajectory.append(jax.device_get(state))

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import REPO
 from configs import default
-from crossmodal_jax import evaluate
+from crossmodal_jax import evaluation
 from crossmodal_jax import methods
-from crossmodal_jax import train
+from crossmodal_jax import training
 from crossmodal_jax.data.sources import synthetic
 
 PAGE = REPO / "docs" / "adding_a_method.md"
@@ -49,8 +49,8 @@ def test_the_example_method_trains_and_evaluates(tmp_path, example_method):
   dataset = synthetic.make_dataset(
       synthetic.SyntheticConfig(num_train=800, num_validation=100, num_test=200)
   )
-  train.train(config, str(tmp_path), dataset=dataset)
-  results = evaluate.evaluate(str(tmp_path), config=config, dataset=dataset, plots=False)
+  training.train(config, str(tmp_path), dataset=dataset)
+  results = evaluation.evaluate(str(tmp_path), config=config, dataset=dataset, plots=False)
   assert results["method"] == "cosine"
   assert results["map_all"]["avg"] > 0.25, results["map_all"]  # chance is about 0.1
   method = methods.get_method(config, dataset.dims())

@@ -25,8 +25,8 @@ import scipy.io
 from conftest import REPO
 from configs import default
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate
-from crossmodal_jax import train
+from crossmodal_jax import evaluation
+from crossmodal_jax import training
 from crossmodal_jax.data.sources import synthetic
 from experiments import cli
 from experiments import config_help
@@ -188,7 +188,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path):
 
 def test_ctrl_c_in_training_is_taken_at_safe_points():
   before = signal.getsignal(signal.SIGINT)
-  interrupts = train.SafeInterrupts.install()
+  interrupts = training.SafeInterrupts.install()
   # A handler that raises while a gc callback runs (JAX registers one) has its exception
   # reported as unraisable and dropped; no collection may start while the signals land.
   gc_was_enabled = gc.isenabled()
@@ -407,21 +407,21 @@ def test_bad_config_is_a_user_error_before_anything_is_written(
   section, name = field.split(".")
   config[section][name] = value
   with pytest.raises(errors.UserError, match=match):
-    train.train(config, str(tmp_path / "wd"), dataset=dataset)
+    training.train(config, str(tmp_path / "wd"), dataset=dataset)
   assert not (tmp_path / "wd").exists()
 
 
 def test_batch_not_divisible_by_devices_is_a_user_error():
   with pytest.raises(errors.UserError, match="not divisible by the 8 devices"):
-    train._check_batch(100, 8)
+    training._check_batch(100, 8)
 
 
 def test_missing_workdir_and_checkpoint_are_user_errors(tmp_path, dataset):
   with pytest.raises(errors.MissingError, match="config.json not found") as e:
-    evaluate.evaluate(str(tmp_path / "nowhere"))
+    evaluation.evaluate(str(tmp_path / "nowhere"))
   assert isinstance(e.value, FileNotFoundError)
   config = _small_config()
   with pytest.raises(errors.MissingError, match="No checkpoint under"):
-    evaluate.evaluate(str(tmp_path / "empty"), config=config, dataset=dataset)
+    evaluation.evaluate(str(tmp_path / "empty"), config=config, dataset=dataset)
   with pytest.raises(errors.UserError, match="Unknown checkpoint 'foo'"):
-    evaluate.evaluate(str(tmp_path / "empty"), config=config, dataset=dataset, checkpoint="foo")
+    evaluation.evaluate(str(tmp_path / "empty"), config=config, dataset=dataset, checkpoint="foo")

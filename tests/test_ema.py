@@ -16,7 +16,7 @@ from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import errors
 from crossmodal_jax import methods
 from crossmodal_jax import runs
-from crossmodal_jax import train
+from crossmodal_jax import training
 from crossmodal_jax.data.sources import synthetic
 
 
@@ -92,7 +92,7 @@ def test_checkpoints_keep_the_average_for_evaluation_and_both_for_resuming(tmp_p
   latest, best = ckpt.managers(str(tmp_path), keep=1)
   latest.save(5, args=ckpt.save_args(state))
   latest.wait_until_finished()
-  blank = train.initial_state(method, optimizer, dataset, 1, ema=True)
+  blank = training.initial_state(method, optimizer, dataset, 1, ema=True)
   restored = ckpt.restore_state(latest, 5, blank)
   for m in (latest, best):
     m.close()
@@ -105,9 +105,9 @@ def test_checkpoints_keep_the_average_for_evaluation_and_both_for_resuming(tmp_p
 
 def test_a_resumed_run_with_ema_equals_an_unbroken_one(tmp_path, dataset):
   unbroken, resumed = tmp_path / "unbroken", tmp_path / "resumed"
-  train.train(_config(epochs=3), str(unbroken), dataset=dataset)
-  train.train(_config(epochs=2), str(resumed), dataset=dataset)
-  train.train(_config(epochs=3), str(resumed), dataset=dataset)  # resumes at epoch 2
+  training.train(_config(epochs=3), str(unbroken), dataset=dataset)
+  training.train(_config(epochs=2), str(resumed), dataset=dataset)
+  training.train(_config(epochs=3), str(resumed), dataset=dataset)  # resumes at epoch 2
   method = methods.get_method(_config(), dataset.dims())
   a, _ = runs.restore_variables(str(unbroken), method, dataset.train, "latest")
   b, _ = runs.restore_variables(str(resumed), method, dataset.train, "latest")
@@ -121,7 +121,7 @@ def test_a_resumed_run_with_ema_equals_an_unbroken_one(tmp_path, dataset):
   assert validation(unbroken) == validation(resumed)
   # Turning the average on or off is a different run, not a resumable change.
   with pytest.raises(errors.UserError, match="train.ema_decay: 0.9 -> 0.0"):
-    train.train(_config(epochs=4, ema_decay=0.0), str(resumed), dataset=dataset)
+    training.train(_config(epochs=4, ema_decay=0.0), str(resumed), dataset=dataset)
 
 
 def test_a_config_saved_before_the_warmup_is_completed_with_the_warmup_it_ran_with():
@@ -135,12 +135,12 @@ def test_a_config_saved_before_the_warmup_is_completed_with_the_warmup_it_ran_wi
 @pytest.mark.parametrize("warmup", [0.5, -3.0])
 def test_an_ema_warmup_under_1_is_a_clear_error(tmp_path, dataset, warmup):
   with pytest.raises(errors.UserError, match=f"train.ema_warmup must be >= 1, got {warmup}"):
-    train.train(_config(ema_warmup=warmup), str(tmp_path / "wd"), dataset=dataset)
+    training.train(_config(ema_warmup=warmup), str(tmp_path / "wd"), dataset=dataset)
   assert not (tmp_path / "wd").exists()
 
 
 @pytest.mark.parametrize("decay", [-0.1, 1.0])
 def test_an_ema_decay_outside_0_1_is_a_clear_error(tmp_path, dataset, decay):
   with pytest.raises(errors.UserError, match=f"train.ema_decay must be in \\[0, 1\\).*{decay}"):
-    train.train(_config(ema_decay=decay), str(tmp_path / "wd"), dataset=dataset)
+    training.train(_config(ema_decay=decay), str(tmp_path / "wd"), dataset=dataset)
   assert not (tmp_path / "wd").exists()

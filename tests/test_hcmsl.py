@@ -19,7 +19,7 @@ from conftest import WIKI_DIR
 from conftest import train_on_real_wikipedia
 from configs.default import get_config
 from crossmodal_jax import methods
-from crossmodal_jax import train
+from crossmodal_jax import training
 from crossmodal_jax.data import common
 from crossmodal_jax.data.sources import synthetic
 from crossmodal_jax.methods import hcmsl
@@ -305,11 +305,11 @@ def test_method_loss_equals_the_pairwise_reference(dataset, model):
 def test_resumed_training_equals_an_unbroken_run(tmp_path, dataset):
   config = small_config(labeled_fraction=0.3, dropout=0.2)
   config.train.num_epochs = 3
-  unbroken, _ = train.train(config, str(tmp_path / "unbroken"), dataset=dataset)
+  unbroken, _ = training.train(config, str(tmp_path / "unbroken"), dataset=dataset)
   config.train.num_epochs = 1
-  train.train(config, str(tmp_path / "resumed"), dataset=dataset)
+  training.train(config, str(tmp_path / "resumed"), dataset=dataset)
   config.train.num_epochs = 3
-  resumed, _ = train.train(config, str(tmp_path / "resumed"), dataset=dataset)
+  resumed, _ = training.train(config, str(tmp_path / "resumed"), dataset=dataset)
   assert int(resumed.step) == int(unbroken.step) == 15
   diffs = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), unbroken.params, resumed.params)
   assert max(jax.tree.leaves(diffs)) == 0.0
@@ -335,7 +335,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
       batches = list(method.batches(ds.train, 16, 0, 0))[:3]
       one, losses1 = run_steps(method, opt, ds, jax.devices()[:1], batches)
       eight, losses8 = run_steps(method, opt, ds, jax.devices(), batches)
-      start = jax.device_get(train.initial_state(method, opt, ds, 0))
+      start = jax.device_get(training.initial_state(method, opt, ds, 0))
       diff = lambda a, b: jax.tree.leaves(
           jax.tree.map(lambda x, y: float(np.abs(x - y).max()), a, b))
       out[name] = {"diff": max(diff(one.params, eight.params)),

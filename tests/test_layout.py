@@ -67,7 +67,7 @@ METHOD_NAMES = ("drsl", "scanet", "mcsm", "hcmsl")
 # Shared code: imports no method and names none (metrics and protocols may cite a paper's
 # convention, so for them only the imports are checked).
 SHARED = (
-    "train", "scoring", "evaluate", "ranking", "reporting", "results_layout", "checkpoint",
+    "training", "scoring", "evaluation", "ranking", "reporting", "results_layout", "checkpoint",
     "parallel", "sampling", "losses", "runs", "optimizers",
 )  # fmt: skip
 
@@ -82,9 +82,10 @@ def test_shared_code_names_no_method():
     for name in METHOD_NAMES:
       assert name not in source, f"{shared}.py names {name}"
   assert (
-      not {"crossmodal_jax.train", "crossmodal_jax.evaluate"} & graph["crossmodal_jax.checkpoint"]
+      not {"crossmodal_jax.training", "crossmodal_jax.evaluation"}
+      & graph["crossmodal_jax.checkpoint"]
   )
-  assert "crossmodal_jax.train" not in graph["crossmodal_jax.evaluate"]
+  assert "crossmodal_jax.training" not in graph["crossmodal_jax.evaluation"]
 
 
 def test_configs_are_data():

@@ -17,7 +17,7 @@ from crossmodal_jax import data as data_lib
 from crossmodal_jax import methods
 from crossmodal_jax import metrics
 from crossmodal_jax import ranking
-from crossmodal_jax import train
+from crossmodal_jax import training
 from crossmodal_jax.data import lazy
 
 
@@ -209,7 +209,7 @@ def test_training_on_a_lazy_split_reads_batches_not_the_split(tmp_path, monkeypa
   config.model.update(image_layers=(32,), text_layers=(32,), shared_layers=(32,), dim=16)
   config.train.update(num_epochs=3, batch_size=20, progress_bar=False)
   config.eval.batch_size = 20  # validation: 40 rows, read 20 at a time
-  train.train(config, str(tmp_path / "run"))
+  training.train(config, str(tmp_path / "run"))
   assert reads and max(reads) <= 30
   assert sum(reads) >= 3 * 160  # every training row, every epoch
   with open(tmp_path / "run" / "metrics.jsonl") as f:

@@ -19,7 +19,7 @@ import sharded_steps
 from conftest import WIKI_DIR
 from configs import default
 from configs.default import get_config
-from crossmodal_jax import evaluate
+from crossmodal_jax import evaluation
 from crossmodal_jax import losses
 from crossmodal_jax import methods
 from crossmodal_jax import protocols
@@ -27,7 +27,7 @@ from crossmodal_jax import ranking
 from crossmodal_jax import reporting
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
-from crossmodal_jax import train
+from crossmodal_jax import training
 from crossmodal_jax.data.sources import synthetic
 from crossmodal_jax.methods import mcsm
 from crossmodal_jax.methods.mcsm import losses as mcsm_losses
@@ -555,7 +555,7 @@ def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset)
   config = small_config()
   config.train.num_epochs = 2
   workdir = str(tmp_path / "wd")
-  state, method = train.train(config, workdir, dataset=dataset)
+  state, method = training.train(config, workdir, dataset=dataset)
   # Training calibrated the weight on validation before each validation pass; the
   # checkpoint of the last epoch carries the weight chosen for its parameters.
   chosen = float(state.collections["fusion"]["weight"])
@@ -564,7 +564,7 @@ def test_trains_checkpoints_and_evaluates_through_the_library(tmp_path, dataset)
   assert chosen == pytest.approx(best)
   variables, _ = runs.restore_variables(workdir, method, dataset.train, "latest")
   assert mcsm.fusion_weight(variables) == pytest.approx(chosen)
-  results = evaluate.evaluate(workdir, config=config, dataset=dataset, plots=False)
+  results = evaluation.evaluate(workdir, config=config, dataset=dataset, plots=False)
   assert 0 < results["map_all"]["avg"] <= 1
   # The report names the weight it ranked with, the best checkpoint's (and nothing else
   # the checkpoint carries).
@@ -605,7 +605,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     batches = list(method.batches(ds.train, 16, 0, 0))[:3]
     one, losses1 = run_steps(method, opt, ds, jax.devices()[:1], batches)
     eight, losses8 = run_steps(method, opt, ds, jax.devices(), batches)
-    start = jax.device_get(train.initial_state(method, opt, ds, 0))
+    start = jax.device_get(training.initial_state(method, opt, ds, 0))
     diff = lambda a, b: jax.tree.leaves(jax.tree.map(lambda x, y: float(np.abs(x - y).max()), a, b))
     print(json.dumps({"diff": max(diff(one.params, eight.params)),
                       "stats": max(diff(one.collections, eight.collections)),
@@ -693,7 +693,7 @@ def test_ci_preset_learns_on_real_wikipedia(tmp_path, wiki_data_dir):
   config.data.manual_dir = str(WIKI_DIR)
   config.data.data_dir = str(wiki_data_dir)
   config.train.progress_bar = False
-  results = train.train_and_evaluate(config, str(tmp_path / "wd"))
+  results = training.train_and_evaluate(config, str(tmp_path / "wd"))
   assert results["num_queries"] == 462
   # Chance is about 0.11; this preset measured 0.226 (each space alone 0.230 and 0.181;
   # 0.186 before the image space took the LDA topics).

@@ -23,13 +23,13 @@ import toy_methods
 from conftest import REPO
 from configs.default import get_config
 from crossmodal_jax import checkpoint as ckpt
-from crossmodal_jax import evaluate
+from crossmodal_jax import evaluation
 from crossmodal_jax import methods
 from crossmodal_jax import optimizers
 from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
-from crossmodal_jax import train
+from crossmodal_jax import training
 from crossmodal_jax.data.sources import synthetic
 
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -162,9 +162,9 @@ def test_joint_scorer_blockwise_equals_per_pair_loop(dataset):
 def test_joint_method_trains_and_evaluates_through_the_library(tmp_path, dataset):
   config = toy_config("toy_joint", epochs=6)
   workdir = str(tmp_path / "wd")
-  state, method = train.train(config, workdir, dataset=dataset)
+  state, method = training.train(config, workdir, dataset=dataset)
   assert isinstance(method, toy_methods.ToyJoint)
-  results = evaluate.evaluate(workdir, config=config, dataset=dataset, plots=False)
+  results = evaluation.evaluate(workdir, config=config, dataset=dataset, plots=False)
   # 10 balanced classes: chance mAP is about 0.1.
   assert results["map_all"]["avg"] > 0.3, results["map_all"]
   # Evaluation ranks each direction by the method's own fusion of full query rows.
@@ -184,7 +184,7 @@ def test_evaluation_restores_a_step_only_in_best_without_optimizer_state(tmp_pat
   config = toy_config("toy_sampler")
   method = methods.get_method(config, dataset.dims())
   optimizer = method.optimizer(config.train, 6)
-  state = train.initial_state(method, optimizer, dataset, seed=0)
+  state = training.initial_state(method, optimizer, dataset, seed=0)
   later = state.replace(step=state.step + 12, params=jax.tree.map(lambda x: x + 1.0, state.params))
   latest, best = ckpt.managers(str(tmp_path), keep=1)
   best.save(5, args=ckpt.save_args(state), metrics={ckpt.METRIC: 0.5})
@@ -231,11 +231,11 @@ _SAMPLER_RUN = textwrap.dedent("""
     import sys
     import toy_methods
     from test_method_face import toy_config
-    from crossmodal_jax import train
+    from crossmodal_jax import training
     config = toy_config("toy_sampler", epochs=6, batch_size=40)
     config.data.synthetic_num_train = 480
     config.data.synthetic_preset = "default"
-    train.train(config, sys.argv[1])
+    training.train(config, sys.argv[1])
 """)
 
 
@@ -295,16 +295,16 @@ def test_sampler_method_resumes_exactly_after_a_kill(tmp_path):
 def test_resuming_with_a_different_model_is_an_error_naming_the_fields(tmp_path, dataset):
   config = toy_config("toy_sampler", epochs=1)
   workdir = str(tmp_path / "wd")
-  train.train(config, workdir, dataset=dataset)
+  training.train(config, workdir, dataset=dataset)
   saved = (tmp_path / "wd" / "config.json").read_text()
   changed = toy_config("toy_sampler", epochs=1)
   changed.model.width = 8
   changed.train.learning_rate = 0.5
   with pytest.raises(ValueError, match=r"model.width: 16 -> 8; train.learning_rate"):
-    train.train(changed, workdir, dataset=dataset)
+    training.train(changed, workdir, dataset=dataset)
   assert (tmp_path / "wd" / "config.json").read_text() == saved  # nothing rewritten
   longer = toy_config("toy_sampler", epochs=2)  # training longer is allowed
-  state, _ = train.train(longer, workdir, dataset=dataset)
+  state, _ = training.train(longer, workdir, dataset=dataset)
   assert int(state.step) == 2 * 6
 
 
@@ -381,7 +381,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
         return run_steps(method, opt, ds, devices, batches)[0].params
 
       one, eight = run(jax.devices()[:1]), run(jax.devices())
-      start = jax.device_get(train.initial_state(method, opt, ds, 0).params)
+      start = jax.device_get(training.initial_state(method, opt, ds, 0).params)
       diff = lambda a, b: jax.tree.leaves(jax.tree.map(lambda x, y: float(np.abs(x - y).max()), a, b))
       out[name] = {"diff": max(diff(one, eight)), "moved": max(diff(one, start))}
     print(json.dumps(out))
@@ -407,5 +407,5 @@ def test_last_partial_batch_is_kept_when_asked(tmp_path):
   assert [len(b["label"]) for b in batches] == [40] * 6 + [10]
   rows = np.concatenate([b["image"] for b in batches])
   assert len(np.unique(rows, axis=0)) == 250  # every row once
-  state, _ = train.train(config, str(tmp_path), dataset=ds)
+  state, _ = training.train(config, str(tmp_path), dataset=ds)
   assert int(state.step) == 14

@@ -19,7 +19,7 @@ from configs.default import get_config
 from crossmodal_jax import metrics
 from crossmodal_jax import protocols
 from crossmodal_jax import runs
-from crossmodal_jax import train
+from crossmodal_jax import training
 from crossmodal_jax.data.sources import synthetic
 from crossmodal_jax.data.text import word_graph
 from crossmodal_jax.methods.scanet import pairs as pairs_lib
@@ -235,7 +235,7 @@ def test_scanet_trains_on_multi_label_data(tmp_path, multi):
   config.train.checkpoint_every_epochs = config.train.num_epochs
   config.data.synthetic_multi_label = MULTI_LABEL  # as the data (recorded in config.json)
   workdir = str(tmp_path / "wd")
-  state, trained = train.train(config, workdir, dataset=dataset)
+  state, trained = training.train(config, workdir, dataset=dataset)
   labels = dataset.test["label"]
   assert labels.ndim == 2 and np.mean(labels.sum(axis=1) > 1) > 0.3
   with open(f"{workdir}/metrics.jsonl") as f:
@@ -243,7 +243,7 @@ def test_scanet_trains_on_multi_label_data(tmp_path, multi):
   assert len(epochs) == config.train.num_epochs
   for record in epochs:  # validation on multi-hot labels
     assert np.isfinite(record["loss"]) and 0 < record["validation_map"] <= 1, record
-  # What train.train_and_evaluate's test evaluation computes, by the trained method itself
+  # What training.train_and_evaluate's test evaluation computes, by the trained method itself
   # (its encoders already compiled for the validation split of the same size).
   results = protocols.evaluate_split(
       trained, state.variables, dataset.test, config.eval, full=False

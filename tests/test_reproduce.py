@@ -17,7 +17,7 @@ import reference_metrics
 from crossmodal_jax import baselines
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate
+from crossmodal_jax import evaluation
 from crossmodal_jax import metrics
 from crossmodal_jax import protocols
 from configs import default as default_configs
@@ -458,9 +458,9 @@ def test_yu2018_protocol_evaluates_the_trained_runs(table, tmp_path):
   again = reproduce.reproduce(workdir, **TABLE, out=out, execute_fn=no_training, protocol="yu2018")
   assert out.getvalue().count("evaluating under yu2018") == 1
   assert again["datasets"]["synthetic"]["rows"][2]["map_at_100"] == rows["drsl"]["map_at_100"]
-  # A method's figure is the mean of evaluate.evaluate(workdir, protocol="yu2018").
+  # A method's figure is the mean of evaluation.evaluate(workdir, protocol="yu2018").
   direct = [
-      evaluate.evaluate(runs["drsl", s], protocol="yu2018", plots=False)["map_at_100"]
+      evaluation.evaluate(runs["drsl", s], protocol="yu2018", plots=False)["map_at_100"]
       for s in (0, 1)
   ]
   for d in ("i2t", "t2i", "avg"):

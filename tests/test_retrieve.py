@@ -28,7 +28,7 @@ from absl import flags
 from conftest import REPO, WIKI_DIR, age_drsl_config_json, train_on_real_wikipedia
 from configs import default
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate
+from crossmodal_jax import evaluation
 from crossmodal_jax import losses
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
@@ -36,7 +36,7 @@ from crossmodal_jax import protocols
 from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
-from crossmodal_jax import train
+from crossmodal_jax import training
 from crossmodal_jax.data import common
 from crossmodal_jax.methods import base
 from crossmodal_jax.methods.mcsm import method as mcsm
@@ -317,7 +317,7 @@ def trained(tmp_path_factory):
   config.train.update(num_epochs=1, progress_bar=False)
   config.eval.memory_budget_mb = 0.05  # many tiles
   workdir = root / "wd"
-  train.train(config, str(workdir))
+  training.train(config, str(workdir))
   return workdir, runs.load(str(workdir))
 
 
@@ -517,7 +517,7 @@ def test_pair_relevance_through_evaluate_retrieve_and_the_protocol(trained, tmp_
   workdir, config = trained
   pair = config.copy_and_resolve_references()
   pair.eval.relevance = "pair"
-  results = evaluate.evaluate(str(workdir), config=pair, plots=False)
+  results = evaluation.evaluate(str(workdir), config=pair, plots=False)
   assert results["relevance"] == "pair"
   dataset = retrieve.load_data(config, None)
   for direction in ("i2t", "t2i"):
@@ -534,7 +534,7 @@ def test_pair_relevance_through_evaluate_retrieve_and_the_protocol(trained, tmp_
       want = np.mean([r <= int(k) for r in ranks])
       assert results["recall_at_k"][direction][k] == pytest.approx(want, abs=1e-12)
     assert results["median_rank"][direction] == pytest.approx(float(np.median(ranks)))
-  under_protocol = evaluate.evaluate(str(workdir), config=config, plots=False, protocol="pair")
+  under_protocol = evaluation.evaluate(str(workdir), config=config, plots=False, protocol="pair")
   assert under_protocol["recall_at_k"] == results["recall_at_k"]
   assert under_protocol["protocol"]["name"] == "pair"
   assert (workdir / "results_pair.json").exists()
@@ -542,4 +542,4 @@ def test_pair_relevance_through_evaluate_retrieve_and_the_protocol(trained, tmp_
   for entry in report["queries"]:
     assert [r["gallery_index"] for r in entry["results"] if r["relevant"]] == [entry["query"]]
   with pytest.raises(errors.UserError, match="its pairs are not another split's"):
-    evaluate.evaluate(str(workdir), config=pair, plots=False, protocol="yu2018")
+    evaluation.evaluate(str(workdir), config=pair, plots=False, protocol="yu2018")

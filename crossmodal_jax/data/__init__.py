@@ -19,7 +19,13 @@ features are then standardised with training-split statistics (`standardize`). A
 feature-file split larger than `data_config.lazy_mb` keeps its features in the built
 files (`lazy.LazyColumn`); both maps of such a split are applied as each batch is read.
 
-The other modules: `common` (the `Split` / `Dataset` form), `tfds_io` (build and read the
+What the loading fitted on the training data (the text pipeline, the image power and
+statistics) is the dataset's `meta["preprocessing"]`, a `preprocessing.Preprocessing`
+that makes the arrays of new raw inputs as the dataset's were made, and that a training
+run saves with it.
+
+The other modules: `common` (the `Split` / `Dataset` form), `preprocessing` (above),
+`tfds_io` (build and read the
 TFDS datasets without TensorFlow), `lazy` (columns read from the built files), and `text`,
 the text processing: `features` (raw texts -> text arrays, fitted on train), `tokens`,
 `vocab`, `tfidf`, `svd`, `lda`, `glove`, `word_graph` (SCANet's), `sparse_rows`.
@@ -34,6 +40,7 @@ import numpy as np
 from crossmodal_jax import errors
 from crossmodal_jax.data import common
 from crossmodal_jax.data import lazy
+from crossmodal_jax.data import preprocessing
 from crossmodal_jax.data import registry
 from crossmodal_jax.data import sources  # pylint: disable=unused-import  (registers the datasets)
 from crossmodal_jax.data.sources import wikipedia
@@ -43,16 +50,23 @@ TEXT_FEATURES = wikipedia.TEXT_FEATURES
 
 
 def load_dataset(data_config) -> common.Dataset:
-  """Loads (building first if needed) the dataset named by `data_config.name`."""
+  """Loads (building first if needed) the dataset named by `data_config.name`; its
+  meta["preprocessing"] holds what the loading fitted (the loader's, with the image
+  power and statistics)."""
   load = registry.loader(data_config.name)
   power = data_config.image_power
   _check_power(power)  # before a dataset is built
   dataset = load(data_config)
+  fitted = dataset.meta.get(preprocessing.META_KEY) or preprocessing.Preprocessing()
   if power != 1.0:
     dataset = power_normalize(dataset, "image", power)
+    fitted = dataclasses.replace(fitted, power=power)
   if data_config.standardize_image:
-    dataset = standardize(dataset, "image")
-  return dataset
+    mean, std = _statistics(dataset.train["image"])
+    dataset = _map_column(dataset, "image", lambda x: preprocessing.standardized(x, mean, std))
+    fitted = dataclasses.replace(fitted, mean=mean, std=std)
+  meta = {**dataset.meta, preprocessing.META_KEY: fitted}
+  return dataclasses.replace(dataset, meta=meta)
 
 
 def _map_column(dataset: common.Dataset, key: str, fn) -> common.Dataset:
@@ -85,19 +99,16 @@ def power_normalize(dataset: common.Dataset, key: str, power: float) -> common.D
     UserError: when power is not in (0, 1].
   """
   _check_power(power)
+  return _map_column(dataset, key, lambda x: preprocessing.power(x, power))
 
-  def scale(x: np.ndarray) -> np.ndarray:
-    return (np.sign(x) * np.power(np.abs(x), power)).astype(np.float32)
 
-  return _map_column(dataset, key, scale)
+def _statistics(x) -> tuple[np.ndarray, np.ndarray]:
+  """The training column statistics of `standardize` (a constant column's std is 1)."""
+  mean, std = lazy.column_stats(x)
+  return mean, np.where(std > 1e-8, std, 1.0)
 
 
 def standardize(dataset: common.Dataset, key: str) -> common.Dataset:
   """Zero-mean, unit-variance columns of `key`, with statistics of the training split."""
-  mean, std = lazy.column_stats(dataset.train[key])
-  std = np.where(std > 1e-8, std, 1.0)
-
-  def scale(x: np.ndarray) -> np.ndarray:
-    return ((x - mean) / std).astype(np.float32)
-
-  return _map_column(dataset, key, scale)
+  mean, std = _statistics(dataset.train[key])
+  return _map_column(dataset, key, lambda x: preprocessing.standardized(x, mean, std))

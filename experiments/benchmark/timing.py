@@ -11,7 +11,7 @@ import numpy as np
 
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
-from crossmodal_jax import train as train_lib
+from crossmodal_jax import training as train_lib
 from crossmodal_jax.data import common
 
 

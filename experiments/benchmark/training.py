@@ -14,7 +14,7 @@ import numpy as np
 
 from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import parallel
-from crossmodal_jax import train as train_lib
+from crossmodal_jax import training as train_lib
 from crossmodal_jax.data import common
 from crossmodal_jax.data.text import sparse_rows
 from crossmodal_jax.methods.drsl import flops as drsl_flops

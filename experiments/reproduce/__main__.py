@@ -86,7 +86,7 @@ from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import baselines as baselines_lib
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate as evaluate_lib
+from crossmodal_jax import evaluation as evaluate_lib
 from crossmodal_jax import logs
 from crossmodal_jax import protocols
 from .. import cli

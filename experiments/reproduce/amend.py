@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate as evaluate_lib
+from crossmodal_jax import evaluation as evaluate_lib
 
 
 def load_table(folder: str, protocol: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import baselines as baselines_lib
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate as evaluate_lib
+from crossmodal_jax import evaluation as evaluate_lib
 from crossmodal_jax import reporting
 from . import amend as amend_lib
 from . import plan as plan_lib

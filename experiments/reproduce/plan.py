@@ -17,7 +17,7 @@ import ml_collections
 from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate as evaluate_lib
+from crossmodal_jax import evaluation as evaluate_lib
 from crossmodal_jax import methods as methods_lib
 from crossmodal_jax import runs as runs_lib
 from .. import overrides as overrides_lib

@@ -19,12 +19,12 @@ from crossmodal_jax import atomic
 from crossmodal_jax import baselines as baselines_lib
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate as evaluate_lib
+from crossmodal_jax import evaluation as evaluate_lib
 from crossmodal_jax import methods as methods_lib
 from crossmodal_jax import protocols
 from crossmodal_jax import reporting
 from crossmodal_jax import runs as runs_lib
-from crossmodal_jax import train as train_lib
+from crossmodal_jax import training as train_lib
 from crossmodal_jax.data import common
 from . import plan as plan_lib
 from . import table

@@ -16,7 +16,7 @@ import numpy as np
 from crossmodal_jax.configs import default as default_configs
 from crossmodal_jax import atomic
 from crossmodal_jax import baselines as baselines_lib
-from crossmodal_jax import evaluate as evaluate_lib
+from crossmodal_jax import evaluation as evaluate_lib
 from crossmodal_jax import reporting
 from . import plan as plan_lib
 

@@ -25,7 +25,9 @@ they share a class. p = 0 (the default) draws nothing more: the single-label dat
 int labels, is unchanged.
 With ``data_config.word_graph``, :func:`load` adds ``meta["word_graph"]``, the
 :class:`~crossmodal_jax.data.text.word_graph.WordGraph` of the words' vectors (its vertex ``w``
-is word ``w``, column ``w`` of "bow"); the generated arrays do not change.
+is word ``w``, column ``w`` of "bow"); the generated arrays do not change. Its
+``meta["preprocessing"]`` takes the generated arrays as the raw inputs (images as region
+sequences, whose mean is the global feature), with the graph signal's fit.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import numpy as np
 
 from crossmodal_jax import errors
 from crossmodal_jax.data import common
+from crossmodal_jax.data import preprocessing
 from crossmodal_jax.data import registry
+from crossmodal_jax.data.text import pipeline
 from crossmodal_jax.data.text import word_graph as word_graph_lib
 
 
@@ -117,23 +121,31 @@ def load(data_config) -> common.Dataset:
   if data_config.synthetic_num_train > 0:
     cfg = dataclasses.replace(cfg, num_train=data_config.synthetic_num_train)
   dataset = make_dataset(cfg)
+  # The raw inputs are the generated arrays; only the graph signal is fitted (on train).
+  text = pipeline.TextFit(feature=dataset.meta["text_feature"], given=True)
   if data_config.word_graph:
     dataset.meta["word_graph"] = word_graph_lib.build_word_graph(
         dataset.meta["word_vectors"][2:],  # row w + 2 is word w
         num_neighbors=data_config.graph_neighbors,
         lambda_max=data_config.graph_lambda_max or None,  # 0: computed
     )
-    if data_config.graph_signal != "counts":
-      bows = word_graph_lib.graph_signal(
-          {s: split["bow"] for s, split in dataset.splits.items()}, data_config
-      )
+    signal = data_config.graph_signal
+    text = dataclasses.replace(
+        text,
+        graph_signal=signal,
+        graph_idf=word_graph_lib.signal_idf(dataset.train["bow"], signal),
+    )
+    if signal != "counts":
       dataset = dataclasses.replace(
           dataset,
           **{
-              s: common.Split({**split.arrays, "bow": bows[s]})
+              s: common.Split({**split.arrays, "bow": text.signal(split["bow"])})
               for s, split in dataset.splits.items()
           },
       )
+  dataset.meta[preprocessing.META_KEY] = preprocessing.Preprocessing(
+      text=text, image_from_regions=True
+  )
   return dataset
 
 

@@ -21,6 +21,10 @@ holding Wikipedia's texts gets Wikipedia's features by construction.
 Stop words (`stopwords`): the dataset folder's `stopwords.txt` when
 `data_config.stopwords == "dataset"` and the file exists, else the built-in list
 (`tokens.DEFAULT_STOPWORDS`).
+
+What is fitted on the training texts is one `pipeline.TextFit`, whose `transform` makes
+every split's arrays (the training split's too); `make` returns it in
+meta["preprocessing"] (`data.preprocessing`), which makes new texts' arrays the same way.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ import numpy as np
 from absl import logging
 
 from crossmodal_jax import errors
+from crossmodal_jax.data import preprocessing
 from crossmodal_jax.data.text import glove
 from crossmodal_jax.data.text import lda as lda_lib
+from crossmodal_jax.data.text import pipeline
 from crossmodal_jax.data.text import svd
 from crossmodal_jax.data.text import tfidf
 from crossmodal_jax.data.text import tokens as tokens_lib
@@ -72,6 +78,10 @@ def make(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
   """Each split's text arrays and the metadata, fitted on `texts["train"]` (module doc).
 
+  Everything is fitted first (a `pipeline.TextFit`), then every split's arrays are made
+  by its `transform_tokens`, the training split's too: the fit, kept in
+  meta["preprocessing"], makes any new texts' arrays as it made the splits'.
+
   Args:
     texts: split -> its raw texts in row order; has "train" (a split may be empty).
     data_config: the `data` section of a config; reads `text_feature`, `vocab_size`,
@@ -87,7 +97,8 @@ def make(
     (arrays, meta): split -> {"text", and "word_ids" / "word_mask" with word sequences,
     "bow" with the word graph}; meta holds "text_feature", "vocab" whenever the
     vocabulary is built (a feature not given, or word sequences), "word_vectors" with
-    word sequences, "graph_vocab" and "word_graph" with the word graph.
+    word sequences, "graph_vocab" and "word_graph" with the word graph, and
+    "preprocessing", a `data.preprocessing.Preprocessing` with the fit.
 
   Raises:
     UserError: an unknown text feature (the choices listed), or a bad `lda_topics`.
@@ -100,8 +111,9 @@ def make(
   # The training texts' vocabulary serves the text feature (unless given) and the words.
   need_vocab = feature not in given or word_sequences
   splits = tuple(texts)
-  arrays: dict[str, dict[str, Any]] = {s: {} for s in splits}
   meta: dict[str, Any] = {"text_feature": feature}
+  fitted: dict[str, Any] = {}
+  tokens = {s: [] for s in splits}
   if need_vocab or use_graph:
     # Tokenising the texts and fitting on train take a while: say so.
     logging.info(
@@ -118,24 +130,16 @@ def make(
         min_count=data_config.min_count,
         stopwords=stop,
     )
-    meta["vocab"] = vocab
+    meta["vocab"] = fitted["vocab"] = vocab
     if word_sequences:
-      for s in splits:
-        ids, mask = vocab_lib.word_id_sequences(
-            tokens[s], vocab, data_config.max_words, drop_oov=True
-        )
-        arrays[s].update(word_ids=ids, word_mask=mask)
+      fitted["max_words"] = data_config.max_words
       meta["word_vectors"], found = glove.glove_table(
           vocab, allow_random=data_config.random_word_vectors
       )
       logging.info("GloVe vectors for %d of %d vocabulary words.", found.sum(), len(found))
-  if feature in given:
-    for s in splits:
-      arrays[s]["text"] = given[feature][s]
-  else:  # need_vocab holds, so the vocabulary is built
+  if feature not in given:  # need_vocab holds, so the vocabulary is built
     counts = {s: vocab_lib.bag_of_words(tokens[s], meta["vocab"]) for s in splits}
-    for s, x in _computed(counts, feature, data_config).items():
-      arrays[s]["text"] = np.asarray(x, dtype=np.float32)
+    fitted.update(_fitted_feature(counts, feature, data_config))
   if use_graph:
     graph_vocab, vectors = word_graph_lib.graph_vocabulary(
         tokens["train"],
@@ -144,9 +148,12 @@ def make(
         stopwords=stop,
         allow_random=data_config.random_word_vectors,
     )
-    graph_counts = {s: vocab_lib.bag_of_words(tokens[s], graph_vocab) for s in splits}
-    for s, b in word_graph_lib.graph_signal(graph_counts, data_config).items():
-      arrays[s]["bow"] = b
+    train_counts = vocab_lib.bag_of_words(tokens["train"], graph_vocab)
+    fitted.update(
+        graph_vocab=graph_vocab,
+        graph_signal=data_config.graph_signal,
+        graph_idf=word_graph_lib.signal_idf(train_counts, data_config.graph_signal),
+    )
     meta["graph_vocab"] = graph_vocab
     meta["word_graph"] = word_graph_lib.cached_word_graph(
         vectors,
@@ -155,22 +162,33 @@ def make(
         cache_dir=data_config.data_dir,
         key_parts=(name, graph_vocab.words),
     )
+  fit = pipeline.TextFit(
+      feature=feature, given=feature in given, sublinear_tf=data_config.sublinear_tf, **fitted
+  )
+  arrays: dict[str, dict[str, Any]] = {}
+  for s in splits:
+    made = fit.transform_tokens(tokens[s])
+    arrays[s] = {k: made[k] for k in ("word_ids", "word_mask") if k in made}
+    arrays[s]["text"] = given[feature][s] if feature in given else made["text"]
+    arrays[s].update({k: made[k] for k in ("bow",) if k in made})
+  meta["preprocessing"] = preprocessing.Preprocessing(text=fit)
   return arrays, meta
 
 
-def _computed(counts: dict[str, np.ndarray], feature: str, data_config) -> dict[str, np.ndarray]:
-  """The "bow", "tfidf", "tfidf_svd" or "lda" feature of every split, fitted on "train"."""
+def _fitted_feature(counts: dict[str, np.ndarray], feature: str, data_config) -> dict[str, Any]:
+  """The `pipeline.TextFit` fields of the "bow", "tfidf", "tfidf_svd" or "lda" feature,
+  fitted on the "train" counts (the LDA's cache key covers every split's)."""
   if feature == "bow":
-    return counts
+    return {}
   if feature == "lda":
-    return lda_lib.cached_fit_transform(counts, data_config.lda_topics, data_config.data_dir)
+    _, model = lda_lib.cached_fit(counts, data_config.lda_topics, data_config.data_dir)
+    return {"lda": model}
   idf = tfidf.fit_idf(counts["train"])
-  texts = {s: tfidf.tfidf(counts[s], idf, sublinear_tf=data_config.sublinear_tf) for s in counts}
   if feature == "tfidf":
-    return texts
-  components = svd.cached_fit_svd(texts["train"], data_config.svd_dim, data_config.data_dir)
-  texts = {s: svd.project(texts[s], components) for s in counts}
+    return {"idf": idf}
+  train = tfidf.tfidf(counts["train"], idf, sublinear_tf=data_config.sublinear_tf)
+  components = svd.cached_fit_svd(train, data_config.svd_dim, data_config.data_dir)
   # Unit-variance columns keep the text tower's input on the image's scale.
-  scale = texts["train"].std(axis=0)
+  scale = svd.project(train, components).std(axis=0)
   scale = np.where(scale > 1e-8, scale, 1.0)
-  return {s: (texts[s] / scale).astype(np.float32) for s in counts}
+  return {"idf": idf, "components": components, "scale": scale}

@@ -373,9 +373,24 @@ def graph_signal(counts: dict[str, np.ndarray], data_config) -> dict[str, np.nda
   ``data_config.graph_signal`` "counts" (as they are) or "tfidf" (sublinear tf x idf
   fitted on "train", rows L2-normalised)."""
   signal = data_config.graph_signal
+  idf = signal_idf(counts["train"], signal)
   if signal == "counts":
     return counts
+  return {s: apply_signal(c, signal, idf) for s, c in counts.items()}
+
+
+def signal_idf(train_counts: np.ndarray, signal: str) -> np.ndarray | None:
+  """What the graph signal ``signal`` fits on the training counts: the idf of "tfidf",
+  None for "counts"."""
+  if signal == "counts":
+    return None
   if signal != "tfidf":
     raise ValueError(f"Unknown data.graph_signal {signal!r}; choose 'counts' or 'tfidf'.")
-  idf = tfidf.fit_idf(counts["train"])
-  return {s: tfidf.tfidf(c, idf, sublinear_tf=True) for s, c in counts.items()}
+  return tfidf.fit_idf(train_counts)
+
+
+def apply_signal(counts: np.ndarray, signal: str, idf: np.ndarray | None) -> np.ndarray:
+  """The graph signal of counts over the graph vocabulary, with `signal_idf`'s fit."""
+  if signal == "counts":
+    return counts
+  return tfidf.tfidf(counts, idf, sublinear_tf=True)

@@ -30,7 +30,8 @@ Nothing is written to `workdir` before the config is known to be good: the datas
 loaded, the method built and initialised, the batch checked against the devices and the
 workdir's earlier config compared first. A bad value is a `errors.UserError` naming it.
 
-Outputs in `workdir`: config.json, metrics.jsonl (per step and per epoch), TensorBoard
+Outputs in `workdir`: config.json, preprocessing/ (what the data loading fitted on the
+training data, `data.preprocessing`), metrics.jsonl (per step and per epoch), TensorBoard
 event files under tb/, orbax checkpoints under checkpoints/latest (the last
 `keep_checkpoints`) and checkpoints/best (the best validation mAP), results.json.
 """
@@ -58,7 +59,7 @@ from jax.sharding import PartitionSpec as P
 from crossmodal_jax import checkpoint as ckpt
 from crossmodal_jax import data as data_lib
 from crossmodal_jax import errors
-from crossmodal_jax import evaluate as evaluate_lib
+from crossmodal_jax import evaluation as evaluate_lib
 from crossmodal_jax import methods
 from crossmodal_jax import parallel
 from crossmodal_jax import protocols
@@ -66,6 +67,7 @@ from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax.checkpoint import TrainState
 from crossmodal_jax.data import common
+from crossmodal_jax.data import preprocessing
 from crossmodal_jax.methods import base
 
 AXIS = parallel.AXIS
@@ -333,6 +335,8 @@ def train(
   if parallel.is_primary():
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    # What the data loading fitted, so the trained model takes raw inputs (api.load).
+    preprocessing.save(dataset, os.path.join(workdir, preprocessing.DIRECTORY))
   latest, best = ckpt.managers(workdir, tc.keep_checkpoints)
   start_step = 0
   if latest.latest_step() is not None:
