@@ -37,8 +37,8 @@ def bench_large_scoring(n: int, k: int = 100) -> list[dict]:
   width = config.model.relation_layers[0]
   budget = ranking.memory_budget(ce)
   call = scoring_lib.top_k_memory(
-      method.score, variables, enc_i, enc_t, k, ce.query_block, ce.gallery_block,
-      pair_bytes=method.pair_bytes(enc_i, enc_t), memory_budget=budget,
+      method.score, variables, enc_i, enc_t, k, query_block=ce.query_block,
+      gallery_block=ce.gallery_block, pair_bytes=method.pair_bytes(enc_i, enc_t), memory_budget=budget,
   )  # fmt: skip
   rows = call["query_rows"]
   # Compile the one program every call runs (the first query block has their shapes).
