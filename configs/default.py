@@ -1,16 +1,11 @@
-"""Experiment configs: `get_config("METHOD,DATASET[,PRESET]")`, the documented entry.
+"""Experiment configs: `get_config("METHOD,DATASET[,PRESET]")`, as `--config=drsl,wikipedia`.
 
-Used as `--config=configs/default.py:drsl,wikipedia`; any field can be overridden after
-it (`--config.train.num_epochs=5`; a sequence as a tuple: ml_collections cannot override
-lists). A config is the common defaults below completed by the method's file beside this
-one, `configs/<METHOD>.py` (its `model_config()` and `get_config(config, dataset)`).
-DATASET is "synthetic" (embedded), "wikipedia" or "features" (folders, docs/data.md);
-PRESET "full" (the recipe chosen on validation), "ci" (small and fast, for tests) or
-"paper" (the paper's hyperparameters). Configs are data: they import nothing of the
-library.
+The common defaults below, completed by the method's file beside this one,
+`configs/<METHOD>.py` (its `model_config()` and `get_config(config, dataset)`). DATASET is
+"synthetic", "wikipedia" or "features" (docs/data.md); PRESET "full" (the recipe chosen on
+validation), "ci" (small and fast) or "paper" (the paper's hyperparameters). Configs are
+data: they import nothing of the library.
 """
-
-from __future__ import annotations
 
 import importlib
 import os
@@ -24,13 +19,9 @@ PRESETS = ("full", "ci", "paper")
 
 def method_names() -> tuple[str, ...]:
   """The methods a config may name: the method files beside this one."""
-  folder = os.path.dirname(os.path.abspath(__file__))
+  files = os.listdir(os.path.dirname(os.path.abspath(__file__)))
   return tuple(
-      sorted(
-          name[: -len(".py")]
-          for name in os.listdir(folder)
-          if name.endswith(".py") and name not in ("__init__.py", "default.py")
-      )
+      sorted(f[:-3] for f in files if f.endswith(".py") and f[0] != "_" and f != "default.py")
   )
 
 
@@ -134,17 +125,15 @@ def eval_config() -> ml_collections.ConfigDict:
 def parse(spec: str | None) -> tuple[str, str, str]:
   """ "METHOD,DATASET[,PRESET]" -> (method, dataset, preset); one error lists the choices."""
   parts = [p.strip() for p in (spec or DEFAULT).split(",")]
-  choices = f"METHOD in {method_names()}, DATASET in {DATASETS} and PRESET in {PRESETS}"
+  allowed = {"METHOD": method_names(), "DATASET": DATASETS, "PRESET": PRESETS}
   if len(parts) not in (2, 3):
-    raise ValueError(f"Config spec {spec!r} must be 'METHOD,DATASET[,PRESET]' with {choices}.")
-  method, dataset, preset = (*parts, "full")[:3]
-  if method not in method_names():
-    raise ValueError(f"Unknown method {method!r}; choose one of {method_names()}.")
-  if dataset not in DATASETS:
-    raise ValueError(f"Unknown dataset {dataset!r}; choose one of {DATASETS}.")
-  if preset not in PRESETS:
-    raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")
-  return method, dataset, preset
+    listed = ", ".join(f"{name} in {choices}" for name, choices in allowed.items())
+    raise ValueError(f"Config spec {spec!r} must be 'METHOD,DATASET[,PRESET]' with {listed}.")
+  parts = (*parts, "full")[:3]
+  for (name, choices), value in zip(allowed.items(), parts):
+    if value not in choices:
+      raise ValueError(f"Unknown {name.lower()} {value!r}; choose one of {choices}.")
+  return parts
 
 
 def common_config(method: str, dataset: str, preset: str = "full") -> ml_collections.ConfigDict:
@@ -162,5 +151,4 @@ def common_config(method: str, dataset: str, preset: str = "full") -> ml_collect
 def get_config(spec: str = DEFAULT) -> ml_collections.ConfigDict:
   """Returns the config for "METHOD,DATASET[,PRESET]"."""
   method, dataset, preset = parse(spec)
-  config = common_config(method, dataset, preset)
-  return config_module(method).get_config(config, dataset)
+  return config_module(method).get_config(common_config(method, dataset, preset), dataset)
