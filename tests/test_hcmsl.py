@@ -319,7 +319,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     import json
     import jax, numpy as np
     from test_hcmsl import small_config, small_dataset
-    from crossmodal_jax import methods, train
+    from crossmodal_jax import methods, training
     from sharded_steps import run_steps
 
     assert jax.device_count() == 8, jax.devices()

@@ -590,7 +590,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     import json
     import jax, numpy as np
     from test_mcsm import small_config, small_dataset
-    from crossmodal_jax import methods, train
+    from crossmodal_jax import methods, training
     from sharded_steps import run_steps
 
     assert jax.device_count() == 8, jax.devices()

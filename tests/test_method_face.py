@@ -365,7 +365,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     import toy_methods
     from test_method_face import small_dataset, toy_config
-    from crossmodal_jax import methods, train
+    from crossmodal_jax import methods, training
     from sharded_steps import run_steps
 
     assert jax.device_count() == 8, jax.devices()

@@ -331,7 +331,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     import json
     import jax, numpy as np
     from test_scanet import small_config, small_dataset
-    from crossmodal_jax import methods, train
+    from crossmodal_jax import methods, training
     from sharded_steps import run_steps
 
     assert jax.device_count() == 8, jax.devices()
@@ -345,7 +345,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     batches = list(method.batches(ds.train, 64, 0, 0))[:3]
     one, losses1 = run_steps(method, opt, ds, jax.devices()[:1], batches)
     eight, losses8 = run_steps(method, opt, ds, jax.devices(), batches)
-    start = jax.device_get(train.initial_state(method, opt, ds, 0).params)
+    start = jax.device_get(training.initial_state(method, opt, ds, 0).params)
     diff = lambda a, b: jax.tree.leaves(jax.tree.map(lambda x, y: float(np.abs(x - y).max()), a, b))
     print(json.dumps({"diff": max(diff(one.params, eight.params)),
                       "moved": max(diff(one.params, start)),

@@ -38,7 +38,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, "tests")
     import jax, numpy as np
     from configs.default import get_config
-    from crossmodal_jax import methods, train
+    from crossmodal_jax import methods, training
     from crossmodal_jax.data.sources import synthetic
     from sharded_steps import run_steps
 
@@ -64,7 +64,7 @@ _PARALLEL_SCRIPT = textwrap.dedent("""
     stats = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), one.collections,
                          eight.collections)
     moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), one.params,
-                         jax.device_get(train.initial_state(method, opt, ds, 0).params))
+                         jax.device_get(training.initial_state(method, opt, ds, 0).params))
     print(json.dumps({"param_diff": max(jax.tree.leaves(diffs)),
                       "stats_diff": max(jax.tree.leaves(stats)),
                       "moved": min(jax.tree.leaves(moved)), "l1": l1, "l8": l8}))
