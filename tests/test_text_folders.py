@@ -20,6 +20,8 @@ from conftest import REPO, WIKI_DIR
 from crossmodal_jax import data
 from crossmodal_jax import errors
 from crossmodal_jax import methods
+from crossmodal_jax import metrics
+from crossmodal_jax import protocols
 from crossmodal_jax.data.sources import feature_builder
 from crossmodal_jax.data.tfds_io import DatasetFileError, DatasetFileNotFoundError
 from crossmodal_jax.data.text import features as text_features
@@ -289,6 +291,7 @@ BAD = {
     "no_text": (_lines("test_text.jsonl", lambda l: l[:1] + ['{"id": "x"}'] + l[2:]), ["test_text.jsonl, line 2", 'no "text"']),
     "text_not_a_string": (_lines("train_text.jsonl", lambda l: ['{"text": 3}'] + l[1:]), ["train_text.jsonl, line 1", '"text" is a JSON number']),
     "id_not_a_string": (_lines("test_text.jsonl", lambda l: l[:8] + ['{"text": "a", "id": 8}']), ["test_text.jsonl, line 9", '"id" is a JSON number']),
+    "group_a_list": (_lines("test_text.jsonl", lambda l: l[:2] + ['{"text": "a", "group": [1]}'] + l[3:]), ["test_text.jsonl, line 3", '"group" is a JSON array']),
     "not_an_object": (_lines("test_text.jsonl", lambda l: l[:5] + ['["a"]'] + l[6:]), ["test_text.jsonl, line 6", "JSON array, not an object"]),
     "blank_line": (_lines("train_text.jsonl", lambda l: l[:2] + [""] + l[2:-1]), ["train_text.jsonl, line 3", "not JSON"]),
     "too_few_rows": (_lines("train_text.jsonl", lambda l: l[:-1]), ["train_text.jsonl", "29 lines", "train_img.npy has 30 rows"]),
@@ -326,6 +329,37 @@ def test_trailing_blank_lines_and_extra_keys_are_fine(tmp_path):
   _lines("train_text.jsonl", lambda l: [l[0][:-1] + ', "captions": 5}'] + l[1:])(src)
   ds = data.load_dataset(_config(src, tmp_path / "data", text_feature="bow"))
   assert (len(ds.train), len(ds.test)) == (30, 9)
+
+
+def test_groups_of_rows_are_one_pair_under_pair_relevance(tmp_path):
+  """Rows naming one "group" (captions of one image) share a group id; the others are
+  groups of their own; pair relevance then counts a group's rows as each other's pairs."""
+  src = tmp_path / "src"
+  _write(src)
+  # Test rows 0-2 are captions of one image (group "img0", a string), 3-4 of another
+  # (group 7, an integer); rows 5-8 name no group.
+  group = {0: '"img0"', 1: '"img0"', 2: '"img0"', 3: "7", 4: "7"}
+  _lines(
+      "test_text.jsonl",
+      lambda l: [x[:-1] + f', "group": {group[i]}}}' if i in group else x for i, x in enumerate(l)],
+  )(src)
+  ds = data.load_dataset(_config(src, tmp_path / "data", text_feature="bow"))
+  g = ds.test["group"]
+  assert g.dtype == np.int32 and g.shape == (9,)
+  assert g[0] == g[1] == g[2] and g[3] == g[4] and g[0] != g[3]
+  assert len(set(g[5:].tolist())) == 4 and not set(g[5:].tolist()) & {g[0], g[3]}
+  assert len(set(ds.train["group"].tolist())) == 30  # no groups named: a row each
+  config = default.get_config("drsl,features,ci").eval
+  config.relevance = "pair"
+  labels, gallery, ks = protocols.relevance_labels(ds.test, ds.test, config)
+  np.testing.assert_array_equal(labels, g)
+  assert gallery is labels and ks == tuple(config.recall_ks)
+  # Against a brute-force reference: a query's relevant items are its group's rows.
+  scores = np.random.default_rng(0).normal(size=(9, 9)).astype(np.float32)
+  got = metrics.retrieval_metrics(scores, labels, gallery, r=9, ks=(1,), recall_ks=(1, 5))
+  order = np.argsort(-scores, axis=1, kind="stable")
+  first = np.array([1 + np.flatnonzero(g[order[i]] == g[i])[0] for i in range(9)])
+  assert got["recall_at_k"] == {"1": float((first <= 1).mean()), "5": float((first <= 5).mean())}
 
 
 @pytest.mark.parametrize("method_name", ["drsl", "scanet", "mcsm", "hcmsl"])

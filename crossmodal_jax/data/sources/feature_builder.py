@@ -60,8 +60,8 @@ files: the features are declared ``Tensor(shape=(None,))``), ``labels`` float32[
 multi-hot, ``label`` int64 (the class of a single-label row, -1 for a row with several
 labels or none), ``index`` int64 (the row in the split's source file; carved
 validation rows keep their training-file rows n_train-k..n_train-1, or their test-file
-rows 0..k-1, the test rows then starting at k), and ``raw_text`` / ``text_id`` (the row's
-raw text and id, ``""`` without raw texts). ``text`` is 0-wide in a folder without
+rows 0..k-1, the test rows then starting at k), and ``raw_text`` / ``text_id`` /
+``group`` (the row's raw text, id and group, ``""`` without them). ``text`` is 0-wide in a folder without
 ``*_txt`` files. Carved validation rows take their raw texts with them.
 
 Where the build lives: the builder config is named ``val<k>_<fingerprint>`` where the
@@ -217,8 +217,12 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       FIRST ``num_validation`` test rows, as SDML's and MRL's scripts take theirs).
   """
 
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release.", "1.1.0": "Raw texts (raw_text, text_id)."}
+  VERSION = tfds.core.Version("1.2.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Raw texts (raw_text, text_id).",
+      "1.2.0": "The raw texts' groups (group).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Point manual_dir at a folder of pre-extracted features in the DRSL / DSCMR "
       "layout: train_img.mat, train_txt.mat, train_img_lab.mat, test_img.mat, "
@@ -285,6 +289,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 "index": tfds.features.Scalar(dtype=np.int64),
                 "raw_text": tfds.features.Text(),
                 "text_id": tfds.features.Text(),
+                "group": tfds.features.Text(),
             }
         ),
         supervised_keys=None,
@@ -312,6 +317,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
           "index": i,
           "raw_text": part["raw_text"][r],
           "text_id": part["text_id"][r],
+          "group": part["group"][r],
       }
 
   # ------------------------------------------------------------------ loading
@@ -361,9 +367,11 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       if txt.shape[0] != n:
         raise DatasetFileError(f"{txt_src.where}: {txt.shape[0]} rows but {img_src.name} has {n}")
       if texts:
-        raw_text, text_id = feature_texts.read(feature_texts.path(root, prefix), n, img_src.name)
+        raw_text, text_id, group = feature_texts.read(
+            feature_texts.path(root, prefix), n, img_src.name
+        )
       else:
-        raw_text = text_id = [""] * n
+        raw_text = text_id = group = [""] * n
       kind, y = _raw_labels(layout, lab_src, img.shape[0])
       layout.check_pairs(prefix, y)
       if prefix != "train":
@@ -390,6 +398,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
           "text": txt,
           "raw_text": np.array(raw_text, dtype=object).reshape(n),
           "text_id": np.array(text_id, dtype=object).reshape(n),
+          "group": np.array(group, dtype=object).reshape(n),
           "kind": kind,
           "y": y,
           "lab_src": lab_src,
@@ -414,7 +423,7 @@ class CrossModalFeatures(SourceBuilderMixin, tfds.core.GeneratorBasedBuilder):
       p["index"] = np.arange(p["image"].shape[0], dtype=np.int64)
 
     splits: dict[str, dict[str, np.ndarray]] = {}
-    keys = ("image", "text", "labels", "label", "index", "raw_text", "text_id")
+    keys = ("image", "text", "labels", "label", "index", "raw_text", "text_id", "group")
     train = {key: parts["train"][key] for key in keys}
     if has_valid:
       splits["train"] = train

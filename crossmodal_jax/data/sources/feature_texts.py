@@ -2,9 +2,11 @@
 
 Each holds one JSON object per line, in the split's row order (the order of the rows of
 its feature files): ``"text"``, the item's raw text (a string; several captions of one
-item joined by the user), and an optional ``"id"`` (a string). Other keys are ignored;
-blank lines at the end of a file are too. :func:`read` validates a file and returns its
-texts and ids; every problem is one
+item joined by the user), an optional ``"id"`` (a string) and an optional ``"group"`` (a
+string or an integer: rows of one group, e.g. one row per caption of an image, are each
+other's pairs under ``eval.relevance="pair"``). Other keys are ignored; blank lines at the
+end of a file are too. :func:`read` validates a file and returns its texts, ids and
+groups; every problem is one
 :class:`~crossmodal_jax.data.tfds_io.DatasetFileError` naming the file and, for a line,
 its number. The builder (:mod:`crossmodal_jax.data.sources.feature_builder`) reads them
 with the feature files, before anything is built; the loader
@@ -49,8 +51,9 @@ def _require_file(file: Path) -> None:
     )
 
 
-def read(file: Path, rows: int, rows_of: str) -> tuple[list[str], list[str]]:
-  """The texts and ids (``""`` where a line has none) of a raw-text file.
+def read(file: Path, rows: int, rows_of: str) -> tuple[list[str], list[str], list[str]]:
+  """The texts, ids and groups (``""`` where a line has none; a group as a string) of a
+  raw-text file.
 
   Args:
     file: the ``*_text.jsonl`` file.
@@ -60,7 +63,8 @@ def read(file: Path, rows: int, rows_of: str) -> tuple[list[str], list[str]]:
   Raises:
     DatasetFileNotFoundError: the file is missing.
     DatasetFileError: a line that is not UTF-8 or not a JSON object, lacks "text", has a
-      "text" or "id" that is not a string, or a row count other than ``rows``.
+      "text" or "id" that is not a string or a "group" that is neither a string nor an
+      integer, or a row count other than ``rows``.
   """
   _require_file(file)
   try:
@@ -69,7 +73,7 @@ def read(file: Path, rows: int, rows_of: str) -> tuple[list[str], list[str]]:
     raise DatasetFileError(f"{file}: cannot read ({e})") from None
   while lines and not lines[-1].strip():
     lines.pop()
-  texts, ids = [], []
+  texts, ids, groups = [], [], []
   for number, line in enumerate(lines, 1):
     where = f"{file}, line {number}"
     try:
@@ -91,14 +95,20 @@ def read(file: Path, rows: int, rows_of: str) -> tuple[list[str], list[str]]:
     text_id = item.get("id", "")
     if not isinstance(text_id, str):
       raise DatasetFileError(f'{where}: "id" is a JSON {_json_type(text_id)}, not a string')
+    group = item.get("group", "")
+    if isinstance(group, bool) or not isinstance(group, (str, int)):
+      raise DatasetFileError(
+          f'{where}: "group" is a JSON {_json_type(group)}, not a string or an integer'
+      )
     texts.append(text)
     ids.append(text_id)
+    groups.append(str(group))
   if len(texts) != rows:
     raise DatasetFileError(
         f"{file}: {len(texts)} lines but {rows_of} has {rows} rows (one line per row, in "
         "the same order)"
     )
-  return texts, ids
+  return texts, ids, groups
 
 
 def _json_type(value) -> str:

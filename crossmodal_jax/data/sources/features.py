@@ -27,7 +27,7 @@ from crossmodal_jax.data import registry
 from crossmodal_jax.data.text import features as text_features
 
 FILE_FEATURE = "file"  # data.text_feature of the folder's fixed text vectors (*_txt)
-_TEXT_KEYS = ("raw_text", "text_id")
+_TEXT_KEYS = ("raw_text", "text_id", "group")
 
 
 def _read(builder, split: str, lazy_mb: float, texts: bool) -> dict[str, Any]:
@@ -94,6 +94,14 @@ def _check_text_choices(data_config, root: Path) -> tuple[bool, bool]:
   return texts, fixed
 
 
+def _group_ids(groups) -> np.ndarray:
+  """int32 [n] group of each row of a split: rows that name one "group" share an id; a
+  row that names none is a group of its own."""
+  keys = [("g", str(g)) if str(g) else ("row", i) for i, g in enumerate(groups)]
+  ids: dict[tuple, int] = {}
+  return np.array([ids.setdefault(key, len(ids)) for key in keys], np.int32).reshape(len(keys))
+
+
 @registry.register("features")
 def load(data_config) -> common.Dataset:
   """Builds (once) and reads the feature folder ``data_config.manual_dir``.
@@ -113,7 +121,9 @@ def load(data_config) -> common.Dataset:
     float32 ``[n, C]`` multi-hot rows when any row has several labels or none (then
     ``meta["multi_label"]`` is True); with raw texts, the arrays and meta of
     :func:`~crossmodal_jax.data.text.features.make` (``word_ids`` / ``word_mask``,
-    ``bow``, ``vocab``, ``word_vectors``, ``graph_vocab``, ``word_graph``).
+    ``bow``, ``vocab``, ``word_vectors``, ``graph_vocab``, ``word_graph``), and where
+    they name groups, int32 ``group`` (rows of one group share it; a row without is its
+    own), which ``eval.relevance="pair"`` reads.
     ``meta["text_feature"]`` is the text's feature ("file": the fixed vectors). Without
     validation data the validation split is empty, with the right shapes.
 
@@ -179,6 +189,11 @@ def load(data_config) -> common.Dataset:
         meta["text_feature"],
         arrays["train"]["text"].shape[1],
     )
+
+  # Rows that name a group (several captions of one image) are one pair's rows.
+  if any(any(str(g) for g in r.get("group", ())) for r in raw.values()):
+    for s, r in raw.items():
+      arrays[s]["group"] = _group_ids(r["group"])
 
   def split(s: str) -> common.Split:
     r = raw[s]
