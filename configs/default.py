@@ -1,10 +1,9 @@
 """Experiment configs: `get_config("METHOD,DATASET[,PRESET]")`, as `--config=drsl,wikipedia`.
 
-The common defaults below, completed by the method's file beside this one,
-`configs/<METHOD>.py` (its `model_config()` and `get_config(config, dataset)`). DATASET is
-"synthetic", "wikipedia" or "features" (docs/data.md); PRESET "full" (the recipe chosen on
-validation), "ci" (small and fast) or "paper" (the paper's hyperparameters). Configs are
-data: they import nothing of the library.
+The common defaults below, completed by `configs/<METHOD>.py` (its `model_config()` and
+`get_config(config, dataset)`). DATASET is "synthetic", "wikipedia" or "features"; PRESET
+"full" (the recipe chosen on validation), "ci" (small and fast) or "paper" (the paper's
+hyperparameters). Configs are data: they import nothing of the library.
 """
 
 import importlib
@@ -27,14 +26,11 @@ def method_names() -> tuple[str, ...]:
 
 def config_module(method: str):
   """The config file of `method`, `configs/<method>.py`, as a module of this package."""
+  if method not in method_names():
+    raise ValueError(f"Method {method!r} has no config file configs/{method}.py.")
   # Loaded by its path (not as a package module), this file's package is its folder's name.
   package = __package__ or os.path.basename(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    return importlib.import_module(f"{package}.{method}")
-  except ModuleNotFoundError as e:
-    if e.name != f"{package}.{method}":
-      raise
-    raise ValueError(f"Method {method!r} has no config file configs/{method}.py.") from None
+  return importlib.import_module(f"{package}.{method}")
 
 
 def data_config(dataset: str) -> ml_collections.ConfigDict:
@@ -119,6 +115,8 @@ def eval_config() -> ml_collections.ConfigDict:
   evaluation.ranking = "auto"  # "full" score matrices, streamed "top_k", or "auto"
   evaluation.full_matrix_mb = 1024.0  # "auto" streams when the full matrices exceed this
   evaluation.top_k = 0  # items kept per query when streaming (0: map_r, max precision_ks)
+  evaluation.shortlist = ""  # first stage to rerank: "sm" or a run's workdir; "": off, exact
+  evaluation.rerank_k = 100  # K shortlisted per query and reranked: the largest default P@K
   return evaluation
 
 
@@ -142,9 +140,7 @@ def common_config(method: str, dataset: str, preset: str = "full") -> ml_collect
   config.method = method  # the method (from --config=configs/default.py:METHOD,DATASET)
   config.preset = preset  # "full", "ci" or "paper"; read by the method's config file
   config.seed = 0  # seeds initialisation, batch order and dropout
-  config.data = data_config(dataset)
-  config.train = train_config()
-  config.eval = eval_config()
+  config.data, config.train, config.eval = data_config(dataset), train_config(), eval_config()
   return config
 
 

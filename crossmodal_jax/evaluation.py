@@ -13,6 +13,12 @@ protocol (`protocols.PROTOCOLS`) its splits and metric instead. The work is done
 - `results_layout`: the layout of those figures in results.json;
 - `reporting`: the printed lines and the plots.
 
+With `eval.shortlist` set, the split is ranked in two stages (`rerank`): a first stage
+("sm", semantic matching on the run's own features, or another trained run's ranking)
+keeps each query's top `eval.rerank_k`, and the method reranks those alone; results.json
+then has "rerank" (the first stage, K, and how much of the exhaustive top R the
+shortlists hold).
+
 A run without a best-by-validation checkpoint (no validation split) is evaluated at its
 latest one: results.json then says "checkpoint": "latest", with a "checkpoint_note" saying
 why.
@@ -37,6 +43,7 @@ from crossmodal_jax import methods
 from crossmodal_jax import protocols
 from crossmodal_jax import ranking
 from crossmodal_jax import reporting
+from crossmodal_jax import shortlists
 from crossmodal_jax import runs
 from crossmodal_jax.data import common
 
@@ -65,6 +72,8 @@ def evaluate(
   collections besides "batch_stats", e.g. a fusion weight) is reported under
   "calibrated". "checkpoint" names the checkpoint evaluated: the one asked for, or
   "latest" with a "checkpoint_note" when the best was asked for and the run has none.
+  With `eval.shortlist` set, the ranking has two stages (`shortlists.first_stage`; the
+  result's "rerank" says which).
   """
   config = config if config is not None else runs.load(workdir)
   spec = None if protocol is None else protocols.protocol_spec(protocol)
@@ -79,6 +88,7 @@ def evaluate(
   if split not in dataset.splits:
     raise errors.UserError(f"Unknown split {split!r}; choose one of {tuple(dataset.splits)}.")
   ranking.streaming_settings(config.eval)
+  shortlists.settings(config.eval)
   with errors.config_values():
     method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
@@ -86,11 +96,16 @@ def evaluate(
   variables, step, used = runs.restore_variables(
       workdir, method, dataset.train, checkpoint, with_checkpoint=True
   )
+  stage = shortlists.first_stage(config, dataset, workdir)
   if spec is None:
-    result = protocols.evaluate_split(method, variables, dataset.splits[split], config.eval)
+    result = protocols.evaluate_split(
+        method, variables, dataset.splits[split], config.eval, first_stage=stage
+    )
     name = "" if split == "test" else split
   else:
-    result = protocols.evaluate_protocol(method, variables, dataset, config.eval, protocol)
+    result = protocols.evaluate_protocol(
+        method, variables, dataset, config.eval, protocol, first_stage=stage
+    )
     name = "" if protocol == "default" else protocol
   gallery = split if spec is None else spec.gallery_split
   # What `calibrate` chose on validation and the checkpoint carries (non-param
@@ -124,6 +139,12 @@ def evaluate(
     if plots:
       reporting.plot_curves(result, workdir, prefix=f"{name}_" if name else "")
   logging.info("%s (checkpoint step %d)", reporting.headline(result), step)
+  if "rerank" in result:
+    logging.info(
+        "Ranked in two stages: the top %d of %s's ranking reranked by the method.",
+        result["rerank"]["k"],
+        result["rerank"]["first_stage"],
+    )
   return result
 
 

@@ -21,6 +21,11 @@ et al.'s protocol).
   curve need every rank: they are reported only when k reaches the gallery size. The
   values equal the full ranking's (ties go to the lower gallery index in both), up to the
   rounding of scores computed in differently shaped tiles.
+
+With `eval.shortlist` set, a split is ranked in two stages (`rerank`): a first stage
+ranks the gallery cheaply and keeps each query's top `eval.rerank_k`, the method reranks
+those alone, and the figures are computed from the final ranked lists (the reranked K,
+then the rest of the first stage's ranking; `_evaluate_reranked`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import numpy as np
 from crossmodal_jax import errors
 from crossmodal_jax import metrics
 from crossmodal_jax import ranking
+from crossmodal_jax import rerank
+from crossmodal_jax import shortlists
 from crossmodal_jax import results_layout
 from crossmodal_jax.data import common
 from crossmodal_jax.methods import base
@@ -119,6 +126,7 @@ def evaluate_split(
     channels: Any = None,
     gallery: common.Split | None = None,
     map_r: int | None = None,
+    first_stage: shortlists.FirstStage | None = None,
 ) -> dict[str, Any]:
   """mAP@ALL (i2t, t2i, avg) and, if `full`, mAP@R, P@K and the curves.
 
@@ -137,6 +145,10 @@ def evaluate_split(
   k is the gallery size, and no "map_all_by_channel". `full=False` (mAP@ALL alone, what
   training validates with) always ranks the full matrices.
 
+  With a `first_stage` (`shortlists.first_stage` of eval.shortlist), the ranking is its
+  shortlist of eval.rerank_k items reranked by the method, then the rest of its ranking
+  (`_evaluate_reranked`): the result then has "rerank".
+
   Args:
     method, variables: the method and its variables.
     split: the queries' split; gallery: the gallery's split (None: `split`).
@@ -144,6 +156,8 @@ def evaluate_split(
     full: False gives mAP@ALL alone.
     channels: `split`'s precomputed score channels (only without another `gallery`).
     map_r: R of mAP@R (None: eval_config.map_r).
+    first_stage: the first stage of a two-stage ranking (None: exhaustive); only with
+      `full`, and `split` and `gallery` must be its dataset's.
 
   Returns:
     `metrics.split_metrics`' dict (see `split_metrics_from_topk` when streamed).
@@ -163,6 +177,10 @@ def evaluate_split(
   if channels is None:
     mode = ranking_mode(method, variables, split, gallery, eval_config, full)
   labels, gallery_labels, recall_ks = relevance_labels(split, gallery, eval_config)
+  if first_stage is not None:
+    if not full:
+      raise ValueError("A two-stage ranking is evaluated in full (full=True).")
+    return _evaluate_reranked(method, variables, split, gallery, eval_config, r, first_stage)
   if mode == "top_k":
     return _evaluate_top_k(method, variables, split, gallery, eval_config, r)
   if same:
@@ -247,8 +265,10 @@ def evaluate_protocol(
     eval_config,
     protocol: str = "default",
     full: bool = True,
+    first_stage: shortlists.FirstStage | None = None,
 ) -> dict[str, Any]:
-  """`evaluate_split` under one of `PROTOCOLS`: its query and gallery splits and R.
+  """`evaluate_split` under one of `PROTOCOLS`: its query and gallery splits and R
+  (ranked in two stages with a `first_stage` of `dataset`).
 
   Returns:
     `evaluate_split`'s dict plus "protocol": {"name", "query_split", "gallery_split",
@@ -267,7 +287,14 @@ def evaluate_protocol(
       )
   eval_config = with_relevance(eval_config, spec.relevance)
   result = evaluate_split(
-      method, variables, query, eval_config, full=full, gallery=gallery, map_r=spec.map_r
+      method,
+      variables,
+      query,
+      eval_config,
+      full=full,
+      gallery=gallery,
+      map_r=spec.map_r,
+      first_stage=first_stage,
   )
   if spec.relevance is not None:
     result["relevance"] = spec.relevance
@@ -338,6 +365,80 @@ def _evaluate_top_k(method, variables, split, gallery, eval_config, r: int) -> d
       recall_ks=recall_ks,
   )
   result["top_k"] = k
+  return result
+
+
+def _evaluate_reranked(
+    method, variables, split, gallery, eval_config, r: int, stage: shortlists.FirstStage
+) -> dict[str, Any]:
+  """A split's figures from two-stage rankings: `stage`'s top items of each query, its
+  first K = min(eval.rerank_k, gallery size) reranked by the method (`rerank.two_stage`).
+
+  The first stage ranks the whole gallery when the method's full matrices would be
+  ranked (`ranking_mode`: "full"), so mAP@ALL and the PR curve are reported; else its top
+  max(K, `stream_k`) items, and "top_k" says so. "rerank" holds the first stage, K, R
+  and "recall_of_exhaustive_top_r" ({"i2t", "t2i", "avg"}): the mean fraction of each
+  query's top R in the method's exhaustive ranking that its shortlist holds, computed
+  only when the full matrices fit eval.full_matrix_mb (else None).
+  """
+  _, rerank_k = shortlists.settings(eval_config)
+  n_gallery = len(gallery)
+  k = min(rerank_k, n_gallery)
+  whole = ranking_mode(method, variables, split, gallery, eval_config) == "full"
+  depth = n_gallery if whole else max(k, stream_k(eval_config, r, n_gallery))
+  q_images, q_texts = ranking.encode_split(method, variables, split, eval_config)
+  if gallery is split:
+    g_images, g_texts = q_images, q_texts
+  else:
+    g_images, g_texts = ranking.encode_split(method, variables, gallery, eval_config)
+  encodings = {"i2t": (q_images, g_texts), "t2i": (q_texts, g_images)}
+  first = shortlists.shortlist(stage, split, gallery, depth)
+  ranked = {
+      d: rerank.two_stage(method, variables, *encodings[d], first[d], k, d, eval_config)[0]
+      for d in DIRECTIONS
+  }
+  labels, gallery_labels, recall_ks = relevance_labels(split, gallery, eval_config)
+  result = split_metrics_from_topk(
+      ranked,
+      labels,
+      r,
+      eval_config.precision_ks,
+      gallery_labels=gallery_labels,
+      recall_ks=recall_ks,
+  )
+  if not whole:
+    result["top_k"] = depth
+  recall = None
+  _, limit_mb, _ = ranking.streaming_settings(eval_config)
+  channels = ranking.num_channels(method, variables, split)
+  if full_matrix_bytes(len(split), n_gallery, channels, gallery is split) <= limit_mb * 2**20:
+    if gallery is split:
+      oriented = ranking.oriented(
+          ranking.method_channels(method, variables, q_images, q_texts, eval_config)
+      )
+    else:
+      oriented = {
+          "i2t": ranking.method_channels(method, variables, q_images, g_texts, eval_config),
+          "t2i": jax.tree.map(
+              np.transpose,
+              ranking.method_channels(method, variables, g_images, q_texts, eval_config),
+          ),
+      }
+    scores = ranking.rank(method, variables, oriented)
+    top_r = min(r, n_gallery)
+    recall = {
+        d: rerank.recall_of_top(
+            np.argsort(-scores[d], axis=1, kind="stable")[:, :top_r], first[d][:, :k]
+        )
+        for d in DIRECTIONS
+    }
+    recall["avg"] = float(np.mean([recall[d] for d in DIRECTIONS]))
+  result["rerank"] = {
+      **stage.info(),
+      "k": k,
+      "r": min(r, n_gallery),
+      "recall_of_exhaustive_top_r": recall,
+  }
   return result
 
 

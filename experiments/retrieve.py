@@ -14,7 +14,11 @@ features builder reads (.mat / .npy / HDF5: crossmodal_jax/data/sources/feature_
 made as the model's training features were, of the same sizes; its images are
 standardised by its own training split when the config's data.standardize_image says
 so). The ranking is streamed through the blockwise scorer (each query's top k within
-eval.memory_budget_mb), so any gallery size works.
+eval.memory_budget_mb), so any gallery size works. With --config.eval.shortlist=sm (or
+a trained run's workdir) the ranking has two stages (crossmodal_jax/rerank.py): that first
+stage's top --config.eval.rerank_k items are reranked by the model, then the rest follow
+in the first stage's order; the report says which first stage and K, and an item past
+the K reranked ones has no model score.
 
 For each query it prints, and writes as JSON (atomically) to --output or
 WORKDIR/retrieval_SPLIT_DIRECTION.json, the k best gallery items in rank order: gallery
@@ -45,6 +49,8 @@ from crossmodal_jax import methods
 from crossmodal_jax import metrics
 from crossmodal_jax import protocols
 from crossmodal_jax import ranking
+from crossmodal_jax import rerank
+from crossmodal_jax import shortlists
 from crossmodal_jax import runs
 from crossmodal_jax.data import common
 from . import cli
@@ -210,7 +216,9 @@ def retrieve(
     one {"query", "label"[, "class"], "results"} per query, "results" holding k
     {"rank", "gallery_index", "label"[, "class"], "score", "relevant"} best first; each
     query and result also names the item ("id" in its modality, "title", "source_row":
-    its row in the dataset's list or files) where the dataset has identities.
+    its row in the dataset's list or files) where the dataset has identities. With
+    eval.shortlist set, "rerank" names the first stage and K, and a result after the K
+    reranked ones has "score" None.
 
   Raises:
     UserError: a bad query index, k, split, data folder or checkpoint.
@@ -239,6 +247,7 @@ def retrieve(
         f"{len(gallery_rows)} items."
     )
   ranking.streaming_settings(config.eval)
+  shortlists.settings(config.eval)
   with errors.config_values():
     method = methods.get_method(config, dataset.dims(), dataset.meta)
   if checkpoint is None:
@@ -255,9 +264,15 @@ def retrieve(
         f"{features_dir}: its features (image {dims['image']}, text {dims['text']}) do not "
         f"fit the model in {workdir}: {e}"
     ) from e
-  scores, indices = ranking.retrieve(
-      method, variables, query_rows, gallery_rows, direction, k, config.eval, queries=queries
-  )
+  stage = shortlists.first_stage(config, dataset, workdir)
+  if stage is None:
+    scores, indices = ranking.retrieve(
+        method, variables, query_rows, gallery_rows, direction, k, config.eval, queries=queries
+    )
+  else:
+    scores, indices = rerank.retrieve(
+        method, variables, query_rows, gallery_rows, direction, k, config.eval, stage, queries
+    )
   names = dataset.meta.get("class_names")
   names = list(names) if names is not None and len(names) == dataset.num_classes else None
   query_modality, gallery_modality = ("image", "text") if direction == "i2t" else ("text", "image")
@@ -285,7 +300,7 @@ def retrieve(
                     "gallery_index": int(j),
                     **gallery_ids(j),
                     **_label(gallery_labels[j], names),
-                    "score": float(s),
+                    "score": None if np.isnan(s) else float(s),
                     "relevant": bool(rel),
                 }
                 for rank, (j, s, rel) in enumerate(zip(row_indices, row_scores, relevant))
@@ -305,6 +320,11 @@ def retrieve(
       "gallery_split": gallery_split,
       "num_gallery": len(gallery_rows),
       "k": int(k),
+      **(
+          {}
+          if stage is None
+          else {"rerank": {**stage.info(), "k": min(config.eval.rerank_k, len(gallery_rows))}}
+      ),
       "queries": entries,
   }
 
@@ -348,6 +368,13 @@ def format_report(report: dict[str, Any]) -> str:
   ]
   if "checkpoint_note" in report:
     lines.append(f"  ({report['checkpoint_note']})")
+  if "rerank" in report:
+    first = report["rerank"]
+    where = f" ({first['first_stage_workdir']})" if "first_stage_workdir" in first else ""
+    lines.append(
+        f"  two stages: the top {first['k']} of {first['first_stage']}{where}'s ranking "
+        "reranked by the model, then the rest in its order (eval.shortlist, eval.rerank_k)"
+    )
 
   def label(item):
     if "class" not in item:
@@ -358,8 +385,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"query {entry['query']}  {label(entry)}{_named(entry)}")
     for r in entry["results"]:
       mark = "  relevant" if r["relevant"] else ""
+      score = "     -" if r["score"] is None else f"{r['score']:.4f}"
       lines.append(
-          f"  {r['rank']:>3}  gallery {r['gallery_index']:<6} score {r['score']:.4f}  "
+          f"  {r['rank']:>3}  gallery {r['gallery_index']:<6} score {score}  "
           f"{label(r)}{mark}{_named(r)}"
       )
   return "\n".join(lines)

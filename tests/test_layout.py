@@ -68,7 +68,7 @@ METHOD_NAMES = ("drsl", "scanet", "mcsm", "hcmsl")
 # convention, so for them only the imports are checked).
 SHARED = (
     "training", "scoring", "evaluation", "ranking", "reporting", "results_layout", "checkpoint",
-    "parallel", "sampling", "losses", "runs", "optimizers",
+    "parallel", "sampling", "losses", "runs", "optimizers", "rerank", "shortlists",
 )  # fmt: skip
 
 

@@ -32,7 +32,10 @@ Measures, on whatever devices JAX sees:
 - a feature-file training split of XMediaNet's width (4,096-d images, 300-d texts;
   `--lazy_rows` rows) read for one epoch of shuffled 100-row batches, loaded whole
   against read lazily from the built array_record files (`data.lazy_mb`), with the
-  peak host memory each takes (tracemalloc; `--only=feature_read`).
+  peak host memory each takes (tracemalloc; `--only=feature_read`);
+- trained Wikipedia runs of DRSL and SCANet reranking the shortlists of semantic matching
+  and of HCMSL at several K, against their exhaustive ranking and each first stage alone
+  (`--only=rerank`, with --rerank_runs and --wikipedia_dir; `rerank.py`).
 Every entry carries its FLOP count (analytic, counting a multiply-add as 2 FLOPs; each
 method's model is its `crossmodal_jax/methods/<method>/flops.py`) and the achieved
 GFLOP/s. The cases are the modules beside this one, by what they time (training,
@@ -59,6 +62,7 @@ from .. import cli
 from . import feature_read
 from . import floor
 from . import large
+from . import rerank
 from . import scoring
 from . import text_layer
 from . import training
@@ -83,8 +87,17 @@ _ONLY = flags.DEFINE_list(
     [],
     "Run only benchmarks whose name starts with one of "
     "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot, text_first_layer, "
-    "scanet, mcsm, feature_read, score_large; mcsm needs --wikipedia_dir and runs only with "
-    "it).",
+    "scanet, mcsm, feature_read, score_large, rerank; mcsm needs --wikipedia_dir and runs "
+    "only with it, rerank --rerank_runs).",
+)
+_RERANK_RUNS = flags.DEFINE_string(
+    "rerank_runs",
+    "",
+    "--only=rerank: a folder of trained runs, DIR/wikipedia/METHOD/seed_S (as "
+    "experiments.reproduce lays them out), of drsl, scanet and hcmsl.",
+)
+_RERANK_SEEDS = flags.DEFINE_integer(
+    "rerank_seeds", 3, "--only=rerank: the seeds 0 .. N-1 of each method measured.", lower_bound=1
 )
 _SCANET_STEPS = flags.DEFINE_integer(
     "scanet_steps", 20, "Timed SCANet training steps per case (pair order, co-attention depth)."
@@ -135,6 +148,11 @@ def main(argv):
           else []
       )
       + (feature_read.bench_feature_read(_LAZY_ROWS.value) if wanted("feature_read") else [])
+      + (
+          rerank.bench_rerank(_RERANK_RUNS.value, source, range(_RERANK_SEEDS.value))
+          if wanted("rerank") and _RERANK_RUNS.value
+          else []
+      )
       + (
           large.bench_large_scoring(_LARGE.value)
           + large.bench_scanet_large(cache, source, _LARGE.value, _SCANET_BLOCK.value)

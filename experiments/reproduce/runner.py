@@ -250,6 +250,8 @@ def run_summary(
       "metric": metric,
       metric: result[metric],
       **{k: result[k] for k in ("recall_at_k", "median_rank") if k in result},
+      # A two-stage ranking (eval.shortlist): its first stage and K, for the row's notes.
+      **({"rerank": _rerank_note(result["rerank"])} if "rerank" in result else {}),
       "pr_curve": result.get("pr_curve"),
       "checkpoint_step": result.get("checkpoint_step"),
       "num_queries": result.get("num_queries"),
@@ -259,6 +261,12 @@ def run_summary(
       "num_params": info.get("num_params"),
       "wall_seconds": info.get("wall_seconds"),
   }
+
+
+def _rerank_note(rerank: dict[str, Any]) -> dict[str, Any]:
+  """What a table says of a two-stage ranking: its first stage (and workdir) and K."""
+  keys = ("first_stage", "first_stage_workdir", "k")
+  return {k: rerank[k] for k in keys if k in rerank}
 
 
 # --------------------------------------------------------------------------------------

@@ -93,6 +93,7 @@ def method_row(method: str, summaries: Sequence[dict]) -> dict[str, Any]:
       "epochs": summaries[0]["epochs"],
       "pr_curve": _mean_curve([s["pr_curve"] for s in summaries]),
       **_pair_figures(summaries),
+      **({"rerank": summaries[0]["rerank"]} if "rerank" in summaries[0] else {}),
       "runs": list(summaries),
   }
 
@@ -264,6 +265,9 @@ def _table(first: str, ds: dict[str, Any], default: bool = True) -> list[str]:
     else:
       time_text = _cell_time(row["train_seconds"])
       notes = f"{len(row['seeds'])} seeds, {row['epochs']} epochs"
+      if row.get("rerank"):
+        rerank = row["rerank"]
+        notes += f"; first stage {rerank['first_stage']}, its top {rerank['k']} reranked"
     lines.append(
         f"| {row['label']} | {_cell(m['i2t'])} | {_cell(m['t2i'])} | **{_cell(m['avg'])}** "
         f"| {cells}{time_text} | {_params(row['num_params'])} | {notes} |"
