@@ -7,8 +7,9 @@ shapes) and `floor` (the machine's measured vector peak and a scoring row's elem
 floor) are shared by the cases; the cases are grouped by what they time: `training`
 (epochs and steps), `scoring` (all-pairs scoring and the pairwise kernel), `text_layer`
 (the first layer of a TF-IDF text tower), `large` (galleries too big for a score matrix),
-`feature_read` (a feature split read whole or lazily) and `rerank` (trained runs ranking
-in two stages: a cheap first stage's shortlist reranked). Every entry carries its FLOP
+`feature_read` (a feature split read whole or lazily), `rerank` (trained runs ranking
+in two stages: a cheap first stage's shortlist reranked) and `rerank_large` (the same at
+gallery scale, its runs trained inside the case). Every entry carries its FLOP
 count (the methods' models: `crossmodal_jax/methods/<method>/flops.py`) and the achieved
 GFLOP/s.
 """

@@ -35,7 +35,10 @@ Measures, on whatever devices JAX sees:
   peak host memory each takes (tracemalloc; `--only=feature_read`);
 - trained Wikipedia runs of DRSL and SCANet reranking the shortlists of semantic matching
   and of HCMSL at several K, against their exhaustive ranking and each first stage alone
-  (`--only=rerank`, with --rerank_runs and --wikipedia_dir; `rerank.py`).
+  (`--only=rerank`, with --rerank_runs and --wikipedia_dir; `rerank.py`);
+- SCANet reranking HCMSL's shortlist of a 40k x 40k synthetic gallery at several K, both
+  trained inside the case, with the recall of SCANet's exhaustive top 100 on a sample of
+  queries (`--only=rerank_large`, run only when named; `rerank_large.py`).
 Every entry carries its FLOP count (analytic, counting a multiply-add as 2 FLOPs; each
 method's model is its `crossmodal_jax/methods/<method>/flops.py`) and the achieved
 GFLOP/s. The cases are the modules beside this one, by what they time (training,
@@ -63,6 +66,7 @@ from . import feature_read
 from . import floor
 from . import large
 from . import rerank
+from . import rerank_large
 from . import scoring
 from . import text_layer
 from . import training
@@ -87,8 +91,9 @@ _ONLY = flags.DEFINE_list(
     [],
     "Run only benchmarks whose name starts with one of "
     "these prefixes (train_epoch, score_all_pairs, pairwise_relu_dot, text_first_layer, "
-    "scanet, mcsm, feature_read, score_large, rerank; mcsm needs --wikipedia_dir and runs "
-    "only with it, rerank --rerank_runs).",
+    "scanet, mcsm, feature_read, score_large, rerank, rerank_large; mcsm needs "
+    "--wikipedia_dir and runs only with it, rerank --rerank_runs, rerank_large runs only "
+    "when named).",
 )
 _RERANK_RUNS = flags.DEFINE_string(
     "rerank_runs",
@@ -98,6 +103,26 @@ _RERANK_RUNS = flags.DEFINE_string(
 )
 _RERANK_SEEDS = flags.DEFINE_integer(
     "rerank_seeds", 3, "--only=rerank: the seeds 0 .. N-1 of each method measured.", lower_bound=1
+)
+_RERANK_LARGE_ITEMS = flags.DEFINE_integer(
+    "rerank_large_items", 40000, "--only=rerank_large: items per modality of the gallery."
+)
+_RERANK_LARGE_KS = flags.DEFINE_list(
+    "rerank_large_ks",
+    ["50", "100", "200", "400", "800", "1600", "3200", "4000"],
+    "--only=rerank_large: the K reranked (no larger K once one K's second stage takes over "
+    "8 min).",
+)
+_RERANK_LARGE_SAMPLE = flags.DEFINE_integer(
+    "rerank_large_sample",
+    4000,
+    "--only=rerank_large: image queries whose exhaustive SCANet top 100 gives the recall.",
+)
+_RERANK_LARGE_PRESET = flags.DEFINE_enum(
+    "rerank_large_preset",
+    "full",
+    ["full", "ci"],
+    "--only=rerank_large: the preset of the SCANet and HCMSL synthetic configs trained.",
 )
 _SCANET_STEPS = flags.DEFINE_integer(
     "scanet_steps", 20, "Timed SCANet training steps per case (pair order, co-attention depth)."
@@ -151,6 +176,16 @@ def main(argv):
       + (
           rerank.bench_rerank(_RERANK_RUNS.value, source, range(_RERANK_SEEDS.value))
           if wanted("rerank") and _RERANK_RUNS.value
+          else []
+      )
+      + (
+          rerank_large.bench_rerank_large(
+              _RERANK_LARGE_ITEMS.value,
+              [int(k) for k in _RERANK_LARGE_KS.value],
+              _RERANK_LARGE_SAMPLE.value,
+              _RERANK_LARGE_PRESET.value,
+          )
+          if "rerank_large" in _ONLY.value
           else []
       )
       + (
