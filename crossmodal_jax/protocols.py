@@ -190,13 +190,7 @@ def evaluate_split(
   else:
     q_images, q_texts = ranking.encode_split(method, variables, split, eval_config)
     g_images, g_texts = ranking.encode_split(method, variables, gallery, eval_config)
-    oriented = {
-        "i2t": ranking.method_channels(method, variables, q_images, g_texts, eval_config),
-        "t2i": jax.tree.map(
-            np.transpose,
-            ranking.method_channels(method, variables, g_images, q_texts, eval_config),
-        ),
-    }
+    oriented = _cross_channels(method, variables, q_images, q_texts, g_images, g_texts, eval_config)
   scores = ranking.rank(method, variables, oriented)
   result = metrics.split_metrics(
       scores,
@@ -217,6 +211,18 @@ def evaluate_split(
           one, labels, full=False, gallery_labels=gallery_labels
       )["map_all"]
   return result
+
+
+def _cross_channels(method, variables, q_images, q_texts, g_images, g_texts, eval_config):
+  """{"i2t", "t2i"}: the score channels of one split's queries against another split's
+  gallery, each direction oriented queries x gallery."""
+  return {
+      "i2t": ranking.method_channels(method, variables, q_images, g_texts, eval_config),
+      "t2i": jax.tree.map(
+          np.transpose,
+          ranking.method_channels(method, variables, g_images, q_texts, eval_config),
+      ),
+  }
 
 
 def with_relevance(eval_config, relevance: str | None):
@@ -417,13 +423,9 @@ def _evaluate_reranked(
           ranking.method_channels(method, variables, q_images, q_texts, eval_config)
       )
     else:
-      oriented = {
-          "i2t": ranking.method_channels(method, variables, q_images, g_texts, eval_config),
-          "t2i": jax.tree.map(
-              np.transpose,
-              ranking.method_channels(method, variables, g_images, q_texts, eval_config),
-          ),
-      }
+      oriented = _cross_channels(
+          method, variables, q_images, q_texts, g_images, g_texts, eval_config
+      )
     scores = ranking.rank(method, variables, oriented)
     top_r = min(r, n_gallery)
     recall = {
