@@ -188,9 +188,8 @@ def evaluate_split(
       channels = ranking.split_channels(method, variables, split, eval_config)
     oriented = ranking.oriented(channels)
   else:
-    q_images, q_texts = ranking.encode_split(method, variables, split, eval_config)
-    g_images, g_texts = ranking.encode_split(method, variables, gallery, eval_config)
-    oriented = _cross_channels(method, variables, q_images, q_texts, g_images, g_texts, eval_config)
+    encodings = _encodings(method, variables, split, gallery, eval_config)
+    oriented = _oriented(method, variables, encodings, False, eval_config)
   scores = ranking.rank(method, variables, oriented)
   result = metrics.split_metrics(
       scores,
@@ -213,9 +212,25 @@ def evaluate_split(
   return result
 
 
-def _cross_channels(method, variables, q_images, q_texts, g_images, g_texts, eval_config):
-  """{"i2t", "t2i"}: the score channels of one split's queries against another split's
-  gallery, each direction oriented queries x gallery."""
+def _encodings(method, variables, split, gallery, eval_config) -> dict[str, tuple]:
+  """{"i2t": (query images, gallery texts), "t2i": (query texts, gallery images)}: each
+  item of `split` and, when it is another split, of `gallery` encoded once."""
+  q_images, q_texts = ranking.encode_split(method, variables, split, eval_config)
+  if gallery is split:
+    g_images, g_texts = q_images, q_texts
+  else:
+    g_images, g_texts = ranking.encode_split(method, variables, gallery, eval_config)
+  return {"i2t": (q_images, g_texts), "t2i": (q_texts, g_images)}
+
+
+def _oriented(method, variables, encodings, same: bool, eval_config) -> dict[str, Any]:
+  """{"i2t", "t2i"}: the score channels of `_encodings`, each direction oriented queries x
+  gallery; a split against itself (`same`) is scored once for both directions."""
+  (q_images, g_texts), (q_texts, g_images) = encodings["i2t"], encodings["t2i"]
+  if same:
+    return ranking.oriented(
+        ranking.method_channels(method, variables, q_images, q_texts, eval_config)
+    )
   return {
       "i2t": ranking.method_channels(method, variables, q_images, g_texts, eval_config),
       "t2i": jax.tree.map(
@@ -352,12 +367,7 @@ def stream_k(eval_config, map_r: int, n_gallery: int) -> int:
 
 def _evaluate_top_k(method, variables, split, gallery, eval_config, r: int) -> dict[str, Any]:
   k = stream_k(eval_config, r, len(gallery))
-  q_images, q_texts = ranking.encode_split(method, variables, split, eval_config)
-  if gallery is split:
-    g_images, g_texts = q_images, q_texts
-  else:
-    g_images, g_texts = ranking.encode_split(method, variables, gallery, eval_config)
-  queries = {"i2t": (q_images, g_texts), "t2i": (q_texts, g_images)}
+  queries = _encodings(method, variables, split, gallery, eval_config)
   indices = {
       d: ranking.top_k(method, variables, *queries[d], d, k, eval_config)[1] for d in DIRECTIONS
   }
@@ -392,12 +402,7 @@ def _evaluate_reranked(
   k = min(rerank_k, n_gallery)
   whole = ranking_mode(method, variables, split, gallery, eval_config) == "full"
   depth = n_gallery if whole else max(k, stream_k(eval_config, r, n_gallery))
-  q_images, q_texts = ranking.encode_split(method, variables, split, eval_config)
-  if gallery is split:
-    g_images, g_texts = q_images, q_texts
-  else:
-    g_images, g_texts = ranking.encode_split(method, variables, gallery, eval_config)
-  encodings = {"i2t": (q_images, g_texts), "t2i": (q_texts, g_images)}
+  encodings = _encodings(method, variables, split, gallery, eval_config)
   first = shortlists.shortlist(stage, split, gallery, depth)
   ranked = {
       d: rerank.two_stage(method, variables, *encodings[d], first[d], k, d, eval_config)[0]
@@ -418,14 +423,7 @@ def _evaluate_reranked(
   _, limit_mb, _ = ranking.streaming_settings(eval_config)
   channels = ranking.num_channels(method, variables, split)
   if full_matrix_bytes(len(split), n_gallery, channels, gallery is split) <= limit_mb * 2**20:
-    if gallery is split:
-      oriented = ranking.oriented(
-          ranking.method_channels(method, variables, q_images, q_texts, eval_config)
-      )
-    else:
-      oriented = _cross_channels(
-          method, variables, q_images, q_texts, g_images, g_texts, eval_config
-      )
+    oriented = _oriented(method, variables, encodings, gallery is split, eval_config)
     scores = ranking.rank(method, variables, oriented)
     top_r = min(r, n_gallery)
     recall = {
