@@ -23,12 +23,12 @@ import re
 import shutil
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 from conftest import REPO
+from int_methods import IntDot, IntFused
 from configs import default
 from crossmodal_jax import baselines
 from crossmodal_jax import data as data_lib
@@ -43,7 +43,6 @@ from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import training
 from crossmodal_jax.data import common
-from crossmodal_jax.methods import base
 from crossmodal_jax.methods.mcsm import method as mcsm
 from experiments import retrieve
 from experiments.reproduce import table
@@ -51,44 +50,6 @@ from experiments.reproduce import table
 # --------------------------------------------------------------------------------------
 # Toy methods with exact integer scores, and a toy dataset
 # --------------------------------------------------------------------------------------
-
-
-class IntDot(base.Method):
-  """Separable integer scores (features in {-1, 0, 1} times 2, a dot product): exact in
-  any block shape, with heavy ties; ranks by its one channel."""
-
-  def init(self, rng, batch):
-    del rng, batch
-    return {"params": {"weight": jnp.float32(2.0)}}
-
-  def loss(self, variables, batch, rng, axis_name):
-    raise NotImplementedError
-
-  def encode_image(self, variables, x):
-    return x[:, :4] * variables["params"]["weight"]
-
-  def encode_text(self, variables, x):
-    return x[:, :4] * variables["params"]["weight"]
-
-  def score(self, variables, image_block, text_block):
-    del variables
-    return image_block @ text_block.T
-
-
-class IntFused(IntDot):
-  """Two integer channels fused by MCSM's adaptive fusion: a min-max normalisation of
-  each query's row over its items, so it cannot rank part of a row."""
-
-  def score(self, variables, image_block, text_block):
-    del variables
-    return {
-        "a": image_block[:, :2] @ text_block[:, :2].T,
-        "b": image_block[:, 2:] @ text_block[:, 2:].T,
-    }
-
-  def retrieval_scores(self, variables, scores, direction):
-    del variables, direction
-    return mcsm.adaptive_fusion(scores["a"], scores["b"], 0.3)
 
 
 class IntSum(IntFused):

@@ -17,29 +17,24 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 import scipy.io
 from absl import flags
 
 from conftest import REPO, WIKI_DIR, age_drsl_config_json, train_on_real_wikipedia
+from int_methods import IntDot, IntFused
 from configs import default
 from crossmodal_jax import errors
 from crossmodal_jax import evaluation
-from crossmodal_jax import losses
 from crossmodal_jax import methods
-from crossmodal_jax import parallel
 from crossmodal_jax import protocols
 from crossmodal_jax import ranking
 from crossmodal_jax import runs
 from crossmodal_jax import scoring
 from crossmodal_jax import training
 from crossmodal_jax.data import common
-from crossmodal_jax.methods import base
-from crossmodal_jax.methods.mcsm import method as mcsm
 from experiments import retrieve
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
@@ -48,50 +43,6 @@ ENV.pop(errors.TRACEBACK_ENV, None)
 # --------------------------------------------------------------------------------------
 # Toy methods with exact integer scores
 # --------------------------------------------------------------------------------------
-
-
-class IntDot(base.Method):
-  """Separable: items are their integer features times an integer weight (2), the score a
-  dot product; ranks by its one channel (the face's retrieval_scores)."""
-
-  def init(self, rng, batch):
-    del rng, batch
-    return {"params": {"weight": jnp.float32(2.0)}}
-
-  def loss(self, variables, batch, rng, axis_name):
-    del rng
-    zi = self.encode_image(variables, batch["image"])
-    zt = parallel.gather(self.encode_text(variables, batch["text"]), axis_name)
-    s = losses.label_agreement(batch["label"], parallel.gather(batch["label"], axis_name))
-    bce = optax.sigmoid_binary_cross_entropy(zi @ zt.T, s)
-    share = jnp.sum(bce) / (parallel.global_batch_size(zi.shape[0], axis_name) * zt.shape[0])
-    return parallel.loss_from_share(share, axis_name), ({}, {})
-
-  def encode_image(self, variables, x):
-    return x[:, :4] * variables["params"]["weight"]
-
-  def encode_text(self, variables, x):
-    return x[:, :4] * variables["params"]["weight"]
-
-  def score(self, variables, image_block, text_block):
-    del variables
-    return image_block @ text_block.T
-
-
-class IntFused(IntDot):
-  """Two channels fused by MCSM's adaptive fusion: a min-max normalisation of each
-  query's row over the whole gallery, so t2i is not i2t transposed."""
-
-  def score(self, variables, image_block, text_block):
-    del variables
-    return {
-        "a": image_block[:, :2] @ text_block[:, :2].T,
-        "b": image_block[:, 2:] @ text_block[:, 2:].T,
-    }
-
-  def retrieval_scores(self, variables, scores, direction):
-    del variables, direction
-    return mcsm.adaptive_fusion(scores["a"], scores["b"], 0.3)
 
 
 class ColumnNorm(IntFused):
