@@ -16,6 +16,7 @@ does. This module names no method.
 
 from __future__ import annotations
 
+import abc
 import os
 import time
 from typing import Any
@@ -98,7 +99,7 @@ def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
   return np.asarray(jax.device_get(jax.lax.top_k(jnp.asarray(s), k)[1]), np.int32)
 
 
-class FirstStage:
+class FirstStage(abc.ABC):
   """A first stage: ranks a dataset's gallery cheaply and gives each query's top items.
 
   Attributes:
@@ -120,6 +121,7 @@ class FirstStage:
       out["first_stage_workdir"] = self.workdir
     return out
 
+  @abc.abstractmethod
   def top(
       self,
       query: common.Split,
@@ -139,7 +141,6 @@ class FirstStage:
       k: items per query, 1 <= k <= the gallery size.
       queries: row indices of `query` (None: every row).
     """
-    raise NotImplementedError
 
 
 class SemanticMatching(FirstStage):
