@@ -202,6 +202,22 @@ def test_native_merge_selects_when_its_buffer_fills():
 
 
 @needs_kernels
+def test_native_finish_ranks_many_rows_as_a_stable_sort():
+  # 500 rows (several of the finish's tasks), few distinct scores (ties everywhere),
+  # blocks of 70 with the buffer filling at different times in different rows.
+  k, n = 50, 1000
+  scores = np.random.default_rng(3).integers(0, 40, (500, n)).astype(np.float32)
+  state = kernels.top_k_start(500, k)
+  for start in range(0, n, 70):
+    block = jnp.asarray(scores[:, start : start + 70])
+    state = kernels.top_k_merge(state, block, start, n, k)
+  s, i, _ = kernels.top_k_finish(state, k)
+  want = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+  np.testing.assert_array_equal(i, want)
+  np.testing.assert_array_equal(s, np.take_along_axis(scores, want, axis=1))
+
+
+@needs_kernels
 @pytest.mark.parametrize("budget", [2**20, 2**26])
 def test_top_k_memory_of_a_native_call_is_within_the_budget(budget):
   a, b, w = inputs(10, 500, 700, 64)

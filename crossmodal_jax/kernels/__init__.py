@@ -10,8 +10,8 @@ turns it off). Forward only: nothing here has a gradient.
   [P, K], [Q, K], [K], on all the CPU's cores (`layers.pairwise.pairwise_relu_scores`
   picks it on the CPU);
 - `top_k_start`, `top_k_merge`, `top_k_finish`: each query row's k best gallery items kept
-  while blocks of scores stream through, compared a vector at a time with the worst kept
-  (`scoring.top_k` on the CPU);
+  while blocks of scores stream through, compared a vector at a time with the worst kept,
+  then ranked once by a selection and a sort of the k (`scoring.top_k` on the CPU);
 - `peak_probe(iterations)`: the measured peak of the kernel's vector operations, the
   floor the benchmark compares the kernel with (`layout()`: its vector width and tile).
 
@@ -33,6 +33,7 @@ from crossmodal_jax.kernels import build
 
 PAIRWISE_TARGET = "crossmodal_pairwise_relu_dot"
 TOP_K_MERGE_TARGET = "crossmodal_top_k_merge"
+TOP_K_FINISH_TARGET = "crossmodal_top_k_finish"
 # The heap's empty slots: below every real candidate (a -inf score at a higher index).
 EMPTY_INDEX = 2**31 - 1
 
@@ -49,6 +50,7 @@ def available() -> bool:
         for name, symbol in (
             (PAIRWISE_TARGET, lib.CrossmodalPairwiseReluDot),
             (TOP_K_MERGE_TARGET, lib.CrossmodalTopKMerge),
+            (TOP_K_FINISH_TARGET, lib.CrossmodalTopKFinish),
         ):
           jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
       _registered.append(lib is not None)
@@ -128,14 +130,17 @@ def top_k_merge(
 
 def top_k_finish(state: tuple[jax.Array, ...], k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(scores [rows, k], indices [rows, k], NaN seen [rows]) of a merged state, in rank
-  order: scores descending, equal scores by ascending index."""
+  order: scores descending, equal scores by ascending index; each row's buffer merged by
+  one selection and its k sorted, on the CPU (no sort of the whole state)."""
   scores, indices, count, nan = state
-  slot = jnp.arange(scores.shape[1])
-  unused = slot[None, :] >= k + count[:, None]
-  scores = jnp.where(unused, -jnp.inf, scores)
-  indices = jnp.where(unused, EMPTY_INDEX, indices)
-  neg, idx = jax.lax.sort((-scores, indices), dimension=1, num_keys=2)
-  return -neg[:, :k], idx[:, :k], nan
+  rows = scores.shape[0]
+  outs = (
+      jax.ShapeDtypeStruct((rows, k), jnp.float32),
+      jax.ShapeDtypeStruct((rows, k), jnp.int32),
+  )
+  call = jax.ffi.ffi_call(TOP_K_FINISH_TARGET, outs, vmap_method="sequential")
+  top_scores, top_indices = call(scores, indices, count, k=np.int64(k))
+  return top_scores, top_indices, nan
 
 
 def layout() -> dict:

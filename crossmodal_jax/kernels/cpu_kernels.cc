@@ -2,7 +2,7 @@
 //
 // Compiled on first use by crossmodal_jax/kernels/__init__.py with the machine's C++
 // compiler (-O3 -march=native -ffp-contract=off) into a cache folder and loaded there;
-// without a compiler the library keeps its XLA forms. Three entry points:
+// without a compiler the library keeps its XLA forms. The entry points:
 //
 // - CrossmodalPairwiseReluDot: R[p, q] = sum_k relu(a[p, k] + b[q, k]) * w[k], the fused
 //   all-pairs kernel of crossmodal_jax/layers/pairwise.py, forward only. A register tile
@@ -19,8 +19,9 @@
 //   and NaN flagged. Each row keeps its k best (the worst of them first) and a buffer of
 //   candidates that beat that worst, in place (the outputs alias the inputs); a full
 //   buffer is merged by one selection. Candidates are compared with the worst kept a
-//   vector at a time, so a block costs little more than reading it. The caller ranks the
-//   k best and the buffer's rest once at the end.
+//   vector at a time, so a block costs little more than reading it.
+// - CrossmodalTopKFinish: each row's k best of a merged state in rank order (the buffer
+//   merged by one selection, then the k sorted), once at the end.
 // - crossmodal_peak_probe: the machine's measured peak of the kernel's vector operations
 //   (the micro-kernel's add, max and FMA on registers, no memory), for the benchmark's
 //   floor (experiments/benchmark/floor.py).
@@ -520,6 +521,45 @@ ffi::Error TopKMergeImpl(F32x2 state_s_in, S32x2 state_i_in, S32x1 count_in, Pre
   return ffi::Error::Success();
 }
 
+// Each row's k best of a merged state in rank order (a higher score first, ties to the
+// lower index): the buffer merged by one selection, then the k sorted; rows in tasks.
+ffi::Error TopKFinishImpl(F32x2 state_s, S32x2 state_i, S32x1 count_in, int64_t k,
+                          ffi::Result<F32x2> top_s, ffi::Result<S32x2> top_i) {
+  const auto sd = state_s.dimensions(), td = top_s->dimensions();
+  const int64_t rows = sd[0], width = sd[1];
+  if (state_i.dimensions()[0] != rows || state_i.dimensions()[1] != width ||
+      count_in.dimensions()[0] != rows || k < 1 || width <= k || td[0] != rows || td[1] != k ||
+      top_i->dimensions()[0] != rows || top_i->dimensions()[1] != k) {
+    return ffi::Error::InvalidArgument("top_k_finish: rows, k or the state's width disagree");
+  }
+  const float* ss = state_s.typed_data();
+  const int32_t* si = state_i.typed_data();
+  const int32_t* cnt = count_in.typed_data();
+  float* os = top_s->typed_data();
+  int32_t* oi = top_i->typed_data();
+  // Tasks of about 32 K state entries.
+  const int64_t per_task = std::max<int64_t>(1, (int64_t{1} << 15) / width);
+  const int64_t tasks = (rows + per_task - 1) / per_task;
+  auto task = [&](int64_t t) {
+    std::vector<uint64_t> keys;
+    for (int64_t r = t * per_task; r < std::min(rows, (t + 1) * per_task); ++r) {
+      const int64_t n = k + std::clamp<int64_t>(cnt[r], 0, width - k);
+      keys.resize(n);
+      for (int64_t j = 0; j < n; ++j) keys[j] = Key(ss[r * width + j], si[r * width + j]);
+      std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(),
+                       std::greater<uint64_t>());
+      std::sort(keys.begin(), keys.begin() + k, std::greater<uint64_t>());
+      for (int64_t j = 0; j < k; ++j) Unkey(keys[j], os + r * k + j, oi + r * k + j);
+    }
+  };
+  if (tasks > 1) {
+    ThePool().Run(tasks, task);
+  } else if (tasks == 1) {
+    task(0);
+  }
+  return ffi::Error::Success();
+}
+
 // ------------------------------------------------------------------------------------
 // The peak probe: the micro-kernel's operations on registers only.
 // ------------------------------------------------------------------------------------
@@ -567,6 +607,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CrossmodalTopKMerge, TopKMergeImpl,
                                   .Ret<S32x2>()
                                   .Ret<S32x1>()
                                   .Ret<PredX1>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CrossmodalTopKFinish, TopKFinishImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32x2>()
+                                  .Arg<S32x2>()
+                                  .Arg<S32x1>()
+                                  .Attr<int64_t>("k")
+                                  .Ret<F32x2>()
+                                  .Ret<S32x2>());
 
 extern "C" {
 
