@@ -115,7 +115,7 @@ def eval_config() -> ml_collections.ConfigDict:
   evaluation.ranking = "auto"  # "full" score matrices, streamed "top_k", or "auto"
   evaluation.full_matrix_mb = 1024.0  # "auto" streams when the full matrices exceed this
   evaluation.top_k = 0  # items kept per query when streaming (0: map_r, max precision_ks)
-  evaluation.shortlist = ""  # first stage to rerank: "sm" or a run's workdir; "": off, exact
+  evaluation.shortlist = ""  # first stage to rerank: "sm", "own" or a run's workdir; "": off, exact
   evaluation.rerank_k = 100  # K shortlisted per query and reranked: the largest default P@K
   return evaluation
 

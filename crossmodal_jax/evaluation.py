@@ -96,7 +96,7 @@ def evaluate(
   variables, step, used = runs.restore_variables(
       workdir, method, dataset.train, checkpoint, with_checkpoint=True
   )
-  stage = shortlists.first_stage(config, dataset, workdir)
+  stage = shortlists.first_stage(config, dataset, workdir, method, variables)
   if spec is None:
     result = protocols.evaluate_split(
         method, variables, dataset.splits[split], config.eval, first_stage=stage
@@ -141,9 +141,9 @@ def evaluate(
   logging.info("%s (checkpoint step %d)", reporting.headline(result), step)
   if "rerank" in result:
     logging.info(
-        "Ranked in two stages: the top %d of %s's ranking reranked by the method.",
+        "Ranked in two stages: the top %d of %s reranked by the method.",
         result["rerank"]["k"],
-        result["rerank"]["first_stage"],
+        shortlists.described(result["rerank"]),
     )
   return result
 

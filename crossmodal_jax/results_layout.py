@@ -21,8 +21,8 @@ and a classical baseline (`baselines.evaluate_scores`):
 
 Evaluation adds what ranked the split beside them (`evaluate.evaluate`): "top_k",
 "map_all_by_channel", "protocol", "calibrated", the splits, the checkpoint, and for a
-two-stage ranking (eval.shortlist) "rerank": {"first_stage" ("sm" or the trained run's
-method; "first_stage_workdir": its workdir as given), "k", "r",
+two-stage ranking (eval.shortlist) "rerank": {"first_stage" ("sm", "own" or the trained
+run's method; "first_stage_workdir": its workdir as given), "k", "r",
 "recall_of_exhaustive_top_r": {"i2t", "t2i", "avg"} or None}.
 """
 

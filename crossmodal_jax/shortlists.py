@@ -6,6 +6,9 @@ each query's top `eval.rerank_k` items (`first_stage`, `shortlist`):
 - "sm": semantic matching (`baselines`), fitted on the run's own training features with
   its regularisations chosen on the validation split, as `baselines.run` chooses them
   (`SemanticMatching`);
+- "own": the evaluated method's own separable approximation of its score
+  (`Method.separable_code`, e.g. the first of a stack of joint layers), the dot
+  products of per-item codes streamed through the gallery (`OwnCodes`);
 - a path to another trained run's workdir on the same dataset and split: that run's own
   ranking (its best-by-validation checkpoint, `ranking.retrieve`), e.g. a method whose
   score is the cosine of common-space codes (`TrainedRun`).
@@ -33,12 +36,14 @@ from crossmodal_jax import errors
 from crossmodal_jax import methods
 from crossmodal_jax import ranking
 from crossmodal_jax import runs
+from crossmodal_jax import scoring
 from crossmodal_jax.data import common
 from crossmodal_jax.data import lazy
 from crossmodal_jax.methods import base
 
 DIRECTIONS = base.DIRECTIONS
 SM = "sm"  # eval.shortlist: semantic matching
+OWN = "own"  # eval.shortlist: the method's own separable approximation
 # The data fields that choose a dataset's rows (not its features): a trained run's
 # shortlist must come from the same values.
 ROW_FIELDS = (
@@ -58,23 +63,24 @@ def settings(eval_config) -> tuple[str, int]:
   """(eval.shortlist, eval.rerank_k), checked ("" when the eval section has no field).
 
   Raises:
-    UserError: a shortlist that is none of "", "sm" or a training workdir (a folder with a
-      config.json), or a K that is not an integer >= 1; one line naming the field.
+    UserError: a shortlist that is none of "", "sm", "own" or a training workdir (a folder
+      with a config.json), or a K that is not an integer >= 1; one line naming the field.
   """
   shortlist = eval_config.get("shortlist", "")
   k = eval_config.get("rerank_k", 100)
   if not isinstance(shortlist, str):
     raise errors.UserError(
-        f"eval.shortlist must be a string ('', 'sm' or a workdir), got {shortlist!r}."
+        f"eval.shortlist must be a string ('', 'sm', 'own' or a workdir), got {shortlist!r}."
     )
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
     raise errors.UserError(f"eval.rerank_k must be an integer >= 1, got {k!r}.")
-  if shortlist in ("", SM):
+  if shortlist in ("", SM, OWN):
     return shortlist, k
   if not os.path.isdir(shortlist):
     raise errors.UserError(
-        f"Unknown eval.shortlist {shortlist!r}: give '' (off), 'sm' (semantic matching) or "
-        "a trained run's workdir (no such folder)."
+        f"Unknown eval.shortlist {shortlist!r}: give '' (off), 'sm' (semantic matching), "
+        "'own' (the method's separable approximation) or a trained run's workdir (no such "
+        "folder)."
     )
   if not os.path.exists(os.path.join(shortlist, runs.CONFIG)):
     raise errors.UserError(
@@ -210,6 +216,83 @@ class SemanticMatching(FirstStage):
     return np.concatenate(blocks, axis=0)
 
 
+def _dot(variables, image_codes, text_codes):
+  """[P, Q] dot products of image codes [P, d] and text codes [Q, d]."""
+  del variables
+  return image_codes @ text_codes.T
+
+
+class OwnCodes(FirstStage):
+  """The evaluated method's own separable approximation as the first stage: each item's
+  code (`Method.separable_code` of its encodings), a pair scored by the dot product of
+  its image and text codes, every query's top K streamed (`scoring.top_k`, ties to the
+  lower gallery index).
+
+  Raises (at construction):
+    UserError: a method without one (its `separable_code` is the face's default), naming
+      the method.
+  """
+
+  name = OWN
+
+  def __init__(self, dataset: common.Dataset, eval_config, method: base.Method, variables):
+    super().__init__(dataset, eval_config)
+    if type(method).separable_code is base.Method.separable_code:
+      name = method.config.get("method", type(method).__name__)
+      raise errors.UserError(
+          f"eval.shortlist='own': method {name!r} has no separable approximation of its "
+          "score; shortlist with 'sm' or the workdir of a trained run whose score is."
+      )
+    self.method, self.variables = method, variables
+    self._code = jax.jit(method.separable_code, static_argnums=2)
+
+  def code(self, encodings: Any, modality: str) -> jax.Array:
+    """[n, d] float32 codes of the method's encodings of n images or texts."""
+    batch = self.eval_config.batch_size
+    return jnp.concatenate(
+        [
+            self._code(
+                self.variables, jax.tree.map(lambda x: x[s : s + batch], encodings), modality
+            )
+            for s in range(0, scoring.num_items(encodings), batch)
+        ]
+    ).astype(jnp.float32)
+
+  def codes(self, split: common.Split, modality: str, rows: Any = None) -> jax.Array:
+    """[n, d] float32 codes of a split's images or texts (`rows` of it, None: all)."""
+    if rows is not None:
+      split = common.Split({key: v[rows] for key, v in split.arrays.items()})
+    images = modality == "image"
+    image_enc, text_enc = ranking.encode_split(
+        self.method, self.variables, split, self.eval_config, images, not images
+    )
+    return self.code(image_enc if images else text_enc, modality)
+
+  def top_of_codes(self, query_codes, gallery_codes, direction: str, k: int) -> np.ndarray:
+    """int32 [n_query, k]: each query code's k best gallery codes by dot product, ties
+    to the lower gallery index (streamed, `scoring.top_k`)."""
+    _, indices = scoring.top_k(
+        _dot,
+        None,
+        query_codes,
+        gallery_codes,
+        k,
+        query_block=self.eval_config.query_block,
+        gallery_block=self.eval_config.gallery_block,
+        queries_are_images=direction == "i2t",
+        pair_bytes=4,
+        memory_budget=ranking.memory_budget(self.eval_config),
+    )
+    return np.asarray(indices, np.int32)
+
+  def top(self, query, gallery, direction, k, queries=None):
+    images = direction == "i2t"
+    rows = None if queries is None else np.asarray(queries, np.int64).reshape(-1)
+    q = self.codes(query, "image" if images else "text", rows)
+    g = self.codes(gallery, "text" if images else "image")
+    return self.top_of_codes(q, g, direction, k)
+
+
 def _rows_described(data) -> str:
   fields = [f"{f}={data[f]!r}" for f in ROW_FIELDS[1:] if f in data]
   return f"{data['name']!r}" + (f" ({', '.join(fields)})" if fields else "")
@@ -289,21 +372,41 @@ class TrainedRun(FirstStage):
 
 
 def first_stage(
-    config: ml_collections.ConfigDict, dataset: common.Dataset, workdir: str | None = None
+    config: ml_collections.ConfigDict,
+    dataset: common.Dataset,
+    workdir: str | None = None,
+    method: base.Method | None = None,
+    variables: Any = None,
 ) -> FirstStage | None:
   """The first stage `config.eval.shortlist` names, for the evaluated run's `dataset`
-  (None when it is off). `workdir`: the evaluated run's, named in errors.
+  (None when it is off). `workdir`: the evaluated run's, named in errors; `method`,
+  `variables`: the evaluated run's, which "own" ranks with.
 
   Raises:
-    UserError: a bad eval.shortlist or eval.rerank_k (`settings`), or a trained run on
-      another dataset or split.
+    UserError: a bad eval.shortlist or eval.rerank_k (`settings`), a trained run on
+      another dataset or split, or "own" for a method without a separable approximation.
   """
   shortlist, _ = settings(config.eval)
   if not shortlist:
     return None
   if shortlist == SM:
     return SemanticMatching(dataset, config.eval)
+  if shortlist == OWN:
+    if method is None:
+      raise ValueError("eval.shortlist='own' ranks with the evaluated method: pass it.")
+    return OwnCodes(dataset, config.eval, method, variables)
   return TrainedRun(shortlist, config, dataset, workdir)
+
+
+def described(info: dict[str, Any]) -> str:
+  """A first stage's ranking in words, from `FirstStage.info()` (results.json's "rerank")."""
+  name = info["first_stage"]
+  if name == SM:
+    return "semantic matching's ranking"
+  if name == OWN:
+    return "the method's own separable ranking"
+  where = f" ({info['first_stage_workdir']})" if "first_stage_workdir" in info else ""
+  return f"{name}{where}'s ranking"
 
 
 def shortlist(

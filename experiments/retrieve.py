@@ -264,7 +264,7 @@ def retrieve(
         f"{features_dir}: its features (image {dims['image']}, text {dims['text']}) do not "
         f"fit the model in {workdir}: {e}"
     ) from e
-  stage = shortlists.first_stage(config, dataset, workdir)
+  stage = shortlists.first_stage(config, dataset, workdir, method, variables)
   if stage is None:
     scores, indices = ranking.retrieve(
         method, variables, query_rows, gallery_rows, direction, k, config.eval, queries=queries
@@ -370,10 +370,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"  ({report['checkpoint_note']})")
   if "rerank" in report:
     first = report["rerank"]
-    where = f" ({first['first_stage_workdir']})" if "first_stage_workdir" in first else ""
     lines.append(
-        f"  two stages: the top {first['k']} of {first['first_stage']}{where}'s ranking "
-        "reranked by the model, then the rest in its order (eval.shortlist, eval.rerank_k)"
+        f"  two stages: the top {first['k']} of {shortlists.described(first)} reranked by "
+        "the model, then the rest in its order (eval.shortlist, eval.rerank_k)"
     )
 
   def label(item):

@@ -16,8 +16,11 @@ from conftest import WIKI_DIR
 from conftest import train_on_real_wikipedia
 from configs.default import get_config
 from crossmodal_jax import data as data_lib
+from crossmodal_jax import errors
 from crossmodal_jax import methods
+from crossmodal_jax import protocols
 from crossmodal_jax import scoring
+from crossmodal_jax import shortlists
 from crossmodal_jax.data.sources import synthetic
 from crossmodal_jax.data.text import word_graph
 from crossmodal_jax.methods.scanet import losses as scanet_losses
@@ -267,6 +270,82 @@ def test_co_attention_follows_the_papers_equations(dataset, layers):
       want[i, t] = (f_image * f_text) @ p["head_kernel"][:, 0] + p["head_bias"][0]
   got = method.score(variables, image_enc, text_enc)
   np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "layers,scale", [(0, "softmax"), (1, "softmax"), (2, "softmax"), (3, "mean_one")]
+)
+def test_separable_codes_give_the_score_with_later_attentions_uniform(dataset, layers, scale):
+  """Image code . text code + the head's bias is the logit with at most one co-attention
+  layer; with more, it is the logit once every later layer's attention is uniform (its
+  Dense zeroed: softmax(relu(0))), up to 1 / N^2 per such layer with softmax scaling."""
+  _, method, variables = _method(dataset, attention_layers=layers, attention_scale=scale)
+  params = dict(variables["params"])
+  for k in range(1, layers):
+    for side in ("image", "text"):
+      params[f"{side}_attention_{k}"] = jax.tree.map(
+          jnp.zeros_like, params[f"{side}_attention_{k}"]
+      )
+  uniform = {**variables, "params": params}
+  image_enc = method.encode_image(uniform, dataset.test["image"][:6])
+  text_enc = method.encode_text(uniform, dataset.test["bow"][:5])
+  u = method.separable_code(uniform, image_enc, "image")
+  v = method.separable_code(uniform, text_enc, "text")
+  assert u.shape == (6, 16) and v.shape == (5, 16)
+  factor = 16.0 ** (-2 * max(layers - 1, 0)) if scale == "softmax" else 1.0
+  got = np.asarray(u @ v.T) * factor + float(params["head_bias"][0])
+  want = method.score(uniform, image_enc, text_enc)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+  assert np.std(want) > 0
+  if layers >= 2:  # with the trained form of the later layers, an approximation only
+    full = method.score(variables, method.encode_image(variables, dataset.test["image"][:6]),
+                        method.encode_text(variables, dataset.test["bow"][:5]))  # fmt: skip
+    assert not np.allclose(full, want)
+
+
+def _stable_order(scores):
+  return np.argsort(-np.asarray(scores, np.float64), axis=1, kind="stable")
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_own_first_stage_ranks_by_the_separable_codes(dataset, layers):
+  """eval.shortlist="own": each query's top K by its code . the gallery's codes, in both
+  directions and for chosen queries; with one layer, the method's exhaustive ranking;
+  with a shortlist of the whole gallery, the two-stage figures are the exhaustive ones."""
+  config, method, variables = _method(dataset, attention_layers=layers)
+  config.eval.update(query_block=8, gallery_block=16, memory_budget_mb=0.01, map_r=5)
+  config.eval.update(shortlist="own", rerank_k=len(dataset.test))
+  stage = shortlists.first_stage(config, dataset, None, method, variables)
+  assert isinstance(stage, shortlists.OwnCodes) and stage.info() == {"first_stage": "own"}
+  split = dataset.test
+  image_enc = method.encode_image(variables, split["image"])
+  text_enc = method.encode_text(variables, split["bow"])
+  codes = (
+      np.asarray(method.separable_code(variables, image_enc, "image"))
+      @ np.asarray(method.separable_code(variables, text_enc, "text")).T
+  )
+  exhaustive = np.asarray(method.score(variables, image_enc, text_enc))
+  for direction, dots, scores in (("i2t", codes, exhaustive), ("t2i", codes.T, exhaustive.T)):
+    top = stage.top(split, split, direction, 7)
+    np.testing.assert_array_equal(top, _stable_order(dots)[:, :7])
+    chosen = stage.top(split, split, direction, 7, queries=[3, 0, 11])
+    np.testing.assert_array_equal(chosen, top[[3, 0, 11]])
+    if layers == 1:
+      np.testing.assert_array_equal(top, _stable_order(scores)[:, :7])
+  two_stage = protocols.evaluate_split(method, variables, split, config.eval, first_stage=stage)
+  plain = protocols.evaluate_split(method, variables, split, config.eval)
+  assert two_stage["rerank"]["recall_of_exhaustive_top_r"]["avg"] == 1.0
+  for key in ("map_all", "map_at_5"):
+    for d in ("i2t", "t2i"):
+      np.testing.assert_allclose(two_stage[key][d], plain[key][d], atol=1e-6)
+
+
+def test_own_first_stage_needs_a_separable_approximation(dataset):
+  config = get_config("drsl,synthetic")
+  config.eval.shortlist = "own"
+  method = methods.get_method(config, dataset.dims(), dataset.meta)
+  with pytest.raises(errors.UserError, match="method 'drsl' has no separable approximation"):
+    shortlists.first_stage(config, dataset, None, method, None)
 
 
 def test_loss_equals_the_global_loss_of_the_per_pair_forward(dataset):

@@ -174,6 +174,19 @@ class Method(abc.ABC):
       )
     return leaves[0]
 
+  def separable_code(self, variables: Variables, encodings: Any, modality: str) -> Any:
+    """Per-item codes [n, d] whose dot products (image code . text code) approximate this
+    method's ranking score, for a cheap first stage of its own (`eval.shortlist="own"`),
+    or None (the default): the method has no such approximation.
+
+    Args:
+      variables: the model variables.
+      encodings: `encode_image`'s (modality "image") or `encode_text`'s ("text") output.
+      modality: "image" or "text".
+    """
+    del variables, encodings, modality
+    return None
+
   def pair_bytes(self, image_enc: Any, text_enc: Any) -> int:
     """Peak bytes of intermediates per scored pair, given one block of each encoding.
 

@@ -124,6 +124,12 @@ _RERANK_LARGE_PRESET = flags.DEFINE_enum(
     ["full", "ci"],
     "--only=rerank_large: the preset of the SCANet and HCMSL synthetic configs trained.",
 )
+_RERANK_LARGE_FIRST = flags.DEFINE_list(
+    "rerank_large_first",
+    list(rerank_large.FIRSTS),
+    "--only=rerank_large: the first stages whose shortlists SCANet reranks: hcmsl (the "
+    "cosine of HCMSL's codes), own (SCANet's own separable codes).",
+)
 _SCANET_STEPS = flags.DEFINE_integer(
     "scanet_steps", 20, "Timed SCANet training steps per case (pair order, co-attention depth)."
 )
@@ -184,6 +190,7 @@ def main(argv):
               [int(k) for k in _RERANK_LARGE_KS.value],
               _RERANK_LARGE_SAMPLE.value,
               _RERANK_LARGE_PRESET.value,
+              _RERANK_LARGE_FIRST.value,
           )
           if "rerank_large" in _ONLY.value
           else []

@@ -145,6 +145,12 @@ class SCANetMethod(base.Method):
     same and do not tie where the sigmoid saturates in float32."""
     return self.module.apply(variables, image_block, text_block, method=SCANet.score)
 
+  def separable_code(self, variables, encodings, modality):
+    """The first co-attention layer's bilinear score as codes, (f_I p_I h) . (f_T p_T):
+    the logit with every later layer's attention uniform (up to a positive factor and
+    the bias), and the exact logit with at most one layer (`SCANet.separable_code`)."""
+    return self.module.apply(variables, encodings, modality, method=SCANet.separable_code)
+
   def pair_bytes(self, image_enc, text_enc):
     """Per pair, from the second co-attention layer on: about 8 N-wide float32 vectors
     (both features, both Dense outputs and attentions, the product); else one score."""

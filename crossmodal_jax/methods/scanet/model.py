@@ -8,6 +8,8 @@ split the network where the per-item / per-pair boundary lies:
   distribution "p" [B, N] (layer 1 reads one item only);
 - `pair_logits(image_enc, text_enc)`: per pair (any broadcastable leading shape), the
   co-attention layers 2.. and the head; the logit whose sigmoid is the similarity;
+- `separable_code(enc, modality)`: per item, the first co-attention layer's bilinear
+  score as a code, for a first stage of SCANet's own (`eval.shortlist="own"`);
 - `score(image_block, text_block)`: the [P, Q] logits of every pair of two blocks. With
   at most one co-attention layer the score is bilinear, (u_i * w) . v_t + b, and is one
   matmul; from the second layer on each pair runs two N x N Dense layers.
@@ -177,14 +179,22 @@ class SCANet(nn.Module):
     z = self.head_dropout(f_image * f_text, deterministic=deterministic)
     return (z @ self.head_kernel)[..., 0] + self.head_bias[0]
 
+  def separable_code(self, enc, modality: str) -> jax.Array:
+    """[B, N] codes of the first co-attention layer's bilinear score: f_I * p_I * h for
+    images, f_T * p_T for texts (f alone without co-attention). Layer 1 multiplies the
+    pair's features into (f_I p_I) * (f_T p_T), the same for every pair, so an image
+    code . a text code + the head's bias is the logit with at most one layer, and with
+    more, the logit when every later layer's attention is uniform (a constant factor,
+    1 / N^2 per layer with "softmax" scaling, 1 with "mean_one")."""
+    u = enc["f"] * enc["p"] if self.attention_layers >= 1 else enc["f"]
+    return u * self.head_kernel[:, 0] if modality == "image" else u
+
   def score(self, image_block, text_block) -> jax.Array:
     """[P, Q] logits of every pair of a block of P images and Q texts."""
     if self.attention_layers <= 1:
       # f~_I * f~_T = (p_T f_T) * (p_I f_I): one vector per item, then a matmul.
-      u, v = image_block["f"], text_block["f"]
-      if self.attention_layers == 1:
-        u, v = u * image_block["p"], v * text_block["p"]
-      return (u * self.head_kernel[:, 0]) @ v.T + self.head_bias[0]
+      u = self.separable_code(image_block, "image")
+      return u @ self.separable_code(text_block, "text").T + self.head_bias[0]
     expand = lambda enc, axis: jax.tree.map(lambda x: jnp.expand_dims(x, axis), enc)
     return self.pair_logits(expand(image_block, 1), expand(text_block, 0))
 
