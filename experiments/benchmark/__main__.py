@@ -21,14 +21,15 @@ Measures, on whatever devices JAX sees:
 - MCSM's training steps on Wikipedia at the code's LSTM width and the CPU one
   (`--only=mcsm`, with --wikipedia_dir);
 - all-pairs scoring of a 40k x 40k synthetic gallery without its score matrix
-  (`--only=score_large`, `--large_gallery`): DRSL's streamed top-100 of every image query,
-  measured once with the process's peak memory and one call's device memory, then the
-  same scores without the top-k (in its tiles, and as the full-matrix path computes
-  them), and SCANet's time implied by a measured `--scanet_block` x `--scanet_block`
-  block (its cost is the same per pair);
-- with either scoring case, the machine's measured vector peak ("machine/vector_peak":
-  the scoring kernel's add, max and FMA on registers, `floor.py`), from which each DRSL
-  scoring row gets its elementwise floor and how many times the floor it took;
+  (`--only=score_large`, `--large_gallery`): DRSL's streamed top-100 of every image query
+  with the process's peak memory and one call's device memory, alternating `--repeats`
+  times with the same scores without the top-k (in its tiles), then the scores as the
+  full-matrix path computes them, and SCANet's time implied by a measured
+  `--scanet_block` x `--scanet_block` block (its cost is the same per pair);
+- with either scoring case or rerank_large, the machine's measured vector peak
+  ("machine/vector_peak": the scoring kernel's add, max and FMA on registers, `floor.py`),
+  from which each DRSL scoring row gets its elementwise floor and how many times the
+  floor it took, and which tells runs on different CPUs apart;
 - a feature-file training split of XMediaNet's width (4,096-d images, 300-d texts;
   `--lazy_rows` rows) read for one epoch of shuffled 100-row batches, loaded whole
   against read lazily from the built array_record files (`data.lazy_mb`), with the
@@ -165,8 +166,12 @@ def main(argv):
     for *case, epochs in training.epoch_cases(_EPOCHS.value, _CODE_EPOCHS.value):
       results.append(training.bench_training(*case, epochs, cache, source))
       print(json.dumps(results[-1]))
-  if wanted("score_all_pairs") or (wanted("score_large") and _LARGE.value > 0):
-    results.append(floor.peak())  # the floor's peak, measured before the scoring cases
+  if (
+      wanted("score_all_pairs")
+      or (wanted("score_large") and _LARGE.value > 0)
+      or "rerank_large" in _ONLY.value
+  ):
+    results.append(floor.peak())  # the machine's peak, measured before the scoring cases
     print(json.dumps(results[-1]))
   more = (
       (scoring.bench_scoring(_GALLERY.value, repeats) if wanted("score_all_pairs") else [])
@@ -196,7 +201,7 @@ def main(argv):
           else []
       )
       + (
-          large.bench_large_scoring(_LARGE.value)
+          large.bench_large_scoring(_LARGE.value, repeats=repeats)
           + large.bench_scanet_large(cache, source, _LARGE.value, _SCANET_BLOCK.value)
           if wanted("score_large") and _LARGE.value > 0
           else []
@@ -211,11 +216,26 @@ def main(argv):
       "devices": [str(d) for d in jax.devices()],
       "platform": platform.platform(),
       "cpu_count": os.cpu_count(),
+      "cpu": _cpu_model(),
       "jax": jax.__version__,
       "results": results,
   }
   atomic.atomic_write(_OUTPUT.value, lambda f: json.dump(report, f, indent=2), binary=False)
   print(f"wrote {_OUTPUT.value}")
+
+
+def _cpu_model() -> str | None:
+  """The CPU's model name as the OS reports it (Linux's /proc/cpuinfo), else the platform's
+  processor string; None when neither says. Runs on different CPUs differ in more than
+  their core count (vector width), so each JSON names its CPU."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or None
 
 
 def _scanet(cache: dict, source: wikipedia.Source, repeats: int) -> list[dict]:
