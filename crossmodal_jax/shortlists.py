@@ -248,15 +248,10 @@ class OwnCodes(FirstStage):
 
   def code(self, encodings: Any, modality: str) -> jax.Array:
     """[n, d] float32 codes of the method's encodings of n images or texts."""
-    batch = self.eval_config.batch_size
-    return jnp.concatenate(
-        [
-            self._code(
-                self.variables, jax.tree.map(lambda x: x[s : s + batch], encodings), modality
-            )
-            for s in range(0, scoring.num_items(encodings), batch)
-        ]
-    ).astype(jnp.float32)
+    codes = ranking.encode(
+        lambda x: self._code(self.variables, x, modality), encodings, self.eval_config.batch_size
+    )
+    return codes.astype(jnp.float32)
 
   def codes(self, split: common.Split, modality: str, rows: Any = None) -> jax.Array:
     """[n, d] float32 codes of a split's images or texts (`rows` of it, None: all)."""

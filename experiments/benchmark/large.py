@@ -57,7 +57,7 @@ def bench_large_scoring(n: int, k: int = 100, repeats: int = 1) -> list[dict]:
     top, _ = ranking.top_k(method, variables, enc_i, enc_t, "i2t", k, ce)
     streamed_runs.append(time.perf_counter() - start)
     assert top.shape == (n, k)
-    only_runs.append(_scores_only(method, variables, enc_i, enc_t, rows, chunk)["seconds"])
+    only_runs.append(_scores_only(method, variables, enc_i, enc_t, rows, chunk))
   seconds = float(np.median(streamed_runs))
   shares = [a / b - 1 for a, b in zip(streamed_runs, only_runs)]
   streamed = {
@@ -123,24 +123,17 @@ def _row_maxima(score, variables, query_rows, gallery_chunks):
   return jax.lax.scan(step, start, gallery_chunks)[0]
 
 
-def _scores_only(method, variables, enc_i, enc_t, rows: int, chunk: int) -> dict:
-  """Every query's scores against the whole gallery in the streamed top-k's tiles and
-  jitted loop (query_rows x gallery_chunk), each tile only reduced to its rows' maxima:
-  the scoring the streaming adds its merges to."""
+def _scores_only(method, variables, enc_i, enc_t, rows: int, chunk: int) -> float:
+  """Seconds of every query's scores against the whole gallery in the streamed top-k's
+  tiles and jitted loop (query_rows x gallery_chunk), each tile only reduced to its rows'
+  maxima: the scoring the streaming adds its merges to."""
   n_q, n_g = enc_i.shape[0], enc_t.shape[0]
   queries = scoring_lib.pad_to(enc_i, -(-n_q // rows) * rows)
   gallery = scoring_lib.pad_to(enc_t, -(-n_g // chunk) * chunk).reshape(-1, chunk, enc_t.shape[1])
   start = time.perf_counter()
   for first in range(0, n_q, rows):
     jax.device_get(_row_maxima(method.score, variables, queries[first : first + rows], gallery))
-  seconds = time.perf_counter() - start
-  return {
-      "name": "score_all_pairs/drsl/scores_only",
-      "pairs": n_q * n_g,
-      "seconds": seconds,
-      "pairs_per_s": n_q * n_g / seconds,
-      "note": "the streamed top-k's tiles and loop, each tile reduced to its rows' maxima",
-  }
+  return time.perf_counter() - start
 
 
 def _score_matrix_rows(method, variables, enc_i, enc_t, ce, rows: int = 2048) -> dict:

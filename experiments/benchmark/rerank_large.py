@@ -45,6 +45,7 @@ from crossmodal_jax import data as data_lib
 from crossmodal_jax import metrics
 from crossmodal_jax import ranking
 from crossmodal_jax import rerank
+from crossmodal_jax import scoring
 from crossmodal_jax import shortlists
 from crossmodal_jax import training
 from crossmodal_jax.configs import default as default_configs
@@ -128,6 +129,7 @@ def _first_stage_top(name, models, test, scanet_codes, rows, ks, deepest):
   (the OwnCodes stage, SCANet's (image, text) codes, the seconds they took)."""
   if name == "own":
     stage, (images, texts), encode_seconds = scanet_codes
+    query_block = stage.eval_config.query_block
 
     def top(queries, k):
       return stage.top_of_codes(queries, texts, "i2t", k)
@@ -135,13 +137,14 @@ def _first_stage_top(name, models, test, scanet_codes, rows, ks, deepest):
   else:
     model = models[name]
     images, texts, encode_seconds = _encode(model, test, model.config.eval)
+    query_block = model.config.eval.query_block
 
     def top(queries, k):
       return ranking.top_k(
           model.method, model.variables, queries, texts, "i2t", k, model.config.eval
       )[1]
 
-  qb = 512
+  qb = min(query_block, scoring.num_items(images))
   sampled, top_seconds, deepest_ranking = {}, {}, None
   for k in sorted(set(ks) | {deepest}):
     top(jax.tree.map(lambda x: x[:qb], images), k)
